@@ -1,0 +1,3 @@
+from mosaicdiff.cli import main
+
+raise SystemExit(main())

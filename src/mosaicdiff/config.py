@@ -1,0 +1,252 @@
+"""Frozen configuration dataclasses, one per concept, composed into `RunConfig`.
+
+Defaults are the paper's setup (Finn et al. 2025, Sec. 3 and App. B); where the paper is silent
+the default is ours and the field's comment says so. `override(cfg, ["train.epochs=300"])`
+reaches every field; every field is validated on construction with a one-line `UserError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any, Literal
+
+from mosaicdiff.errors import UserError, check
+
+Pairing = tuple[str, str]
+
+PAPER_PATTERN_TYPES: tuple[tuple[Pairing, ...], ...] = (
+    (("red", "green"), ("yellow", "blue")),
+    (("red", "yellow"), ("green", "blue")),
+    (("red", "blue"), ("green", "yellow")),
+)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    kind: Literal["pairings", "digits", "npz", "folder"] = "pairings"
+    n_images: int = 2048  # pairings only; digits uses all 1,797
+    quadrants_per_side: int = 2  # 2 -> 4x4 images of 2x2 quadrants
+    colours: tuple[str, ...] = ("red", "green", "blue", "yellow")
+    pattern_types: tuple[tuple[Pairing, ...], ...] = PAPER_PATTERN_TYPES
+    layout: Literal["columns", "rows"] = "columns"  # ours: key in the left column, value right
+    seed: int = 0
+    path: str = ""  # npz or folder
+    image_size: int = 0  # folder: resize to this side (0 keeps the size)
+
+    def __post_init__(self):
+        _check_literals(self)
+        check(self.n_images >= 1, f"data.n_images={self.n_images} must be at least 1")
+        check(
+            1 <= self.quadrants_per_side <= 64,
+            f"data.quadrants_per_side={self.quadrants_per_side} must be between 1 and 64",
+        )
+        if self.kind in ("npz", "folder"):
+            check(bool(self.path), f"data.kind={self.kind} needs data.path")
+        if self.kind == "pairings":
+            from mosaicdiff.data.pairings import validate_spec
+
+            validate_spec(self.colours, self.pattern_types)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: Literal["cnn", "attn", "identity", "top1"] = "cnn"
+    hidden: int = 32
+    patch: int = 2  # kernel = stride of the first conv: one token per quadrant
+    time_embedding: Literal["sinusoidal", "none"] = "sinusoidal"  # ours: paper silent
+    nonlinearity: Literal["silu", "relu", "gelu"] = "silu"  # ours: paper silent
+    gumbel_tau: float = 1.0  # top1 only: Gumbel-softmax temperature (ours: paper silent)
+
+    def __post_init__(self):
+        _check_literals(self)
+        check(self.hidden >= 1, f"model.hidden={self.hidden} must be at least 1")
+        check(self.patch >= 1, f"model.patch={self.patch} must be at least 1")
+        check(self.gumbel_tau > 0, f"model.gumbel_tau={self.gumbel_tau} must be positive")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    T: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+
+    def __post_init__(self):
+        check(self.T >= 2, f"diffusion.T={self.T} must be at least 2")
+        check(
+            0 < self.beta_start <= self.beta_end < 1,
+            f"diffusion betas {self.beta_start}..{self.beta_end} must satisfy 0 < start <= end < 1",
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5000  # top1: 10,000 in the paper (see presets)
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    ema_decay: float = 0.9999
+    seeds: tuple[int, ...] = (0,)
+    loss_weighting: Literal["one_minus_alpha_bar", "none"] = "one_minus_alpha_bar"
+    checkpoint_every: int = 100  # epochs
+
+    def __post_init__(self):
+        _check_literals(self)
+        check(self.epochs >= 1, f"train.epochs={self.epochs} must be at least 1")
+        check(self.batch_size >= 1, f"train.batch_size={self.batch_size} must be at least 1")
+        check(self.lr > 0, f"train.lr={self.lr} must be positive")
+        check(self.weight_decay >= 0, f"train.weight_decay={self.weight_decay} must be >= 0")
+        check(0 <= self.ema_decay < 1, f"train.ema_decay={self.ema_decay} must be in [0, 1)")
+        check(len(self.seeds) >= 1, "train.seeds must name at least one seed")
+        check(len(set(self.seeds)) == len(self.seeds), f"train.seeds={self.seeds} repeats a seed")
+        check(all(s >= 0 for s in self.seeds), f"train.seeds={self.seeds} must be >= 0")
+        check(self.checkpoint_every >= 1, "train.checkpoint_every must be at least 1")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sampler: Literal["ddpm", "ddim"] = "ddpm"
+    steps: int = 1000  # ddpm always uses every step; ddim may use fewer
+    eta: float = 0.0  # ddim only
+    n_runs: int = 100
+    n_per_run: int = 10_000
+    seed: int = 0
+    chunk_size: int = 100_000  # samples held in memory at once, over all seeds of a run
+
+    def __post_init__(self):
+        _check_literals(self)
+        check(self.steps >= 1, f"sample.steps={self.steps} must be at least 1")
+        check(self.eta >= 0, f"sample.eta={self.eta} must be >= 0")
+        check(self.n_runs >= 1, f"sample.n_runs={self.n_runs} must be at least 1")
+        check(self.n_per_run >= 1, f"sample.n_per_run={self.n_per_run} must be at least 1")
+        check(self.chunk_size >= 1, f"sample.chunk_size={self.chunk_size} must be at least 1")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    device: str = "cpu"
+
+    def __post_init__(self):
+        check(
+            self.device == "cpu" or self.device.startswith("cuda"),
+            f"device={self.device!r} must be 'cpu' or 'cuda' (optionally 'cuda:N')",
+        )
+        if self.sample.sampler == "ddpm":
+            check(
+                self.sample.steps == self.diffusion.T,
+                f"sample.steps={self.sample.steps}: ddpm samples every one of the "
+                f"{self.diffusion.T} steps; use sample.sampler=ddim for fewer",
+            )
+        check(
+            self.sample.steps <= self.diffusion.T,
+            f"sample.steps={self.sample.steps} must be at most diffusion.T={self.diffusion.T}",
+        )
+
+
+# --- (de)serialisation and overrides -------------------------------------------------------
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain JSON-able data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Rebuild a (nested) config dataclass from `to_dict` output, rejecting unknown keys."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    check(
+        not unknown, f"unknown config key(s) {unknown} for {cls.__name__}; valid: {sorted(names)}"
+    )
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        kwargs[name] = from_dict(tp, value) if is_dataclass(tp) else _coerce(tp, value, name)
+    return cls(**kwargs)
+
+
+def override(cfg: Any, assignments: list[str]) -> Any:
+    """Apply `section.field=value` assignments; values are JSON or bare strings."""
+    for item in assignments:
+        check("=" in item, f"override {item!r} must look like section.field=value")
+        key, raw = item.split("=", 1)
+        cfg = _set(cfg, key.strip().split("."), raw, key)
+    return cfg
+
+
+def _set(cfg: Any, path: list[str], raw: str, key: str) -> Any:
+    names = {f.name for f in fields(cfg)}
+    check(path[0] in names, f"unknown config key {key!r}; valid at this level: {sorted(names)}")
+    current = getattr(cfg, path[0])
+    if len(path) > 1:
+        check(is_dataclass(current), f"config key {key!r}: {path[0]} has no sub-fields")
+        return replace(cfg, **{path[0]: _set(current, path[1:], raw, key)})
+    check(not is_dataclass(current), f"config key {key!r} is a section; name one of its fields")
+    tp = typing.get_type_hints(type(cfg))[path[0]]
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return replace(cfg, **{path[0]: _coerce(tp, value, key)})
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        check(value in args, f"{name}={value!r} is not one of {list(args)}")
+        return value
+    if origin is tuple:
+        if isinstance(value, (int, float, str)) and args and args[-1] is Ellipsis:
+            value = [value] if not isinstance(value, str) else _split(value)
+        check(isinstance(value, (list, tuple)), f"{name}={value!r} must be a list")
+        if args and args[-1] is Ellipsis:
+            return tuple(_coerce(args[0], v, name) for v in value)
+        check(len(value) == len(args), f"{name}={value!r} must have {len(args)} items")
+        return tuple(_coerce(a, v, name) for a, v in zip(args, value, strict=True))
+    if tp is bool:
+        check(isinstance(value, bool), f"{name}={value!r} must be true or false")
+        return value
+    if tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        check(ok, f"{name}={value!r} must be a whole number")
+        return value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        check(ok and math.isfinite(value), f"{name}={value!r} must be a finite number")
+        return float(value)
+    if tp is str:
+        check(isinstance(value, str), f"{name}={value!r} must be a string")
+        return value
+    raise UserError(f"{name}: unsupported config type {tp}")
+
+
+def _split(text: str) -> list:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    out = []
+    for p in parts:
+        try:
+            out.append(json.loads(p))
+        except json.JSONDecodeError:
+            out.append(p)
+    return out
+
+
+def _check_literals(obj: Any) -> None:
+    for name, tp in typing.get_type_hints(type(obj)).items():
+        if typing.get_origin(tp) is Literal:
+            value = getattr(obj, name)
+            args = typing.get_args(tp)
+            check(value in args, f"{_section(obj)}.{name}={value!r} is not one of {list(args)}")
+
+
+def _section(obj: Any) -> str:
+    return type(obj).__name__.removesuffix("Config").lower()

@@ -1,0 +1,143 @@
+"""The paper's score networks (Finn et al. 2025, Sec. 3 and App. B), in token space.
+
+    cnn:      Conv2d(C -> d, kernel p, stride p) -> nonlinearity -> ConvTranspose2d(d -> C, p, p)
+    attn:     cnn + one single-head self-attention block (learnable Q, K, V), residual,
+              right before the transpose conv
+    identity: the same block with Q = K = V = I:   h + softmax(h h^T / sqrt(d)) h
+    top1:     the same block with winner-take-all attention: straight-through Gumbel-softmax
+              while training, a hard argmax when sampling (Eq. 5)
+
+A kernel-p, stride-p conv is exactly a linear map on non-overlapping p x p patches, and the
+transpose conv is a linear map back, so the network works on N = (H/p)(W/p) tokens of C p^2
+values throughout (one token per quadrant for the paper's 4x4 images). A timestep embedding
+(sinusoidal features -> linear) is added to the hidden features before the nonlinearity, unless
+`time_embedding="none"`. Weights carry a leading seed dimension (see `grouped.py`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mosaicdiff.config import ModelConfig
+from mosaicdiff.models.grouped import GroupedModel, init_uniform, stacked
+
+ACTIVATIONS = {"silu": F.silu, "relu": F.relu, "gelu": F.gelu}
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(..., C, H, W) -> (..., N, C p p) with tokens in row-major order of the p x p patches."""
+    *lead, c, h, w = x.shape
+    x = x.reshape(*lead, c, h // p, p, w // p, p)
+    n = len(lead)
+    x = x.permute(*range(n), n + 1, n + 3, n, n + 2, n + 4)  # (..., H/p, W/p, C, p, p)
+    return x.reshape(*lead, (h // p) * (w // p), c * p * p)
+
+
+def unpatchify(tokens: torch.Tensor, p: int, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Inverse of `patchify`: (..., N, C p p) -> (..., C, H, W)."""
+    c, h, w = shape
+    *lead, _, _ = tokens.shape
+    n = len(lead)
+    x = tokens.reshape(*lead, h // p, w // p, c, p, p)
+    x = x.permute(*range(n), n + 2, n, n + 3, n + 1, n + 4)  # (..., C, H/p, p, W/p, p)
+    return x.reshape(*lead, c, h, w)
+
+
+def sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer sinusoidal features of timesteps: (*shape) -> (*shape, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float64) / half)
+    angles = t.double()[..., None] * freqs
+    out = torch.cat([angles.sin(), angles.cos()], -1)
+    return F.pad(out, (0, dim - 2 * half)).float()
+
+
+class PatchNet(GroupedModel):
+    """cnn / attn / identity / top1 for `len(seeds)` independent seeds at once.
+
+    Args:
+        cfg: the architecture.
+        image_shape: (C, H, W), with H and W divisible by `cfg.patch`.
+        T: number of diffusion steps (size of the timestep-embedding table).
+        seeds: one initialisation seed per member; member i depends on seeds[i] alone.
+    """
+
+    def __init__(self, cfg: ModelConfig, image_shape: tuple[int, int, int], T: int, seeds):
+        super().__init__()
+        self.cfg, self.image_shape, self.n_seeds = cfg, tuple(image_shape), len(seeds)
+        c, p, d = image_shape[0], cfg.patch, cfg.hidden
+        P = c * p * p
+        per_seed = [self._init_one(P, d, torch.Generator().manual_seed(s)) for s in seeds]
+        for name in per_seed[0]:
+            setattr(self, name, stacked([w[name] for w in per_seed]))
+        self.register_buffer("t_features", sinusoidal(torch.arange(T), d), persistent=False)
+        self.act = ACTIVATIONS[cfg.nonlinearity]
+
+    def _init_one(self, P: int, d: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+        w = {
+            "w_in": init_uniform((P, d), P, g),  # Conv2d(C, d, p, p): fan_in = C p p
+            "b_in": init_uniform((d,), P, g),
+            "w_out": init_uniform((d, P), P, g),  # ConvTranspose2d: PyTorch's fan_in = C p p
+            "b_out": init_uniform((P,), P, g),
+        }
+        if self.cfg.time_embedding == "sinusoidal":
+            w["w_t"] = init_uniform((d, d), d, g)
+            w["b_t"] = init_uniform((d,), d, g)
+        if self.cfg.arch in ("attn", "top1"):
+            for name in ("w_q", "w_k", "w_v"):
+                w[name] = init_uniform((d, d), d, g)
+        return w
+
+    def hidden(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Tokens after the first conv, time embedding and nonlinearity: (S, B, N, d)."""
+        h = patchify(x, self.cfg.patch) @ self.w_in[:, None] + self.b_in[:, None, None]
+        if self.cfg.time_embedding == "sinusoidal":
+            # t (S, B) -> features (S, B, d); t (1,) -> (1, d), broadcast over seeds by the matmul.
+            temb = self.t_features[t] @ self.w_t + self.b_t[:, None]  # (S, B or 1, d)
+            h = h + temb[:, :, None]  # broadcast over tokens
+        return self.act(h)
+
+    def attention(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention block's output and weights: (S, B, N, d), (S, B, N, N)."""
+        arch, d = self.cfg.arch, self.cfg.hidden
+        if arch == "identity":
+            q = k = v = h
+        else:
+            q, k, v = (h @ w[:, None] for w in (self.w_q, self.w_k, self.w_v))
+        logits = q @ k.transpose(-1, -2) / math.sqrt(d)
+        if arch == "top1":
+            if self.training:
+                a = F.gumbel_softmax(logits, tau=self.cfg.gumbel_tau, hard=True, dim=-1)
+            else:
+                a = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(h.dtype)
+        else:
+            a = logits.softmax(-1)
+        return a @ v, a
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, return_attention: bool = False):
+        """Predict eps.
+
+        Args:
+            x: (S, B, C, H, W) noisy images, one block of B per seed.
+            t: (S, B) int64 timesteps, or (1,) for one timestep shared by the whole batch.
+            return_attention: also return the (S, B, N, N) attention weights (None for cnn).
+        """
+        h = self.hidden(x, t)  # (S, B, N, d)
+        a = None
+        if self.cfg.arch != "cnn":
+            if return_attention or self.cfg.arch == "top1":
+                out, a = self.attention(h)
+            else:
+                # Same maths as `attention` for softmax attention, through the fused kernel.
+                if self.cfg.arch == "identity":
+                    q = k = v = h
+                else:
+                    q, k, v = (h @ w[:, None] for w in (self.w_q, self.w_k, self.w_v))
+                out = F.scaled_dot_product_attention(q, k, v)
+            h = h + out
+        y = h @ self.w_out[:, None] + self.b_out[:, None, None]  # (S, B, N, C p p)
+        eps = unpatchify(y, self.cfg.patch, self.image_shape)
+        return (eps, a) if return_attention else eps
