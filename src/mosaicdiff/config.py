@@ -54,8 +54,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: Literal["cnn", "attn", "identity", "top1"] = "cnn"
+    # cnn/attn/identity/top1: the paper's networks; resnet, resnet_attn, unet, dit: natural data.
+    arch: Literal["cnn", "attn", "identity", "top1", "resnet", "resnet_attn", "unet", "dit"] = "cnn"
     hidden: int = 32
+    depth: int = 2  # resnet: residual blocks; dit: transformer layers; unet: levels
+    kernel: int = 3  # resnet: conv kernel size (receptive field grows with depth and kernel)
     patch: int = 2  # kernel = stride of the first conv: one token per quadrant
     time_embedding: Literal["sinusoidal", "none"] = "sinusoidal"  # ours: paper silent
     nonlinearity: Literal["silu", "relu", "gelu"] = "silu"  # ours: paper silent
@@ -65,6 +68,8 @@ class ModelConfig:
         _check_literals(self)
         check(self.hidden >= 1, f"model.hidden={self.hidden} must be at least 1")
         check(self.patch >= 1, f"model.patch={self.patch} must be at least 1")
+        check(self.depth >= 1, f"model.depth={self.depth} must be at least 1")
+        check(self.kernel >= 1 and self.kernel % 2 == 1, f"model.kernel={self.kernel} must be odd")
         check(self.gumbel_tau > 0, f"model.gumbel_tau={self.gumbel_tau} must be positive")
 
 

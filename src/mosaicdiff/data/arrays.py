@@ -71,6 +71,6 @@ def to_images(array: np.ndarray, source: str) -> torch.Tensor:
         lo, hi = float(x.min()), float(x.max())
         check(
             lo >= -1 and hi <= 1,
-            f"{source}: values span [{lo:.3g}, {hi:.3g}]; floats must lie in [-1, 1] (or use uint8)",
+            f"{source}: values span [{lo:.3g}, {hi:.3g}]; floats must be in [-1, 1] (or uint8)",
         )
     return torch.from_numpy(np.ascontiguousarray(x))
