@@ -68,7 +68,7 @@ class Schedule:
             return torch.ones_like(t, dtype=like.dtype)
         return 1 - self.table(self.alpha_bar, like)[t]
 
-    def loss(
+    def losses(
         self,
         model,
         x0: torch.Tensor,
@@ -76,15 +76,18 @@ class Schedule:
         eps: torch.Tensor,
         weighting: str = "one_minus_alpha_bar",
     ) -> torch.Tensor:
-        """Weighted epsilon-prediction MSE: mean_b w(t_b) * mean_pixels (eps - model(x_t, t))^2.
-
-        With (S, B) leading dims (S grouped seeds) this is the sum over seeds of each seed's own
-        mean loss, so every seed's gradient equals the one it would get training alone.
-        """
+        """Per-example weighted epsilon MSE, (*batch,): w(t) * mean_pixels (eps - model(x_t, t))^2
+        with w(t) = 1 - alpha_bar_t (the paper's App. B) or 1."""
         eps_hat = model(self.q_sample(x0, t, eps), t)
         per_example = ((eps_hat - eps) ** 2).flatten(t.ndim).mean(-1)  # (*batch,)
-        weighted = self.loss_weight(t, weighting, x0) * per_example
-        return weighted.mean(-1).sum() if t.ndim > 1 else weighted.mean()
+        return self.loss_weight(t, weighting, x0) * per_example
+
+    def loss(self, model, x0, t, eps, weighting: str = "one_minus_alpha_bar") -> torch.Tensor:
+        """The training loss: the batch mean of `losses`. With (S, B) leading dims (S grouped
+        seeds) it is the sum over seeds of each seed's own mean, so every seed's gradient equals
+        the one it would get training alone."""
+        per_example = self.losses(model, x0, t, eps, weighting)
+        return per_example.mean(-1).sum() if t.ndim > 1 else per_example.mean()
 
 
 def _expand(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

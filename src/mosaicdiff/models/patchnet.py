@@ -93,7 +93,11 @@ class PatchNet(GroupedModel):
 
     def hidden(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Tokens after the first conv, time embedding and nonlinearity: (S, B, N, d)."""
-        h = patchify(x, self.cfg.patch) @ self.w_in[:, None] + self.b_in[:, None, None]
+        tokens = patchify(x, self.cfg.patch)  # (S, B, N, P)
+        s, b, n, P = tokens.shape
+        # One (S, B N, P) @ (S, P, d) bmm: 4-d broadcasting matmuls are ~3x slower here.
+        h = torch.baddbmm(self.b_in[:, None], tokens.reshape(s, b * n, P), self.w_in)
+        h = h.view(s, b, n, -1)
         if self.cfg.time_embedding == "sinusoidal":
             # t (S, B) -> features (S, B, d); t (1,) -> (1, d), broadcast over seeds by the matmul.
             temb = self.t_features[t] @ self.w_t + self.b_t[:, None]  # (S, B or 1, d)
@@ -106,7 +110,7 @@ class PatchNet(GroupedModel):
         if arch == "identity":
             q = k = v = h
         else:
-            q, k, v = (h @ w[:, None] for w in (self.w_q, self.w_k, self.w_v))
+            q, k, v = (_tokens_matmul(h, w) for w in (self.w_q, self.w_k, self.w_v))
         logits = q @ k.transpose(-1, -2) / math.sqrt(d)
         if arch == "top1":
             if self.training:
@@ -135,9 +139,15 @@ class PatchNet(GroupedModel):
                 if self.cfg.arch == "identity":
                     q = k = v = h
                 else:
-                    q, k, v = (h @ w[:, None] for w in (self.w_q, self.w_k, self.w_v))
+                    q, k, v = (_tokens_matmul(h, w) for w in (self.w_q, self.w_k, self.w_v))
                 out = F.scaled_dot_product_attention(q, k, v)
             h = h + out
-        y = h @ self.w_out[:, None] + self.b_out[:, None, None]  # (S, B, N, C p p)
+        y = _tokens_matmul(h, self.w_out) + self.b_out[:, None, None]  # (S, B, N, C p p)
         eps = unpatchify(y, self.cfg.patch, self.image_shape)
         return (eps, a) if return_attention else eps
+
+
+def _tokens_matmul(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """(S, B, N, a) @ (S, a, b) -> (S, B, N, b) as one bmm."""
+    s, b, n, a = h.shape
+    return torch.bmm(h.reshape(s, b * n, a), w).view(s, b, n, -1)

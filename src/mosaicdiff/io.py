@@ -1,0 +1,100 @@
+"""Atomic, checksummed file writes: every output goes to a temporary file in the same folder and
+is renamed into place, so a killed process never leaves a half-written file behind.
+
+Tensors are stored with safetensors (no pickle); arrays as `.npz` read with `allow_pickle=False`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from mosaicdiff.errors import UserError
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON ({e})") from None
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write `path` (.safetensors) and its sidecar `path.json` holding `meta` plus the sha256 of
+    the tensor file. The JSON is written last: a checkpoint exists only once both are complete."""
+    path = Path(path)
+    blob = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+    atomic_write_bytes(path, blob)
+    atomic_write_json(_sidecar(path), {**meta, "sha256": sha256(blob), "bytes": len(blob)})
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read what `save_tensors` wrote; refuse a file whose checksum or format does not match."""
+    path = Path(path)
+    side = _sidecar(path)
+    if not path.is_file() or not side.is_file():
+        raise UserError(f"checkpoint {path} (with {side.name}) not found")
+    meta = read_json(side)
+    blob = path.read_bytes()
+    if meta.get("sha256") != sha256(blob):
+        raise UserError(f"checkpoint {path} is corrupted or truncated (checksum mismatch)")
+    try:
+        tensors = st_load(blob)
+    except Exception as e:  # safetensors raises its own error types
+        raise UserError(f"checkpoint {path} is not a safetensors file ({e})") from None
+    return tensors, meta
+
+
+def save_npz(path: str | Path, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not a readable .npz file ({e})") from None
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")

@@ -1,0 +1,152 @@
+"""Run directories: one folder per run that rebuilds its model from its own files.
+
+    RUN/config.json                    the resolved RunConfig, written before training starts
+    RUN/metrics.jsonl                  one JSON line per epoch (loss per seed, lr, steps/s)
+    RUN/checkpoints/epoch-000100.safetensors (+ .safetensors.json: step, epoch, config, sha256)
+    RUN/samples/NAME/                  sample chunks (.npz with their seeds) and results.json
+
+Checkpoints are plain tensors (safetensors) plus JSON metadata: nothing is unpickled, and the
+files alone rebuild the model. The newest checkpoint whose checksum verifies is used; a
+corrupted newer one is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mosaicdiff.config import RunConfig, from_dict, to_dict
+from mosaicdiff.data import ImageDataset, load_dataset
+from mosaicdiff.diffusion import Schedule
+from mosaicdiff.errors import UserError, check
+from mosaicdiff.io import atomic_write_json, load_tensors, read_json, save_tensors
+from mosaicdiff.models import GroupedModel, build_model
+
+KEEP_CHECKPOINTS = 2
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def samples_dir(self, name: str = "default") -> Path:
+        return self.path / "samples" / name
+
+    # --- config ---------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def write_config(self, cfg: RunConfig) -> None:
+        atomic_write_json(self.config_path, to_dict(cfg))
+
+    def read_config(self) -> RunConfig:
+        check(self.exists(), f"{self.path} is not a run directory (no config.json)")
+        return from_dict(RunConfig, read_json(self.config_path))
+
+    # --- metrics --------------------------------------------------------------------------
+
+    def log(self, record: dict) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_path.is_file():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+        return rows
+
+    def truncate_metrics(self, epoch: int) -> None:
+        """Drop log lines past `epoch` (written after the checkpoint a resume starts from)."""
+        rows = [r for r in self.read_metrics() if r.get("epoch", 0) <= epoch]
+        from mosaicdiff.io import atomic_write_text
+
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints (tensor file and sidecar), oldest first."""
+        if not self.checkpoint_dir.is_dir():
+            return []
+        files = sorted(self.checkpoint_dir.glob("epoch-*.safetensors"))
+        return [f for f in files if f.with_name(f.name + ".json").is_file()]
+
+    def save_checkpoint(self, epoch: int, tensors: dict, meta: dict) -> Path:
+        path = self.checkpoint_dir / f"epoch-{epoch:06d}.safetensors"
+        save_tensors(path, tensors, meta)
+        for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
+            old.with_name(old.name + ".json").unlink(missing_ok=True)
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_latest(self) -> tuple[dict, dict] | None:
+        """The newest checkpoint that verifies, or None when there is none."""
+        for path in reversed(self.checkpoints()):
+            try:
+                return load_tensors(path)
+            except UserError as e:
+                warnings.warn(f"{e}; falling back to the previous checkpoint", stacklevel=2)
+        return None
+
+
+@dataclass
+class LoadedRun:
+    """A trained run, ready to sample: the model holds the EMA weights and is in eval mode."""
+
+    run: RunDir
+    cfg: RunConfig
+    model: GroupedModel
+    dataset: ImageDataset
+    schedule: Schedule
+    epoch: int
+
+
+def load_run(path: str | Path, device: str | None = None, weights: str = "ema") -> LoadedRun:
+    """Rebuild a run's model from its directory alone.
+
+    Args:
+        path: the run directory.
+        device: where to put the model (default: the run's configured device).
+        weights: "ema" (what samples use) or "raw" (the optimiser's current weights).
+    """
+    run = RunDir(path)
+    cfg = run.read_config()
+    loaded = run.load_latest()
+    check(loaded is not None, f"{path} has no checkpoint yet; train it first")
+    tensors, meta = loaded
+    dataset = load_dataset(cfg.data)
+    model = build_model(cfg.model, dataset.shape, cfg.diffusion.T, cfg.train.seeds)
+    prefix = {"ema": "ema.", "raw": "model."}[weights]
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    model.load_state_dict(state)
+    model.eval().requires_grad_(False)
+    device = device or cfg.device
+    return LoadedRun(
+        run, cfg, model.to(device), dataset, Schedule.from_config(cfg.diffusion), int(meta["epoch"])
+    )
+
+
+def model_state(model: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    return {prefix + k: v for k, v in model.state_dict().items()}

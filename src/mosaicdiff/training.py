@@ -1,0 +1,177 @@
+"""Training: one readable `train()` for S seeds of one architecture at once (App. B of the paper).
+
+Per optimiser step: a batch of 64 per seed, t uniform in [0, T), the (1 - alpha_bar_t)-weighted
+epsilon MSE, AdamW (lr 1e-3, weight decay 1e-5) under OneCycleLR over the whole run, then an EMA
+of the weights (decay 0.9999) through `torch.optim.swa_utils`. Every seed has its own generator
+for its initialisation and its data order, timesteps and noise, drawn once per epoch, so a
+seed's run does not depend on which other seeds train beside it. Checkpoints hold everything a
+resume needs (weights, EMA, optimiser, schedule, RNG states) and are taken at epoch ends; a
+resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import OneCycleLR
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from mosaicdiff.config import RunConfig, to_dict
+from mosaicdiff.data import load_dataset
+from mosaicdiff.diffusion import Schedule
+from mosaicdiff.errors import UserError, check
+from mosaicdiff.models import build_model
+from mosaicdiff.runs import RunDir, model_state
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def data_seed(seed: int) -> int:
+    """The data stream's seed, distinct from the initialisation seed `seed`."""
+    return 1_000_003 * (seed + 1)
+
+
+def draw_epoch(g: torch.Generator, n: int, T: int, shape: tuple) -> tuple:
+    """One seed's randomness for one epoch: data order (N,), timesteps (N,), noise (N, C, H, W)."""
+    return (
+        torch.randperm(n, generator=g),
+        torch.randint(T, (n,), generator=g),
+        torch.randn((n, *shape), generator=g),
+    )
+
+
+def train(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> RunDir:
+    """Train `cfg.train.seeds` seeds of `cfg.model` into the run directory `out`.
+
+    With `resume`, continue from the newest good checkpoint in `out` (the config must match).
+    """
+    run = RunDir(out)
+    if run.exists() and not resume:
+        raise UserError(f"{out} already holds a run; pass --resume to continue it")
+    if resume and run.exists():
+        check(
+            to_dict(run.read_config()) == to_dict(cfg),
+            f"--resume: the config differs from {run.config_path}; use a new --out",
+        )
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_config(cfg)
+
+    device = torch.device(cfg.device)
+    tc = cfg.train
+    dataset = load_dataset(cfg.data)
+    x_data = dataset.images.to(device)  # (N, C, H, W)
+    n, shape = len(dataset), dataset.shape
+    schedule = Schedule.from_config(cfg.diffusion)
+    model = build_model(cfg.model, shape, cfg.diffusion.T, tc.seeds).to(device)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay))
+    opt = AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, foreach=True)
+    steps_per_epoch = math.ceil(n / tc.batch_size)
+    total_steps = tc.epochs * steps_per_epoch
+    sched = OneCycleLR(opt, max_lr=tc.lr, total_steps=total_steps)
+    gens = [torch.Generator().manual_seed(data_seed(s)) for s in tc.seeds]
+    torch.manual_seed(tc.seeds[0])  # the global stream: Gumbel noise of top1
+
+    start_epoch = 0
+    latest = run.load_latest() if resume else None
+    if latest is not None:
+        start_epoch = restore(latest, model, ema, opt, sched, gens)
+        run.truncate_metrics(start_epoch)
+
+    model.train()
+    bar = tqdm(
+        total=total_steps,
+        initial=start_epoch * steps_per_epoch,
+        desc=f"train {cfg.model.arch} x{len(tc.seeds)}",
+        disable=not progress,
+        unit="step",
+    )
+    for epoch in range(start_epoch, tc.epochs):
+        tick = time.perf_counter()
+        draws = [draw_epoch(g, n, cfg.diffusion.T, shape) for g in gens]
+        perm, t_all, eps_all = (torch.stack(d).to(device) for d in zip(*draws, strict=True))
+        loss_sum = torch.zeros(len(tc.seeds), device=device)
+        for b in range(steps_per_epoch):
+            sl = slice(b * tc.batch_size, (b + 1) * tc.batch_size)
+            x0 = x_data[perm[:, sl]]  # (S, B, C, H, W)
+            per_seed = schedule.losses(model, x0, t_all[:, sl], eps_all[:, sl], tc.loss_weighting)
+            per_seed = per_seed.mean(-1)  # (S,)
+            opt.zero_grad(set_to_none=True)
+            per_seed.sum().backward()
+            opt.step()
+            sched.step()
+            ema.update_parameters(model)
+            loss_sum += per_seed.detach()
+        losses = (loss_sum / steps_per_epoch).tolist()
+        if not all(math.isfinite(v) for v in losses):
+            bar.close()
+            raise TrainingDiverged(
+                f"loss became {losses} at epoch {epoch + 1}; training stopped, the last good "
+                f"checkpoint in {run.checkpoint_dir} is kept (try a lower train.lr)"
+            )
+        rate = steps_per_epoch * len(tc.seeds) / (time.perf_counter() - tick)
+        run.log(
+            {
+                "epoch": epoch + 1,
+                "loss": losses,
+                "lr": sched.get_last_lr()[0],
+                "model_steps_per_s": rate,
+            }
+        )
+        bar.update(steps_per_epoch)
+        bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}", model_steps_s=f"{rate:,.0f}")
+        if (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs:
+            save(run, cfg, epoch + 1, steps_per_epoch, model, ema, opt, sched, gens)
+    bar.close()
+    return run
+
+
+def save(run, cfg, epoch, steps_per_epoch, model, ema, opt, sched, gens) -> None:
+    opt_state = opt.state_dict()
+    tensors = {**model_state(model, "model."), **model_state(ema.module, "ema.")}
+    for i, state in opt_state["state"].items():
+        for k, v in state.items():
+            tensors[f"opt.{i}.{k}"] = v
+    for i, g in enumerate(gens):
+        tensors[f"rng.data.{i}"] = g.get_state()
+    tensors["rng.global"] = torch.get_rng_state()
+    tensors["ema_n_averaged"] = ema.n_averaged
+    meta = {
+        "epoch": epoch,
+        "step": epoch * steps_per_epoch,
+        "config": to_dict(cfg),
+        "optimizer_param_groups": opt_state["param_groups"],
+        "lr_schedule": sched.state_dict(),
+    }
+    run.save_checkpoint(epoch, tensors, meta)
+
+
+def restore(latest, model, ema, opt, sched, gens) -> int:
+    """Load a checkpoint into the live training objects; return the epoch it ends."""
+    tensors, meta = latest
+
+    def part(prefix):
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    model.load_state_dict(part("model."))
+    ema.module.load_state_dict(part("ema."))
+    ema.n_averaged.copy_(tensors["ema_n_averaged"])
+    state: dict[int, dict] = {}
+    for k, v in part("opt.").items():
+        i, name = k.split(".", 1)
+        state.setdefault(int(i), {})[name] = v
+    groups = meta["optimizer_param_groups"]
+    for g in groups:
+        g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+    sched.load_state_dict(meta["lr_schedule"])
+    for i, g in enumerate(gens):
+        g.set_state(tensors[f"rng.data.{i}"])
+    torch.set_rng_state(tensors["rng.global"])
+    return int(meta["epoch"])

@@ -1,0 +1,80 @@
+import shutil
+
+import pytest
+import torch
+
+from mosaicdiff.errors import UserError
+from mosaicdiff.io import load_tensors
+from mosaicdiff.runs import RunDir, load_run
+from mosaicdiff.training import train
+
+
+def _final(path):
+    tensors, meta = load_tensors(RunDir(path).checkpoints()[-1])
+    return tensors, meta
+
+
+@pytest.mark.parametrize("arch", ["cnn", "attn", "identity"])
+def test_grouped_training_equals_each_seed_alone(tmp_path, tiny, arch):
+    train(tiny(arch, epochs=2, seeds=(3, 5, 7)), tmp_path / "group", progress=False)
+    train(tiny(arch, epochs=2, seeds=(5,)), tmp_path / "alone", progress=False)
+    group, _ = _final(tmp_path / "group")
+    alone, _ = _final(tmp_path / "alone")
+    for key, value in alone.items():
+        if key.startswith(("model.", "ema.")):
+            torch.testing.assert_close(group[key][1:2], value, rtol=1e-5, atol=1e-6)
+
+
+def test_training_moves_weights_and_lowers_loss(tmp_path, tiny):
+    train(tiny("cnn", epochs=6), tmp_path, progress=False)
+    losses = [row["loss"][0] for row in RunDir(tmp_path).read_metrics()]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("arch", ["cnn", "top1"])
+def test_resume_equals_uninterrupted(tmp_path, tiny, arch):
+    cfg = tiny(arch, epochs=4, seeds=(0, 1), checkpoint_every=2)
+    train(cfg, tmp_path / "full", progress=False)
+    # Interrupt: keep only the epoch-2 checkpoint, as if killed during epoch 3.
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    cut = RunDir(tmp_path / "cut")
+    for f in cut.checkpoint_dir.glob("epoch-000004*"):
+        f.unlink()
+    train(cfg, tmp_path / "cut", resume=True, progress=False)
+    full, _ = _final(tmp_path / "full")
+    resumed, meta = _final(tmp_path / "cut")
+    assert meta["epoch"] == 4
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+    assert len(cut.read_metrics()) == 4
+
+
+def test_checkpoint_round_trip_rebuilds_the_ema_model(tmp_path, tiny):
+    train(tiny("attn", epochs=1), tmp_path, progress=False)
+    tensors, _ = _final(tmp_path)
+    loaded = load_run(tmp_path)
+    for name, p in loaded.model.state_dict().items():
+        assert torch.equal(p, tensors["ema." + name])
+    x = torch.randn(1, 3, 3, 4, 4)
+    assert loaded.model(x, torch.tensor([10])).shape == x.shape
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, tiny):
+    train(tiny(), tmp_path, progress=False)
+    with pytest.raises(UserError, match="already holds a run"):
+        train(tiny(), tmp_path, progress=False)
+
+
+def test_corrupted_checkpoint_falls_back_to_previous(tmp_path, tiny):
+    train(tiny(epochs=2, checkpoint_every=1), tmp_path, progress=False)
+    newest = RunDir(tmp_path).checkpoints()[-1]
+    newest.write_bytes(newest.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="corrupted"):
+        assert load_run(tmp_path).epoch == 1
+
+
+def test_divergence_stops_with_a_clear_message(tmp_path, tiny):
+    from mosaicdiff.training import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="loss became"):
+        train(tiny(epochs=2, lr=1e30), tmp_path, progress=False)
