@@ -1,0 +1,73 @@
+"""Posterior means under an isotropic Gaussian mixture, streamed over its components.
+
+Every machine reduces to one computation (Kamb & Ganguli 2024, Eqs. 6 and 10-12): a noisy
+vector q (an image or a patch of x_t) and clean candidates p_m (training images or patches) with
+multiplicities n_m give the forward-process likelihoods N(q; a p_m, b^2 I), a = sqrt(alpha_bar_t),
+b^2 = 1 - alpha_bar_t, and the posterior weights
+
+    w_m(q) = softmax_m( log n_m - |q - a p_m|^2 / (2 b^2) ).
+
+Expanding |q - a p|^2 = |q|^2 - 2a <q, p> + a^2 |p|^2 and dropping |q|^2 (the same for every m)
+leaves logits (2a <q, p> - a^2 |p|^2) / (2 b^2) + log n, whose inner products for all pairs are
+one batched matmul. The log-sum-exp runs over chunks of components with a running maximum
+(the online softmax), so memory is bounded by `budget` elements whatever the training set size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gaussian_posterior(
+    q: torch.Tensor,
+    p: torch.Tensor,
+    values: torch.Tensor,
+    a: float,
+    b2: float,
+    log_mult: torch.Tensor | None = None,
+    budget: int = 1 << 22,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean of `values` and log normaliser of the mixture, for G independent groups.
+
+    Args:
+        q: (G, Q, d) noisy queries.
+        p: (G, M, d) clean component centres (scaled by `a` inside).
+        values: (G, M, v) what to average (p itself, or the centre block of each patch).
+        a, b2: sqrt(alpha_bar_t) and 1 - alpha_bar_t.
+        log_mult: (G, M) log multiplicities of the components, or None for all ones.
+        budget: most logits held at once (G * query chunk * component chunk).
+
+    Returns:
+        lse: (G, Q) log sum_m n_m exp(logit_m), logits without the -|q|^2 / (2 b^2) term.
+        mean: (G, Q, v) sum_m w_m values_m.
+    """
+    g, n_q, _ = q.shape
+    n_p = p.shape[1]
+    q_chunk = max(1, min(n_q, budget // max(1, g * min(n_p, 4096))))
+    p_chunk = max(1, min(n_p, budget // max(1, g * q_chunk)))
+    bias = -(a * a) / (2 * b2) * (p * p).sum(-1)  # (G, M)
+    if log_mult is not None:
+        bias = bias + log_mult
+    scale = a / b2  # 2a / (2 b^2)
+    lse_parts, mean_parts = [], []
+    for i in range(0, n_q, q_chunk):
+        qi = q[:, i : i + q_chunk]  # (G, q, d)
+        run_max = qi.new_full(qi.shape[:2], float("-inf"))
+        run_sum = qi.new_zeros(qi.shape[:2])
+        run_val = qi.new_zeros(*qi.shape[:2], values.shape[-1])
+        for j in range(0, n_p, p_chunk):
+            logits = torch.baddbmm(
+                bias[:, None, j : j + p_chunk],
+                qi,
+                p[:, j : j + p_chunk].transpose(1, 2),
+                alpha=scale,
+            )  # (G, q, c)
+            new_max = torch.maximum(run_max, logits.amax(-1))
+            rescale = torch.exp(run_max - new_max)  # 0 on the first chunk
+            weights = torch.exp(logits - new_max[..., None])
+            run_sum = run_sum * rescale + weights.sum(-1)
+            run_val = run_val * rescale[..., None] + torch.bmm(weights, values[:, j : j + p_chunk])
+            run_max = new_max
+        lse_parts.append(run_max + run_sum.log())
+        mean_parts.append(run_val / run_sum[..., None])
+    return torch.cat(lse_parts, 1), torch.cat(mean_parts, 1)

@@ -1,0 +1,71 @@
+"""Patch size as a function of the timestep (Kamb & Ganguli 2024, Sec. 5: the locality scale
+that best matches a trained network grows with the noise level).
+
+A schedule is given as an int (the same size at every step), a sequence of T ints (a table
+indexed by t, the form calibration produces and JSON stores), or a callable t -> int.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mosaicdiff.errors import UserError, check
+
+PatchSpec = int | Sequence[int] | Callable[[int], int]
+
+
+class PatchSchedule:
+    """`schedule(t) -> k` for 0 <= t < T."""
+
+    def __init__(self, spec: PatchSpec, T: int):
+        self.T = T
+        if isinstance(spec, bool) or not (
+            isinstance(spec, int) or callable(spec) or isinstance(spec, Sequence)
+        ):
+            raise UserError(f"patch size {spec!r} must be an int, a list of T ints or t -> int")
+        if isinstance(spec, Sequence):
+            check(
+                len(spec) == T,
+                f"patch-size table has {len(spec)} entries; need one per timestep (T={T})",
+            )
+            spec = [int(k) for k in spec]
+        self.spec = spec
+        for k in self.sizes():
+            check(k >= 1, f"patch size {k} must be at least 1")
+
+    def __call__(self, t: int) -> int:
+        if isinstance(self.spec, int):
+            return self.spec
+        if callable(self.spec):
+            return int(self.spec(int(t)))
+        return self.spec[int(t)]
+
+    def sizes(self) -> list[int]:
+        """The size at every t, as a list of T ints."""
+        return [self(t) for t in range(self.T)]
+
+    def to_json(self) -> dict:
+        """JSON-able form: {"patch_size": k} or {"patch_size": [k_0, ..., k_{T-1}]}."""
+        if isinstance(self.spec, int):
+            return {"patch_size": self.spec}
+        return {"patch_size": self.sizes()}
+
+    @classmethod
+    def from_json(cls, data: dict, T: int) -> PatchSchedule:
+        check(
+            isinstance(data, dict) and "patch_size" in data,
+            "patch schedule JSON must be an object with a 'patch_size' key",
+        )
+        return cls(data["patch_size"], T)
+
+    @classmethod
+    def load(cls, path: str | Path, T: int) -> PatchSchedule:
+        path = Path(path)
+        check(path.is_file(), f"patch schedule file {str(path)!r} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise UserError(f"patch schedule file {str(path)!r} is not valid JSON: {err}") from err
+        return cls.from_json(data, T)
