@@ -1,0 +1,218 @@
+"""The `mosaicdiff` command line: train | sample | evaluate | reproduce | theory.
+
+Every config field is reachable with `--set section.field=value` (see `--dry-run` for the
+resolved config); the common ones also have their own flags. A bad value prints one line
+naming it and what would be valid, and exits with code 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mosaicdiff.config import RunConfig, from_dict, override, to_dict
+from mosaicdiff.errors import UserError, check
+
+SET_HELP = "override any config field, e.g. --set train.lr=3e-4 (repeatable; see --dry-run)"
+
+
+def load_config_file(path: str) -> dict:
+    """A partial RunConfig as JSON, YAML or TOML."""
+    p = Path(path)
+    check(p.is_file(), f"--config {path!r} is not a file")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # the parsers' own error types differ
+        raise UserError(f"--config {path!r} could not be parsed ({e})") from None
+    check(isinstance(data, dict), f"--config {path!r} must hold a mapping of config sections")
+    return data
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'3' -> (0, 1, 2); '4,7' -> (4, 7)."""
+    try:
+        parts = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r} must be a count (3) or a list (0,4,7)") from None
+    check(bool(parts), f"--seeds {text!r} names no seed")
+    if len(parts) == 1 and "," not in text:
+        check(parts[0] >= 1, f"--seeds {text!r}: the count must be at least 1")
+        return tuple(range(parts[0]))
+    return tuple(parts)
+
+
+def resolve_config(args, base: RunConfig | None = None) -> RunConfig:
+    """base (or defaults) <- --config file <- flags <- --set."""
+    cfg = base or RunConfig()
+    if getattr(args, "config", None):
+        merged = _deep_merge(to_dict(cfg), load_config_file(args.config))
+        cfg = from_dict(RunConfig, merged)
+    sets = []
+    for flag, key in [
+        ("model", "model.arch"),
+        ("epochs", "train.epochs"),
+        ("runs", "sample.n_runs"),
+        ("per_run", "sample.n_per_run"),
+        ("sampler", "sample.sampler"),
+        ("steps", "sample.steps"),
+        ("sample_seed", "sample.seed"),
+        ("device", "device"),
+    ]:
+        value = getattr(args, flag, None)
+        if value is not None:
+            sets.append(f"{key}={json.dumps(value)}")
+    if getattr(args, "seeds", None) is not None:
+        sets.append(f"train.seeds={json.dumps(list(parse_seeds(args.seeds)))}")
+    if getattr(args, "sampler", None) == "ddim" and getattr(args, "steps", None) is None:
+        sets.append("sample.steps=50")
+    cfg = override(cfg, sets + list(getattr(args, "set", None) or []))
+    check_device(cfg.device)
+    return cfg
+
+
+def check_device(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        check(torch.cuda.is_available(), f"--device {device}: no CUDA GPU is visible; use cpu")
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
+
+
+def add_config_options(p: argparse.ArgumentParser, training: bool = True) -> None:
+    p.add_argument("--config", help="a JSON, YAML or TOML file with config sections to override")
+    if training:
+        p.add_argument("--model", help="architecture: cnn, attn, identity, top1 (and others)")
+        p.add_argument("--epochs", type=int, help="training epochs (paper: 5000; top1 10000)")
+        p.add_argument("--seeds", help="training seeds: a count (3 -> 0,1,2) or a list (0,4,7)")
+    p.add_argument("--runs", type=int, help="sampling runs (paper: 100)")
+    p.add_argument("--per-run", type=int, help="samples per run and seed (paper: 10000)")
+    p.add_argument("--sampler", help="ddpm (every step, the default) or ddim")
+    p.add_argument("--steps", type=int, help="sampler steps (ddpm: must be T; ddim: fewer)")
+    p.add_argument("--sample-seed", type=int, help="seed of the sampling noise")
+    p.add_argument("--device", help="cpu (default) or cuda")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mosaicdiff",
+        description="Where creativity in diffusion models comes from: train score networks, "
+        "sample them, measure consistency, and compare with closed-form score machines.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one architecture for one or more seeds")
+    p.add_argument("--out", required=True, help="run directory to create (or continue)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    add_config_options(p)
+
+    p = sub.add_parser("sample", help="draw samples from a trained run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--name", default="default", help="samples subfolder name")
+    add_config_options(p, training=False)
+
+    p = sub.add_parser("evaluate", help="measure consistency of a run's samples")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--name", default="default", help="samples subfolder name")
+
+    from mosaicdiff.experiments.reproduce import register as register_reproduce
+
+    register_reproduce(sub)
+    try:
+        from mosaicdiff.theory.cli import register as register_theory
+    except ImportError:
+        pass
+    else:
+        register_theory(sub)
+    return parser
+
+
+def cmd_train(args) -> int:
+    from mosaicdiff.runs import RunDir
+
+    run = RunDir(args.out)
+    base = run.read_config() if args.resume and run.exists() else None
+    cfg = resolve_config(args, base)
+    if args.dry_run:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    from mosaicdiff.data import load_dataset
+    from mosaicdiff.models import build_model
+    from mosaicdiff.training import train
+
+    build_model(cfg.model, load_dataset(cfg.data).shape, cfg.diffusion.T, (0,))  # validate first
+    train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    print(f"trained {cfg.model.arch} x{len(cfg.train.seeds)} -> {args.out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from mosaicdiff.generate import draw_samples
+    from mosaicdiff.runs import RunDir, load_run
+
+    cfg = resolve_config(args, RunDir(args.run).read_config())
+    if args.dry_run:
+        print(json.dumps(to_dict(cfg.sample), indent=2))
+        return 0
+    loaded = load_run(args.run, device=cfg.device)
+    out = draw_samples(loaded, cfg.sample, args.name, progress=not args.no_progress)
+    print(f"samples -> {out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from mosaicdiff.runs import RunDir, load_run
+
+    loaded = load_run(args.run)
+    samples = RunDir(args.run).samples_dir(args.name)
+    check((samples / "sample.json").is_file(), f"{samples} has no samples; run sample first")
+    if loaded.cfg.data.kind != "pairings":
+        raise UserError("evaluate measures consistency, which needs data.kind=pairings")
+    from mosaicdiff.evaluate import evaluate_consistency
+
+    res = evaluate_consistency(samples, loaded.dataset.info["spec"], list(loaded.cfg.train.seeds))
+    for p in res["per_seed"]:
+        lo, hi = p["ci95"]
+        print(
+            f"seed {p['seed']}: consistency {100 * p['mean']:.2f}% "
+            f"(95% CI over {p['n']} runs {100 * lo:.2f}-{100 * hi:.2f})"
+        )
+    print(f"results -> {samples / 'results.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate}
+    try:
+        handler = handlers.get(args.command) or args.handler
+        return handler(args)
+    except UserError as e:
+        print(f"mosaicdiff: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mosaicdiff: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Experiments: the paper's table (reproduce) and sweeps."""

@@ -1,0 +1,126 @@
+"""Drawing samples from a trained run: N samples in R runs per seed, streamed to disk in chunks.
+
+All samples of all runs form one index range [0, R * N); chunk j holds indices
+[j m, (j + 1) m) for every seed of the group at once (m = chunk_size // S), and draws its initial
+noise and sampler noise from its own generator seeded by (sample.seed, j). A sample's run is
+index // N. Finished chunks are skipped, so an interrupted sampling resumes where it stopped,
+and memory stays bounded by the chunk size whatever the number of samples.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mosaicdiff.config import SampleConfig, from_dict, to_dict
+from mosaicdiff.errors import UserError
+from mosaicdiff.io import atomic_write_json, load_npz, read_json, save_npz
+from mosaicdiff.runs import LoadedRun
+from mosaicdiff.sampling import sample
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    return 2_654_435_761 * seed + chunk
+
+
+def chunk_paths(out: Path) -> list[Path]:
+    return sorted(out.glob("chunk-*.npz"))
+
+
+def make_denoiser(loaded: LoadedRun):
+    """The fastest exact denoiser available for the run's model."""
+    try:
+        from mosaicdiff.fast import fast_denoiser
+    except ImportError:
+        return loaded.model.as_denoiser()
+    return fast_denoiser(loaded.model)
+
+
+def draw_samples(
+    loaded: LoadedRun, scfg: SampleConfig, name: str = "default", progress: bool = True
+) -> Path:
+    """Sample `loaded` by `scfg` into RUN/samples/NAME/chunk-*.npz; return that folder."""
+    out = loaded.run.samples_dir(name)
+    meta_path = out / "sample.json"
+    if meta_path.is_file():
+        old = from_dict(SampleConfig, read_json(meta_path)["sample"])
+        if old != scfg:
+            raise UserError(
+                f"{out} holds samples drawn with other settings ({to_dict(old)}); "
+                "choose another --name or delete that folder"
+            )
+    s = loaded.model.n_seeds
+    per_chunk = max(1, scfg.chunk_size // s)
+    total = scfg.n_runs * scfg.n_per_run
+    n_chunks = math.ceil(total / per_chunk)
+    atomic_write_json(
+        meta_path,
+        {
+            "sample": to_dict(scfg),
+            "seeds": list(loaded.cfg.train.seeds),
+            "n_chunks": n_chunks,
+            "per_chunk": per_chunk,
+            "epoch": loaded.epoch,
+        },
+    )
+    done = {p.name for p in chunk_paths(out)}
+    denoiser = make_denoiser(loaded)
+    device = next(loaded.model.parameters()).device
+    shape = loaded.dataset.shape
+    bar = tqdm(
+        total=total * s,
+        desc=f"sample {loaded.cfg.model.arch} x{s}",
+        unit="img",
+        disable=not progress,
+    )
+    for j in range(n_chunks):
+        lo, hi = j * per_chunk, min(total, (j + 1) * per_chunk)
+        path = out / f"chunk-{j:05d}.npz"
+        if path.name not in done:
+            g = torch.Generator(device).manual_seed(chunk_seed(scfg.seed, j))
+            x_T = torch.randn((s * (hi - lo), *shape), generator=g, device=device)
+            x0 = sample(
+                denoiser,
+                x_T,
+                g,
+                loaded.schedule,
+                scfg.sampler,
+                scfg.steps,
+                scfg.eta,
+                progress=progress,
+            )
+            save_npz(
+                path,
+                samples=x0.reshape(s, hi - lo, *shape).cpu().numpy(),
+                index=np.arange(lo, hi),
+                run=np.arange(lo, hi) // scfg.n_per_run,
+                seed=np.array(chunk_seed(scfg.seed, j)),
+            )
+        bar.update(s * (hi - lo))
+    bar.close()
+    return out
+
+
+def iter_chunks(out: Path):
+    """Yield each chunk's arrays: samples (S, m, C, H, W), index (m,), run (m,)."""
+    meta = read_json(out / "sample.json")
+    paths = chunk_paths(out)
+    if len(paths) != meta["n_chunks"]:
+        raise UserError(f"{out} has {len(paths)} of {meta['n_chunks']} chunks; run sample again")
+    for p in paths:
+        yield load_npz(p)
+
+
+def load_samples(out: Path, limit: int | None = None) -> np.ndarray:
+    """The first `limit` samples per seed (all when None), (S, n, C, H, W)."""
+    parts, n = [], 0
+    for chunk in iter_chunks(out):
+        parts.append(chunk["samples"])
+        n += chunk["samples"].shape[1]
+        if limit is not None and n >= limit:
+            break
+    return np.concatenate(parts, 1)[:, :limit]

@@ -1,0 +1,127 @@
+"""Figures shared by every report: image grids, consistency bars, loss curves, failure reasons,
+attention maps. Each function takes plain arrays and returns a matplotlib Figure."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def mosaic(images: np.ndarray, ncols: int = 8, pad: int = 1) -> np.ndarray:
+    """(n, C, H, W) in [-1, 1] -> one (rows (H+pad), cols (W+pad), 3) image in [0, 1]."""
+    images = np.asarray(images, dtype=np.float32)
+    n, c, h, w = images.shape
+    x = np.clip((images + 1) / 2, 0, 1).transpose(0, 2, 3, 1)
+    if c == 1:
+        x = np.repeat(x, 3, -1)
+    rows = -(-n // ncols)
+    grid = np.ones((rows * (h + pad) + pad, ncols * (w + pad) + pad, 3), dtype=np.float32)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[top : top + h, left : left + w] = x[i]
+    return grid
+
+
+def grids(panels: dict[str, np.ndarray], ncols: int = 8, title: str | None = None):
+    """Side-by-side image grids, one panel per name."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9), squeeze=False)
+    for ax, (name, images) in zip(axes[0], panels.items(), strict=True):
+        ax.imshow(mosaic(images, ncols), interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def consistency_bars(names, ours, ours_err, paper=None, baseline=None):
+    """Bars of consistency (%) with error bars; the paper's values as markers."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    x = np.arange(len(names))
+    err = np.array(ours_err, dtype=float).T if ours_err is not None else None
+    ax.bar(x, ours, yerr=err, capsize=4, color="#4C72B0", label="ours (95% CI)")
+    if paper is not None:
+        px = [i for i, p in enumerate(paper) if p is not None]
+        ax.scatter(px, [paper[i] for i in px], color="#C44E52", marker="D", zorder=3, label="paper")
+    if baseline is not None:
+        ax.axhline(baseline, color="gray", ls="--", lw=1, label="random (exact)")
+    ax.set_xticks(x, names)
+    ax.set_ylabel("consistent samples (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(curves: dict[str, np.ndarray]):
+    """Training loss per epoch, one line per model (mean over seeds, band = min..max)."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name, losses in curves.items():
+        losses = np.asarray(losses)  # (epochs, seeds)
+        epochs = np.arange(1, len(losses) + 1)
+        ax.plot(epochs, losses.mean(1), label=name, lw=1.2)
+        ax.fill_between(epochs, losses.min(1), losses.max(1), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("weighted eps MSE")
+    ax.set_yscale("log")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def failure_reasons(names, reason_names, fractions):
+    """Stacked bars: how each model's samples split into consistent and failure kinds."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    bottom = np.zeros(len(names))
+    for j, reason in enumerate(reason_names):
+        vals = np.array([f[j] for f in fractions]) * 100
+        ax.bar(names, vals, bottom=bottom, label=reason.replace("_", " "))
+        bottom += vals
+    ax.set_ylabel("samples (%)")
+    ax.legend(frameon=False, fontsize=8, bbox_to_anchor=(1.0, 1.0), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def attention_maps(steps, weights, finals):
+    """Attention weights (tokens x tokens) of a few samples at a few sampling steps.
+
+    Args:
+        steps: the timesteps t shown, one column each.
+        weights: (n_samples, n_steps, N, N) attention weights.
+        finals: (n_samples, C, H, W) the finished samples (last column).
+    """
+    n, k = weights.shape[:2]
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.5 * (k + 1), 1.5 * n), squeeze=False)
+    for i in range(n):
+        for j in range(k):
+            ax = axes[i, j]
+            ax.imshow(weights[i, j], vmin=0, vmax=1, cmap="viridis")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"t={steps[j]}", fontsize=8)
+        axes[i, k].imshow(mosaic(finals[i : i + 1], 1, pad=0), interpolation="nearest")
+        axes[i, k].axis("off")
+        if i == 0:
+            axes[i, k].set_title("sample", fontsize=8)
+    fig.supylabel("query token", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, path) -> None:
+    """Save a figure atomically as PNG and close it."""
+    import io as _io
+
+    from mosaicdiff.io import atomic_write_bytes
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
