@@ -42,32 +42,50 @@ def gaussian_posterior(
         mean: (G, Q, v) sum_m w_m values_m.
     """
     g, n_q, _ = q.shape
-    n_p = p.shape[1]
-    q_chunk = max(1, min(n_q, budget // max(1, g * min(n_p, 4096))))
-    p_chunk = max(1, min(n_p, budget // max(1, g * q_chunk)))
-    bias = -(a * a) / (2 * b2) * (p * p).sum(-1)  # (G, M)
+    if g == 1:  # plain 2-D products: CPU bmm carries a large fixed cost for one group
+        lse, mean = _stream(
+            q[0],
+            p[0],
+            values[0],
+            a,
+            b2,
+            None if log_mult is None else log_mult[0],
+            budget,
+            torch.addmm,
+            torch.mm,
+        )
+        return lse[None], mean[None]
+    return _stream(q, p, values, a, b2, log_mult, budget, torch.baddbmm, torch.bmm)
+
+
+def _stream(q, p, values, a, b2, log_mult, budget, add_mm, mm):
+    """The online softmax over components, for (Q, d) or (G, Q, d) inputs."""
+    lead = q.shape[:-2]
+    n_q, n_p = q.shape[-2], p.shape[-2]
+    g = max(1, lead.numel())
+    q_chunk = max(1, min(n_q, budget // (g * min(n_p, 4096))))
+    p_chunk = max(1, min(n_p, budget // (g * q_chunk)))
+    bias = -(a * a) / (2 * b2) * (p * p).sum(-1)  # (..., M)
     if log_mult is not None:
         bias = bias + log_mult
     scale = a / b2  # 2a / (2 b^2)
+    p_t = p.transpose(-1, -2)  # (..., d, M)
     lse_parts, mean_parts = [], []
     for i in range(0, n_q, q_chunk):
-        qi = q[:, i : i + q_chunk]  # (G, q, d)
-        run_max = qi.new_full(qi.shape[:2], float("-inf"))
-        run_sum = qi.new_zeros(qi.shape[:2])
-        run_val = qi.new_zeros(*qi.shape[:2], values.shape[-1])
+        qi = q[..., i : i + q_chunk, :]  # (..., q, d)
+        run_max = qi.new_full(qi.shape[:-1], float("-inf"))
+        run_sum = qi.new_zeros(qi.shape[:-1])
+        run_val = qi.new_zeros(*qi.shape[:-1], values.shape[-1])
         for j in range(0, n_p, p_chunk):
-            logits = torch.baddbmm(
-                bias[:, None, j : j + p_chunk],
-                qi,
-                p[:, j : j + p_chunk].transpose(1, 2),
-                alpha=scale,
-            )  # (G, q, c)
+            logits = add_mm(
+                bias[..., None, j : j + p_chunk], qi, p_t[..., j : j + p_chunk], alpha=scale
+            )  # (..., q, c)
             new_max = torch.maximum(run_max, logits.amax(-1))
             rescale = torch.exp(run_max - new_max)  # 0 on the first chunk
             weights = torch.exp(logits - new_max[..., None])
             run_sum = run_sum * rescale + weights.sum(-1)
-            run_val = run_val * rescale[..., None] + torch.bmm(weights, values[:, j : j + p_chunk])
+            run_val = run_val * rescale[..., None] + mm(weights, values[..., j : j + p_chunk, :])
             run_max = new_max
         lse_parts.append(run_max + run_sum.log())
         mean_parts.append(run_val / run_sum[..., None])
-    return torch.cat(lse_parts, 1), torch.cat(mean_parts, 1)
+    return torch.cat(lse_parts, -1), torch.cat(mean_parts, -2)

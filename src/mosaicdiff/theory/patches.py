@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from mosaicdiff.errors import check
 
@@ -51,12 +50,6 @@ class PatchGrid:
             self.boundary in ("circular", "zeros"),
             f"boundary={self.boundary!r} must be 'circular' or 'zeros'",
         )
-        if self.boundary == "circular":
-            check(
-                self.margin <= min(h, w),
-                f"patch size {k} is too large for circular padding of a {h}x{w} image "
-                f"(at most {min(h, w) * 2 + s})",
-            )
 
     @property
     def margin(self) -> int:
@@ -79,7 +72,7 @@ class PatchGrid:
         return self.shape[0] * self.k**2
 
     def unfold(self, x: torch.Tensor) -> torch.Tensor:
-        """All patches of a batch, one per cell.
+        """All patches of a batch, one per cell (a gather: CPU im2col is slow in float64).
 
         Args:
             x: (B, C, H, W) images.
@@ -87,11 +80,28 @@ class PatchGrid:
         Returns:
             (B, L, C k^2) patches, cells in row-major order, values in (C, k, k) order.
         """
-        m = self.margin
-        if m > 0:
-            mode = "circular" if self.boundary == "circular" else "constant"
-            x = F.pad(x, (m, m, m, m), mode=mode)
-        return F.unfold(x, self.k, stride=self.stride).transpose(1, 2)
+        flat = x.flatten(1)  # (B, C H W)
+        if self.boundary == "zeros":
+            flat = torch.cat([flat, flat.new_zeros(flat.shape[0], 1)], 1)  # index C H W reads 0
+        return flat[:, self.index().to(x.device)]
+
+    def index(self) -> torch.Tensor:
+        """(L, C k^2) positions in the flattened (C, H, W) image of every patch entry; padded
+        entries wrap around ("circular") or point one past the end ("zeros")."""
+        c, h, w = self.shape
+        k, s, m = self.k, self.stride, self.margin
+        gh, gw = self.cells
+        rows = (torch.arange(gh) * s - m)[:, None] + torch.arange(k)  # (gh, k)
+        cols = (torch.arange(gw) * s - m)[:, None] + torch.arange(k)  # (gw, k)
+        r = rows[:, None, None, :, None]  # (gh, 1, 1, k, 1)
+        q = cols[None, :, None, None, :]  # (1, gw, 1, 1, k)
+        ch = torch.arange(c)[None, None, :, None, None]
+        if self.boundary == "circular":
+            idx = ch * h * w + (r % h) * w + q % w
+        else:
+            inside = (r >= 0) & (r < h) & (q >= 0) & (q < w)
+            idx = torch.where(inside, ch * h * w + r * w + q, c * h * w)
+        return idx.expand(gh, gw, c, k, k).reshape(gh * gw, c * k * k)
 
     def centre_index(self) -> torch.Tensor:
         """(C s^2,) positions of the centre s x s block inside a flattened (C, k, k) patch."""
