@@ -76,7 +76,7 @@ class AttentionELS(ELS):
             return super().x0_hat(x_t, t, a, b2)
         q = grid.unfold(x_t)  # (B, L, d)
         lse_d, c = self.patch_posterior(q, grid, a, b2, full=True)  # (B, L), (B, L, d)
-        centre = grid.centre_index().to(q.device)
+        centre = grid.centre_index.to(q.device)
         lse_a, mean_a = self.in_image(q, c, a, b2)  # (B, L), (B, L, d)
         # Responsibility of the in-image mixture: sigmoid of the log-odds of the two terms.
         log_a = math.log(self.lam) + lse_a

@@ -101,7 +101,7 @@ class LocalScore(LocalMachine):
         if k not in self._data:
             self._data[k] = grid.unfold(self.images).transpose(0, 1).contiguous()  # (L, N, d)
         p = self._data[k].to(q.device)
-        values = p if full else p[..., grid.centre_index().to(q.device)]
+        values = p if full else p[..., grid.centre_index.to(q.device)]
         lse, mean = gaussian_posterior(q.transpose(0, 1), p, values, a, b2, None, self.budget)
         lse = lse - torch.log(torch.tensor(float(p.shape[1]), dtype=lse.dtype))
         return lse.transpose(0, 1), mean.transpose(0, 1)  # (B, L), (B, L, v)
@@ -115,7 +115,7 @@ class ELS(LocalMachine):
         """Per boundary class: (cells (L_c,), distinct patches (M_c, d), log multiplicity)."""
         if grid.k not in self._data:
             patches = grid.unfold(self.images)  # (N, L, d)
-            classes = grid.boundary_classes()
+            classes = grid.boundary_classes
             out = []
             for c in range(int(classes.max()) + 1):
                 cells = (classes == c).nonzero().squeeze(1)
@@ -126,7 +126,7 @@ class ELS(LocalMachine):
 
     def patch_posterior(self, q, grid, a, b2, full):
         b, n_cells, d = q.shape
-        centre = grid.centre_index().to(q.device)
+        centre = grid.centre_index.to(q.device)
         v = d if full else centre.numel()
         lse = q.new_empty(b, n_cells)
         mean = q.new_empty(b, n_cells, v)

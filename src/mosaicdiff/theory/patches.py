@@ -19,6 +19,7 @@ Boundaries follow the network's padding:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -83,8 +84,9 @@ class PatchGrid:
         flat = x.flatten(1)  # (B, C H W)
         if self.boundary == "zeros":
             flat = torch.cat([flat, flat.new_zeros(flat.shape[0], 1)], 1)  # index C H W reads 0
-        return flat[:, self.index().to(x.device)]
+        return flat[:, self.index.to(x.device)]
 
+    @cached_property
     def index(self) -> torch.Tensor:
         """(L, C k^2) positions in the flattened (C, H, W) image of every patch entry; padded
         entries wrap around ("circular") or point one past the end ("zeros")."""
@@ -103,6 +105,7 @@ class PatchGrid:
             idx = torch.where(inside, ch * h * w + r * w + q, c * h * w)
         return idx.expand(gh, gw, c, k, k).reshape(gh * gw, c * k * k)
 
+    @cached_property
     def centre_index(self) -> torch.Tensor:
         """(C s^2,) positions of the centre s x s block inside a flattened (C, k, k) patch."""
         c, k, s, m = self.shape[0], self.k, self.stride, self.margin
@@ -117,6 +120,7 @@ class PatchGrid:
         x = blocks.reshape(-1, gh, gw, c, s, s).permute(0, 3, 1, 4, 2, 5)
         return x.reshape(-1, c, h, w)
 
+    @cached_property
     def boundary_classes(self) -> torch.Tensor:
         """(L,) int64 class of every cell: all 0 for "circular"; for "zeros", cells share a class
         exactly when their windows are padded alike on all four sides."""

@@ -1,0 +1,71 @@
+"""`mosaicdiff theory sample | calibrate | compare` through the main CLI (exit codes included)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mosaicdiff.cli import main
+
+
+def test_sample_writes_samples_and_consistency(tmp_path):
+    out = tmp_path / "els"
+    args = ["theory", "sample", "--n", "12", "--sampler", "ddim", "--steps", "5", "--out", str(out)]
+    assert main(args) == 0
+    samples = np.load(out / "samples.npz")["samples"]
+    assert samples.shape == (12, 3, 4, 4)
+    report = json.loads((out / "consistency.json").read_text())
+    assert report["n"] == 12 and 0 <= report["rate"] <= 1
+    assert report["ci95"][0] <= report["rate"] <= report["ci95"][1]
+
+
+def test_sample_digits_with_an_attention_machine(tmp_path):
+    args = ["theory", "sample", "--data", "digits", "--machine", "attn", "--lam", "0.3", "--n", "2"]
+    args += ["--sampler", "ddim", "--steps", "2", "--precision", "float32", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert np.load(tmp_path / "samples.npz")["samples"].shape == (2, 1, 8, 8)
+    assert not (tmp_path / "consistency.json").exists()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--machine", "nope"],
+        ["--data", "cifar"],
+        ["--boundary", "reflect"],
+        ["--attention", "top2"],
+        ["--n", "0"],
+        ["--sampler", "euler"],
+        ["--patch", "2", "--stride", "1"],
+        ["--patch", "missing.json"],
+        ["--machine", "attn", "--lam", "1.5"],
+        ["--precision", "float16"],
+    ],
+)
+def test_bad_values_exit_with_code_2_and_one_line(bad, tmp_path, capsys):
+    args = ["theory", "sample", "--n", "2", "--sampler", "ddim", "--steps", "2"]
+    assert main([*args, *bad, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mosaicdiff: error:") and "\n" not in err
+
+
+def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny):
+    from mosaicdiff.training import train
+
+    run = tmp_path / "run"
+    train(tiny(epochs=1), run, progress=False, compile=False)
+    cal = tmp_path / "cal.json"
+    common = ["--n", "2", "--every", "250", "--stride", "2"]
+    assert (
+        main(["theory", "calibrate", str(run), *common, "--candidates", "2,4", "--out", str(cal)])
+        == 0
+    )
+    table = json.loads(cal.read_text())["patch_size"]
+    assert len(table) == 1000 and set(table) <= {2, 4}
+    out = tmp_path / "cmp"
+    assert (
+        main(["theory", "compare", str(run), *common, "--patch", str(cal), "--out", str(out)]) == 0
+    )
+    result = json.loads((out / "agreement.json").read_text())["members"][0]
+    assert 0 <= result["r2"]["median"] <= 1 and len(result["eps_cosine"]["t"]) == 5
+    assert main(["theory", "compare", str(tmp_path / "none"), "--out", str(out)]) == 2
