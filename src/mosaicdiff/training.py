@@ -7,11 +7,18 @@ for its initialisation and its data order, timesteps and noise, drawn once per e
 seed's run does not depend on which other seeds train beside it. Checkpoints hold everything a
 resume needs (weights, EMA, optimiser, schedule, RNG states) and are taken at epoch ends; a
 resumed run equals an uninterrupted one.
+
+Two interchangeable step functions compute the same maths: `EagerStep` (the reference above,
+op by op) and `fast.train_step.CompiledStep` (forward, backward, AdamW, OneCycle and EMA as one
+`torch.compile`d function, equal to float tolerance). `train` picks the compiled one when the
+run is long enough to repay its compilation (`use_compiled`), or as `MOSAICDIFF_COMPILE=0/1` or
+its `compile` argument says.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -27,6 +34,11 @@ from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError, check
 from mosaicdiff.models import build_model
 from mosaicdiff.runs import RunDir, model_state
+
+# Compiling the fused step costs ~COMPILE_S seconds once per process and saves about
+# SAVED_S_PER_MODEL_STEP per model-step (measured on the 2-core CPU, see benchmarks/).
+COMPILE_S = 25.0
+SAVED_S_PER_MODEL_STEP = 1.5e-3
 
 
 class TrainingDiverged(UserError):
@@ -47,10 +59,29 @@ def draw_epoch(g: torch.Generator, n: int, T: int, shape: tuple) -> tuple:
     )
 
 
-def train(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True) -> RunDir:
+def use_compiled(compile: bool | None, model_steps: int, device: torch.device) -> bool:
+    """Whether to train with the compiled step: `compile` if given, else $MOSAICDIFF_COMPILE
+    (0/1), else when the remaining `model_steps` (steps x seeds) repay the compilation."""
+    if compile is None:
+        env = os.environ.get("MOSAICDIFF_COMPILE", "").strip()
+        check(env in ("", "0", "1"), f"MOSAICDIFF_COMPILE={env!r} must be 0 or 1")
+        compile = None if env == "" else env == "1"
+    if compile is None:
+        compile = device.type == "cpu" and model_steps * SAVED_S_PER_MODEL_STEP > 2 * COMPILE_S
+    return compile
+
+
+def train(
+    cfg: RunConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    compile: bool | None = None,
+) -> RunDir:
     """Train `cfg.train.seeds` seeds of `cfg.model` into the run directory `out`.
 
     With `resume`, continue from the newest good checkpoint in `out` (the config must match).
+    `compile` forces the compiled (True) or eager (False) step; None chooses (`use_compiled`).
     """
     run = RunDir(out)
     if run.exists() and not resume:
@@ -85,10 +116,17 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool 
         run.truncate_metrics(start_epoch)
 
     model.train()
+    remaining = (tc.epochs - start_epoch) * steps_per_epoch * len(tc.seeds)
+    if use_compiled(compile, remaining, device):
+        from mosaicdiff.fast.train_step import CompiledStep
+
+        step = CompiledStep(model, ema, opt, sched, schedule, x_data, tc)
+    else:
+        step = EagerStep(model, ema, opt, sched, schedule, x_data, tc)
     bar = tqdm(
         total=total_steps,
         initial=start_epoch * steps_per_epoch,
-        desc=f"train {cfg.model.arch} x{len(tc.seeds)}",
+        desc=f"train {cfg.model.arch} x{len(tc.seeds)}{' compiled' * step.compiled}",
         disable=not progress,
         unit="step",
     )
@@ -99,15 +137,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool 
         loss_sum = torch.zeros(len(tc.seeds), device=device)
         for b in range(steps_per_epoch):
             sl = slice(b * tc.batch_size, (b + 1) * tc.batch_size)
-            x0 = x_data[perm[:, sl]]  # (S, B, C, H, W)
-            per_seed = schedule.losses(model, x0, t_all[:, sl], eps_all[:, sl], tc.loss_weighting)
-            per_seed = per_seed.mean(-1)  # (S,)
-            opt.zero_grad(set_to_none=True)
-            per_seed.sum().backward()
-            opt.step()
-            sched.step()
-            ema.update_parameters(model)
-            loss_sum += per_seed.detach()
+            step(perm[:, sl], t_all[:, sl], eps_all[:, sl], loss_sum)
         losses = (loss_sum / steps_per_epoch).tolist()
         if not all(math.isfinite(v) for v in losses):
             bar.close()
@@ -116,6 +146,7 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool 
                 f"checkpoint in {run.checkpoint_dir} is kept (try a lower train.lr)"
             )
         rate = steps_per_epoch * len(tc.seeds) / (time.perf_counter() - tick)
+        step.sync()
         run.log(
             {
                 "epoch": epoch + 1,
@@ -130,6 +161,30 @@ def train(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool 
             save(run, cfg, epoch + 1, steps_per_epoch, model, ema, opt, sched, gens)
     bar.close()
     return run
+
+
+class EagerStep:
+    """One optimiser step op by op: the reference the compiled step is tested against."""
+
+    compiled = False
+
+    def __init__(self, model, ema, opt, sched, schedule, x_data, tc):
+        self.model, self.ema, self.opt, self.sched = model, ema, opt, sched
+        self.schedule, self.x_data, self.weighting = schedule, x_data, tc.loss_weighting
+
+    def __call__(self, perm, t, eps, loss_sum) -> None:
+        """perm, t: (S, B) data indices and timesteps; eps (S, B, C, H, W); adds (S,) losses."""
+        x0 = self.x_data[perm]  # (S, B, C, H, W)
+        per_seed = self.schedule.losses(self.model, x0, t, eps, self.weighting).mean(-1)  # (S,)
+        self.opt.zero_grad(set_to_none=True)
+        per_seed.sum().backward()
+        self.opt.step()
+        self.sched.step()
+        self.ema.update_parameters(self.model)
+        loss_sum += per_seed.detach()
+
+    def sync(self) -> None:
+        """The live objects are always current."""
 
 
 def save(run, cfg, epoch, steps_per_epoch, model, ema, opt, sched, gens) -> None:

@@ -1,0 +1,217 @@
+"""The whole training step as one compiled function: the same maths as `training.EagerStep`.
+
+Forward, backward (`torch.func.grad_and_value` of a `functional_call`), AdamW (decoupled weight
+decay, Loshchilov & Hutter 2019, exactly as `torch.optim.AdamW`'s foreach path computes it),
+OneCycleLR's learning rate *and* its cycled beta1 (read from a table precomputed for every step,
+indexed by a 1-element step tensor, since a 0-d index breaks compilation), and the EMA
+(`AveragedModel` with `get_ema_multi_avg_fn`: a copy on the first update, a lerp afterwards).
+Inductor fuses the elementwise optimiser into a few kernels and removes the per-op dispatch that
+dominates these tiny steps. The step updates, in place, the very tensors the live `model`,
+`AdamW` and `AveragedModel` hold, so checkpoints and resumes are unchanged; `sync` brings the
+scalar state (step counts, scheduler, EMA count) up to date before a checkpoint or log.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import warnings
+from functools import partial
+
+import torch
+from torch.func import functional_call, grad_and_value
+
+# Columns of the per-step table.
+LR, BETA1, STEP_SIZE, BC2_SQRT, DECAY, EMA_W = range(6)
+
+
+def configure_inductor() -> None:
+    """Settings every compiled path here needs (see PERF-NOTES.md): ATen's random numbers
+    (Inductor's own are slow on CPU and differ from eager's stream), and one inductor cache per
+    process unless the user chose one (two processes compiling one graph can corrupt it)."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fallback_random = True
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")  # importing dynamo sets the default
+    if chosen is None or os.path.abspath(chosen) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="mosaicdiff-inductor-")
+
+
+def one_cycle_tables(sched, n_steps: int) -> tuple[list[float], list[float]]:
+    """lr and beta1 that `sched` (a fresh `OneCycleLR`, cos annealing, two phases) sets for
+    `last_epoch` = 0 .. n_steps: the same formula as `OneCycleLR.get_lr`, without stepping it."""
+    group = sched.optimizer.param_groups[0]
+    lrs, moms = [], []
+    for step in range(n_steps + 1):
+        start = 0.0
+        for i, phase in enumerate(sched._schedule_phases):
+            end = phase["end_step"]
+            if step <= end or i == len(sched._schedule_phases) - 1:
+                pct = (step - start) / (end - start)
+                lrs.append(
+                    sched._anneal_func(group[phase["start_lr"]], group[phase["end_lr"]], pct)
+                )
+                moms.append(
+                    sched._anneal_func(
+                        group[phase["start_momentum"]], group[phase["end_momentum"]], pct
+                    )
+                )
+                break
+            start = end
+    return lrs, moms
+
+
+def step_table(sched, n_steps: int, ema_decay: float) -> torch.Tensor:
+    """(n_steps, 6) float32: for optimiser step i (0-based) the lr, beta1, AdamW's step size
+    lr / (1 - beta1^(i+1)), sqrt(1 - beta2^(i+1)), the decay factor 1 - lr wd and the EMA weight
+    (1 on the first update, which copies, then 1 - decay), each computed in float64 as eager
+    AdamW does."""
+    group = sched.optimizer.param_groups[0]
+    beta2, wd = group["betas"][1], group["weight_decay"]
+    lrs, moms = one_cycle_tables(sched, n_steps)
+    rows = []
+    for i in range(n_steps):
+        lr, b1 = lrs[i], moms[i]
+        rows.append(
+            [
+                lr,
+                b1,
+                lr / (1 - b1 ** (i + 1)),
+                (1 - beta2 ** (i + 1)) ** 0.5,
+                1 - lr * wd,
+                1.0 if i == 0 else 1 - ema_decay,
+            ]
+        )
+    return torch.tensor(rows, dtype=torch.float64).float()
+
+
+class CompiledStep:
+    """Drop-in for `training.EagerStep`: `step(perm, t, eps, loss_sum)` then `sync()`.
+
+    Weights, both AdamW moments and the EMA live in four flat buffers while training (one fused
+    optimiser kernel, few compiled-function inputs to guard); `sync` copies them back into the
+    live model, AdamW and AveragedModel, which stay the checkpoint format.
+    """
+
+    compiled = True
+
+    def __init__(self, model, ema, opt, sched, schedule, x_data, tc):
+        configure_inductor()
+        self.model, self.ema, self.opt, self.sched = model, ema, opt, sched
+        self.x_data = x_data
+        group = opt.param_groups[0]
+        named = list(model.named_parameters())
+        for _, p in named:  # AdamW creates its state on the first step; do it now
+            if not opt.state.get(p):
+                opt.state[p] = {
+                    "step": torch.tensor(0.0),
+                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                }
+        self.live = {
+            "params": [p.detach() for _, p in named],
+            "exp_avg": [opt.state[p]["exp_avg"] for _, p in named],
+            "exp_avg_sq": [opt.state[p]["exp_avg_sq"] for _, p in named],
+            "ema": [p.detach() for p in ema.module.parameters()],
+        }
+        self.layout = [(n, tuple(p.shape)) for n, p in named]
+        self.flat = {k: torch.cat([v.reshape(-1) for v in vs]) for k, vs in self.live.items()}
+        self.done = int(sched.last_epoch)  # optimiser steps taken so far
+        self.k = torch.tensor([self.done], device=x_data.device)
+        self.table = step_table(sched, sched.total_steps, tc.ema_decay).to(x_data.device)
+        fn = partial(
+            _train_step,
+            model=model,
+            layout=self.layout,
+            schedule=schedule,
+            weighting=tc.loss_weighting,
+            beta2=group["betas"][1],
+            adam_eps=group["eps"],
+        )
+        self.fn = torch.compile(fn, fullgraph=True, dynamic=False)
+
+    def __call__(self, perm, t, eps, loss_sum) -> None:
+        """perm, t: (S, B) data indices and timesteps; eps (S, B, C, H, W); adds (S,) losses."""
+        f = self.flat
+        self.fn(
+            f["params"],
+            f["exp_avg"],
+            f["exp_avg_sq"],
+            f["ema"],
+            self.k,
+            self.table,
+            self.x_data,
+            perm,
+            t,
+            eps,
+            loss_sum,
+        )
+        self.done += 1
+
+    def sync(self) -> None:
+        """Write the state into the live model, AdamW, OneCycleLR and AveragedModel."""
+        k = self.done
+        if k == 0:
+            return
+        for kind, tensors in self.live.items():
+            views = unflatten(self.flat[kind], self.layout)
+            torch._foreach_copy_(tensors, list(views.values()))
+        for p in self.model.parameters():
+            self.opt.state[p]["step"].fill_(float(k))
+        self.ema.n_averaged.fill_(k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.sched.last_epoch = k - 1
+            self.sched.step()  # sets the group's lr and betas for step k, as eager would
+        self.sched._step_count = k + 1
+
+
+def unflatten(flat: torch.Tensor, layout) -> dict[str, torch.Tensor]:
+    """Views of a flat buffer as named tensors of the given shapes."""
+    sizes = [math.prod(shape) for _, shape in layout]
+    parts = flat.split(sizes)
+    return {n: v.view(shape) for (n, shape), v in zip(layout, parts, strict=True)}
+
+
+def _train_step(
+    params,
+    exp_avg,
+    exp_avg_sq,
+    ema,
+    k,
+    table,
+    x_data,
+    perm,
+    t,
+    eps,
+    loss_sum,
+    *,
+    model,
+    layout,
+    schedule,
+    weighting,
+    beta2,
+    adam_eps,
+):
+    """One optimiser step on flat buffers, updating params, moments, EMA, k, loss_sum in place."""
+
+    def loss_fn(flat):
+        net = partial(functional_call, model, unflatten(flat, layout))
+        x0 = x_data[perm]  # (S, B, C, H, W)
+        per_seed = schedule.losses(lambda x, tt: net((x, tt)), x0, t, eps, weighting).mean(-1)
+        return per_seed.sum(), per_seed
+
+    g, (_, per_seed) = grad_and_value(loss_fn, has_aux=True)(params)
+    row = table.index_select(0, k)[0]  # (6,)
+    # AdamW as torch.optim's foreach path: decoupled decay, moments, bias-corrected step.
+    params.mul_(row[DECAY])
+    exp_avg.lerp_(g, 1 - row[BETA1])
+    exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    denom = exp_avg_sq.sqrt() / row[BC2_SQRT] + adam_eps
+    params.sub_(row[STEP_SIZE] * exp_avg / denom)
+    ema.lerp_(params, row[EMA_W])
+    loss_sum.add_(per_seed.detach())
+    k.add_(1)

@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from mosaicdiff.config import ModelConfig
+from mosaicdiff.diffusion import Schedule
+from mosaicdiff.fast.sampling import box_muller, fast_ddpm_sample, fast_denoiser
+from mosaicdiff.models import build_model
+from mosaicdiff.sampling import ddpm_sample
+
+ARCHS = ["cnn", "attn", "identity", "top1"]
+SHAPE = (3, 4, 4)
+
+
+def _model(arch, T=1000, seeds=(0, 1), time_embedding="sinusoidal", scale=3.0):
+    cfg = ModelConfig(arch=arch, time_embedding=time_embedding)
+    model = build_model(cfg, SHAPE, T, seeds)
+    with torch.no_grad():  # sharper attention than at initialisation, as after training
+        for p in model.parameters():
+            p.mul_(scale)
+    return model.eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("time_embedding", ["sinusoidal", "none"])
+def test_folded_network_equals_the_model(arch, time_embedding):
+    model = _model(arch, time_embedding=time_embedding)
+    folded = fast_denoiser(model)
+    x = torch.randn(2 * 50, *SHAPE, generator=torch.Generator().manual_seed(0))
+    for t in (0, 17, 999):
+        tt = torch.tensor([t])
+        torch.testing.assert_close(folded(x, tt), model.as_denoiser()(x, tt), rtol=1e-4, atol=1e-5)
+
+
+def test_box_muller_of_rand_is_randn():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    z = torch.randn(10, 48, generator=g1)
+    u = torch.rand(10, 48, generator=g2)
+    torch.testing.assert_close(box_muller(u), z, rtol=0, atol=2e-6)
+    assert torch.equal(g1.get_state(), g2.get_state())  # the stream goes on identically
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_fast_ddpm_equals_reference_sampler(arch, compile):
+    schedule = Schedule.linear(T=40)
+    model = _model(arch, T=40, seeds=(0, 1), scale=1.0)  # a stable sampler
+    x_T = torch.randn(2 * 64, *SHAPE, generator=torch.Generator().manual_seed(1))
+    g_ref, g_fast = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    ref = ddpm_sample(model.as_denoiser(), x_T, g_ref, schedule)
+    fast = fast_ddpm_sample(fast_denoiser(model), x_T, g_fast, schedule, compile=compile)
+    assert torch.equal(g_ref.get_state(), g_fast.get_state())
+    if arch == "top1":  # a near-tie in the argmax may flip under float rounding: allow a few
+        close = torch.isclose(fast, ref, rtol=1e-3, atol=1e-3).flatten(1).all(1)
+        assert close.float().mean() > 0.95
+    else:
+        torch.testing.assert_close(fast, ref, rtol=1e-3, atol=1e-3)

@@ -1,0 +1,97 @@
+import shutil
+
+import pytest
+import torch
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import OneCycleLR
+
+from mosaicdiff.errors import UserError
+from mosaicdiff.fast.train_step import one_cycle_tables
+from mosaicdiff.io import load_tensors
+from mosaicdiff.runs import RunDir
+from mosaicdiff.training import train, use_compiled
+
+
+def _final(path):
+    return load_tensors(RunDir(path).checkpoints()[-1])
+
+
+def _assert_same_run(a, b, exact=False):
+    ta, ma = _final(a)
+    tb, mb = _final(b)
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        if key.startswith("rng.") or exact:
+            assert torch.equal(ta[key], tb[key]), key
+        else:
+            torch.testing.assert_close(ta[key], tb[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert ma["lr_schedule"]["last_epoch"] == mb["lr_schedule"]["last_epoch"]
+    for ga, gb in zip(ma["optimizer_param_groups"], mb["optimizer_param_groups"], strict=True):
+        assert ga["lr"] == pytest.approx(gb["lr"], rel=1e-12)
+        assert ga["betas"] == pytest.approx(gb["betas"], rel=1e-12)
+
+
+def test_one_cycle_tables_match_the_scheduler():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = AdamW([p], lr=1e-3)
+    sched = OneCycleLR(opt, max_lr=1e-3, total_steps=37)
+    lrs, moms = one_cycle_tables(sched, 37)
+    for step in range(37):
+        group = opt.param_groups[0]
+        assert lrs[step] == group["lr"] and moms[step] == group["betas"][0], step
+        opt.step()
+        sched.step()
+    assert lrs[37] == opt.param_groups[0]["lr"] and moms[37] == opt.param_groups[0]["betas"][0]
+
+
+def test_choice_of_step(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("MOSAICDIFF_COMPILE", raising=False)
+    assert not use_compiled(None, 1_000, cpu)  # short: compiling would not pay
+    assert use_compiled(None, 10_000_000, cpu)
+    assert use_compiled(True, 10, cpu) and not use_compiled(False, 10**9, cpu)
+    monkeypatch.setenv("MOSAICDIFF_COMPILE", "0")
+    assert not use_compiled(None, 10**9, cpu)
+    monkeypatch.setenv("MOSAICDIFF_COMPILE", "1")
+    assert use_compiled(None, 10, cpu)
+    monkeypatch.setenv("MOSAICDIFF_COMPILE", "yes")
+    with pytest.raises(UserError, match="MOSAICDIFF_COMPILE"):
+        use_compiled(None, 10, cpu)
+
+
+SLOW_ARCHS = [pytest.param(a, marks=pytest.mark.slow) for a in ("attn", "identity", "top1")]
+
+
+@pytest.mark.parametrize("arch", ["cnn", *SLOW_ARCHS])
+def test_compiled_training_equals_eager(tmp_path, tiny, arch):
+    cfg = tiny(arch, epochs=3, seeds=(0, 4))
+    train(cfg, tmp_path / "eager", progress=False, compile=False)
+    train(cfg, tmp_path / "compiled", progress=False, compile=True)
+    _assert_same_run(tmp_path / "eager", tmp_path / "compiled")
+    eager = RunDir(tmp_path / "eager").read_metrics()
+    compiled = RunDir(tmp_path / "compiled").read_metrics()
+    for a, b in zip(eager, compiled, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["lr"] == pytest.approx(b["lr"], rel=1e-12)
+
+
+@pytest.mark.slow
+def test_compiled_resume_equals_uninterrupted(tmp_path, tiny):
+    cfg = tiny("attn", epochs=4, seeds=(0, 1), checkpoint_every=2)
+    train(cfg, tmp_path / "full", progress=False, compile=True)
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    for f in RunDir(tmp_path / "cut").checkpoint_dir.glob("epoch-000004*"):
+        f.unlink()
+    train(cfg, tmp_path / "cut", resume=True, progress=False, compile=True)
+    _assert_same_run(tmp_path / "full", tmp_path / "cut", exact=True)
+
+
+@pytest.mark.slow
+def test_eager_checkpoint_resumes_compiled(tmp_path, tiny):
+    cfg = tiny("cnn", epochs=4, seeds=(0, 1), checkpoint_every=2)
+    train(cfg, tmp_path / "eager", progress=False, compile=False)
+    shutil.copytree(tmp_path / "eager", tmp_path / "mixed")
+    for f in RunDir(tmp_path / "mixed").checkpoint_dir.glob("epoch-000004*"):
+        f.unlink()
+    train(cfg, tmp_path / "mixed", resume=True, progress=False, compile=True)
+    _assert_same_run(tmp_path / "eager", tmp_path / "mixed")
