@@ -12,9 +12,10 @@ import torch
 from mosaicdiff.config import DataConfig
 from mosaicdiff.data import load_dataset
 from mosaicdiff.diffusion import Schedule
-from mosaicdiff.metrics.consistency import consistency, nearest_colour
+from mosaicdiff.metrics.consistency import consistency
 from mosaicdiff.sampling import ddim_sample
 from mosaicdiff.theory import ELS, AttentionELS, IdealScore
+from mosaicdiff.theory.report import independence_p_value, quadrant_codes
 
 SCHEDULE = Schedule.linear()
 
@@ -27,26 +28,6 @@ def pairings():
 def draw(machine, n=300, seed=0):
     g = torch.Generator().manual_seed(seed)
     return ddim_sample(machine, torch.randn(n, 3, 4, 4, generator=g), g, SCHEDULE, steps=25)
-
-
-def quadrant_codes(images, spec):
-    """(N, 4) int: each quadrant's 2x2 colour labels as one code."""
-    labels = nearest_colour(images, spec)  # (N, 4, 4)
-    n, k = labels.shape[0], len(spec.colours)
-    blocks = labels.reshape(n, 2, 2, 2, 2).permute(0, 1, 3, 2, 4).reshape(n, 4, 4)
-    return (blocks * k ** torch.arange(4)).sum(-1)
-
-
-def independence_p_value(a, b):
-    """Chi-square test of independence of two categorical samples (Pearson, df = (r-1)(c-1))."""
-    ra, ia = torch.unique(a, return_inverse=True)
-    rb, ib = torch.unique(b, return_inverse=True)
-    table = torch.zeros(len(ra), len(rb), dtype=torch.float64)
-    table.index_put_((ia, ib), torch.ones_like(ia, dtype=torch.float64), accumulate=True)
-    expected = table.sum(1, keepdim=True) * table.sum(0, keepdim=True) / table.sum()
-    stat = ((table - expected) ** 2 / expected).sum()
-    df = (len(ra) - 1) * (len(rb) - 1)
-    return float(torch.special.gammaincc(torch.tensor(df / 2.0), stat / 2))
 
 
 def test_strided_els_makes_independent_quadrants(pairings):

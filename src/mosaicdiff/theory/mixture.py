@@ -70,22 +70,22 @@ def _stream(q, p, values, a, b2, log_mult, budget, add_mm, mm):
         bias = bias + log_mult
     scale = a / b2  # 2a / (2 b^2)
     p_t = p.transpose(-1, -2)  # (..., d, M)
+    # A column of ones makes one product give both sum_m w_m and sum_m w_m values_m.
+    ext = torch.cat([values, values.new_ones(*values.shape[:-1], 1)], -1)  # (..., M, v + 1)
     lse_parts, mean_parts = [], []
     for i in range(0, n_q, q_chunk):
         qi = q[..., i : i + q_chunk, :]  # (..., q, d)
         run_max = qi.new_full(qi.shape[:-1], float("-inf"))
-        run_sum = qi.new_zeros(qi.shape[:-1])
-        run_val = qi.new_zeros(*qi.shape[:-1], values.shape[-1])
+        run = qi.new_zeros(*qi.shape[:-1], ext.shape[-1])  # (..., q, v + 1)
         for j in range(0, n_p, p_chunk):
             logits = add_mm(
                 bias[..., None, j : j + p_chunk], qi, p_t[..., j : j + p_chunk], alpha=scale
             )  # (..., q, c)
             new_max = torch.maximum(run_max, logits.amax(-1))
             rescale = torch.exp(run_max - new_max)  # 0 on the first chunk
-            weights = torch.exp(logits - new_max[..., None])
-            run_sum = run_sum * rescale + weights.sum(-1)
-            run_val = run_val * rescale[..., None] + mm(weights, values[..., j : j + p_chunk, :])
+            weights = logits.sub_(new_max[..., None]).exp_()
+            run = run * rescale[..., None] + mm(weights, ext[..., j : j + p_chunk, :])
             run_max = new_max
-        lse_parts.append(run_max + run_sum.log())
-        mean_parts.append(run_val / run_sum[..., None])
+        lse_parts.append(run_max + run[..., -1].log())
+        mean_parts.append(run[..., :-1] / run[..., -1:])
     return torch.cat(lse_parts, -1), torch.cat(mean_parts, -2)
