@@ -47,7 +47,7 @@ def main(argv=None) -> None:
     machine = ELS(images, schedule, args.patch, dtype=dtype)
     machine(torch.zeros(1, 1, 8, 8), torch.tensor([0]))  # builds the distinct-patch table
     setup = time.perf_counter() - t0
-    n_patches = machine._data[args.patch][0][1].shape[0]
+    n_patches = machine.n_distinct_patches(args.patch)
 
     g = torch.Generator().manual_seed(args.seed)
     x_T = torch.randn(n, 1, 8, 8, generator=g)

@@ -20,8 +20,20 @@ def test_sample_writes_samples_and_consistency(tmp_path):
 
 
 def test_sample_digits_with_an_attention_machine(tmp_path):
-    args = ["theory", "sample", "--data", "digits", "--machine", "attn", "--lam", "0.3", "--n", "2"]
-    args += ["--sampler", "ddim", "--steps", "2", "--precision", "float32", "--out", str(tmp_path)]
+    args = [
+        "theory",
+        "sample",
+        "--data",
+        "digits",
+        "--machine",
+        "attn",
+        "--lam",
+        "0.3",
+        "--patch",
+        "1",
+    ]
+    args += ["--n", "2", "--sampler", "ddim", "--steps", "2", "--precision", "float32"]
+    args += ["--out", str(tmp_path)]
     assert main(args) == 0
     assert np.load(tmp_path / "samples.npz")["samples"].shape == (2, 1, 8, 8)
     assert not (tmp_path / "consistency.json").exists()
@@ -50,18 +62,23 @@ def test_bad_values_exit_with_code_2_and_one_line(bad, tmp_path, capsys):
 
 
 def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny):
+    from dataclasses import replace
+
+    from mosaicdiff.config import DiffusionConfig
     from mosaicdiff.training import train
 
+    cfg = tiny(epochs=1)
+    cfg = replace(cfg, diffusion=DiffusionConfig(T=100), sample=replace(cfg.sample, steps=100))
     run = tmp_path / "run"
-    train(tiny(epochs=1), run, progress=False, compile=False)
+    train(cfg, run, progress=False, compile=False)
     cal = tmp_path / "cal.json"
-    common = ["--n", "2", "--every", "250", "--stride", "2"]
+    common = ["--n", "2", "--every", "25", "--stride", "2"]
     assert (
         main(["theory", "calibrate", str(run), *common, "--candidates", "2,4", "--out", str(cal)])
         == 0
     )
     table = json.loads(cal.read_text())["patch_size"]
-    assert len(table) == 1000 and set(table) <= {2, 4}
+    assert len(table) == 100 and set(table) <= {2, 4}
     out = tmp_path / "cmp"
     assert (
         main(["theory", "compare", str(run), *common, "--patch", str(cal), "--out", str(out)]) == 0

@@ -43,6 +43,15 @@ class ScoreMachine:
         self.budget = budget
         self._alpha_bar = schedule.alpha_bar.tolist()
 
+    def to(self, device: str | torch.device) -> ScoreMachine:
+        """Move the training images (and so all later arithmetic) to `device`; returns self."""
+        for name, value in list(vars(self).items()):
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+            elif name.startswith("_") and isinstance(value, dict):
+                value.clear()  # per-patch-size tables are rebuilt on the new device
+        return self
+
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])

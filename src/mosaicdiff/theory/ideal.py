@@ -40,8 +40,8 @@ class IdealScore(ScoreMachine):
         return mean.reshape(x_t.shape)
 
     def _posterior(self, q: torch.Tensor, a: float, b2: float):
-        p = self._centres.to(q.device)
+        p, log_mult = self._centres.to(q.device), self._log_mult.to(q.device)
         lse, mean = gaussian_posterior(
-            q[None], p[None], p[None], a, b2, self._log_mult.to(q.device)[None], self.budget
+            q[None], p[None], p[None], a, b2, log_mult[None], self.budget
         )
         return lse[0], mean[0]

@@ -19,6 +19,10 @@ With stride s > 1 the equivariance is over shifts by multiples of s, and each s 
 posterior mean is estimated jointly from its patch: for the paper's stride-2 CNN on the colour
 pairings (k = s = 2) every quadrant is estimated from itself alone, so the quadrants of a sample
 are independent. Identical training patches are merged with a multiplicity (exact).
+
+Limits (tested): LS with a window covering the image is the ideal score; circular ELS with a
+window covering the image is the ideal score of the training set augmented by all circular
+shifts (equivariance adds the translates).
 """
 
 from __future__ import annotations
@@ -123,6 +127,10 @@ class ELS(LocalMachine):
                 out.append((cells, p, log_mult))
             self._data[grid.k] = out
         return self._data[grid.k]
+
+    def n_distinct_patches(self, k: int) -> int:
+        """Distinct training patches of size k over all boundary classes (the softmax width)."""
+        return sum(p.shape[0] for _, p, _ in self._classes(self.grid(k)))
 
     def patch_posterior(self, q, grid, a, b2, full):
         b, n_cells, d = q.shape
