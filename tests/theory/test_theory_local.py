@@ -18,28 +18,27 @@ def data(n=6, c=2, h=5, w=5, seed=0):
     return images, x_t
 
 
-def brute_force_x0(images, x_t, t, k, boundary, same):
-    """Pixel by pixel: softmax over the windows `same(x, y)` allows, windows padded as told."""
+def brute_force_x0(images, x_t, t, k, boundary, same, s=1):
+    """Cell by cell: softmax over the windows `same(x, y)` allows, windows padded as told; each
+    cell is the s x s block at the centre of its k x k window."""
     ab = float(SCHEDULE.alpha_bar[t])
-    m = k // 2
+    m = (k - s) // 2
     mode = "circular" if boundary == "circular" else "constant"
     pad = lambda x: F.pad(x.double(), (m, m, m, m), mode=mode)  # noqa: E731
     xp, ip = pad(x_t), pad(images)
     _, _, h, w = x_t.shape
+    cells = [(i, j) for i in range(0, h, s) for j in range(0, w, s)]
     out = torch.empty_like(x_t)
-    for i in range(h):
-        for j in range(w):
-            q = xp[:, :, i : i + k, j : j + k].flatten(1)  # (B, d)
-            cands = [
-                ip[:, :, u : u + k, v : v + k].flatten(1)
-                for u in range(h)
-                for v in range(w)
-                if same((i, j), (u, v))
-            ]
-            p = torch.cat(cands)  # (N * |allowed|, d)
-            logits = -(torch.cdist(q, ab**0.5 * p) ** 2) / (2 * (1 - ab))
-            centre = p.reshape(p.shape[0], -1, k, k)[:, :, m, m]
-            out[:, :, i, j] = torch.softmax(logits, 1) @ centre
+    for i, j in cells:
+        q = xp[:, :, i : i + k, j : j + k].flatten(1)  # (B, d)
+        p = torch.cat(
+            [ip[:, :, u : u + k, v : v + k].flatten(1) for u, v in cells if same((i, j), (u, v))]
+        )
+        logits = -(torch.cdist(q, ab**0.5 * p) ** 2) / (2 * (1 - ab))
+        centre = p.reshape(p.shape[0], -1, k, k)[:, :, m : m + s, m : m + s]
+        out[:, :, i : i + s, j : j + s] = torch.einsum(
+            "bn,nchw->bchw", torch.softmax(logits, 1), centre
+        )
     return out
 
 
@@ -68,6 +67,24 @@ def test_machines_match_brute_force(t):
         x0 = brute_force_x0(images, x_t, t, k, boundary, same)
         want = (x_t - ab**0.5 * x0) / (1 - ab) ** 0.5
         torch.testing.assert_close(machine(x_t, torch.tensor([t])), want, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("boundary", ["circular", "zeros"])
+def test_strided_machines_match_brute_force(boundary):
+    """k = 4 windows around 2x2 blocks on a stride-2 grid of 6x6 images."""
+    images, x_t = data(n=4, h=6, w=6)
+    t = 250
+    ab = float(SCHEDULE.alpha_bar[t])
+    pad = lambda x: (max(0, 1 - x), max(0, x + 3 - 6))  # noqa: E731  rows padded above/below
+    same = (
+        (lambda x, y: True)
+        if boundary == "circular"
+        else (lambda x, y: pad(x[0]) == pad(y[0]) and pad(x[1]) == pad(y[1]))
+    )
+    x0 = brute_force_x0(images, x_t, t, 4, boundary, same, s=2)
+    want = (x_t - ab**0.5 * x0) / (1 - ab) ** 0.5
+    got = ELS(images, SCHEDULE, 4, stride=2, boundary=boundary)(x_t, torch.tensor([t]))
+    torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-8)
 
 
 def test_full_image_patches_recover_the_ideal_score():
