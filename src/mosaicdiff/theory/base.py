@@ -33,7 +33,7 @@ class ScoreMachine:
         schedule: Schedule,
         *,
         dtype: torch.dtype = torch.float64,
-        budget: int = 1 << 22,
+        budget: int = 1 << 18,
     ):
         check(images.ndim == 4, f"training images must be (N, C, H, W), got {tuple(images.shape)}")
         check(images.shape[0] >= 1, "a score machine needs at least one training image")

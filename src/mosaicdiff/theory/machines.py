@@ -33,7 +33,7 @@ def build_machine(
     lam: float = 0.5,
     attention: Literal["soft", "top1"] = "soft",
     dtype: torch.dtype = torch.float64,
-    budget: int = 1 << 22,
+    budget: int = 1 << 18,
 ) -> ScoreMachine:
     """The machine `name` on training images (N, C, H, W).
 

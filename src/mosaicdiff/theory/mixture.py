@@ -25,7 +25,7 @@ def gaussian_posterior(
     a: float,
     b2: float,
     log_mult: torch.Tensor | None = None,
-    budget: int = 1 << 22,
+    budget: int = 1 << 18,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior mean of `values` and log normaliser of the mixture, for G independent groups.
 
