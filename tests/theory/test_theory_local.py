@@ -4,9 +4,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mosaicdiff.denoiser import Denoiser
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError
-from mosaicdiff.theory import ELS, BoundaryBrokenELS, IdealScore, LocalScore
+from mosaicdiff.theory import (
+    ELS,
+    MACHINES,
+    BoundaryBrokenELS,
+    IdealScore,
+    LocalScore,
+    build_machine,
+)
 
 SCHEDULE = Schedule.linear()
 
@@ -151,3 +159,13 @@ def test_bad_patch_settings_raise_user_errors(kwargs):
     images, _ = data()
     with pytest.raises(UserError):
         ELS(images, SCHEDULE, **kwargs)
+
+
+@pytest.mark.parametrize("name", MACHINES)
+def test_every_machine_is_a_denoiser_returning_eps_like_x_t(name):
+    images, _ = data(h=4, w=4)
+    machine = build_machine(name, images, SCHEDULE, 3)
+    assert isinstance(machine, Denoiser)
+    x_t = torch.randn(3, 2, 4, 4)
+    eps = machine(x_t, torch.tensor([7]))
+    assert eps.shape == x_t.shape and eps.dtype == x_t.dtype and torch.isfinite(eps).all()
