@@ -76,13 +76,15 @@ class FoldedNet:
             y = torch.baddbmm(self.b_out[:, None], h, self.w2)
             return y.view(s, b, n, p)
         y2 = torch.bmm(h, self.w2).view(s * b, n, 2 * p)  # [h W_out | h W_v W_out]
-        ha = torch.bmm(h, self.a).view(s * b, n, -1)  # (S B, N, d)
-        logits = torch.bmm(ha, h.view(s * b, n, -1).transpose(1, 2))  # h A h^T: (S B, N, N)
+        ha = torch.bmm(h, self.a).view(s * b, n, 1, -1)  # (S B, N, 1, d)
+        # N x N products per sample as broadcast sums: one fused kernel when compiled, where
+        # MKL's batched GEMM of 4 x 32 matrices is slow.
+        logits = (ha * h.view(s * b, 1, n, -1)).sum(-1)  # h A h^T: (S B, N, N)
         if self.arch == "top1":
             attn = F.one_hot(logits.argmax(-1), n).to(h.dtype)
         else:
             attn = logits.softmax(-1)  # (S B, N, N)
-        y = y2[..., :p] + torch.bmm(attn, y2[..., p:])
+        y = y2[..., :p] + (attn[..., None] * y2[:, None, :, p:]).sum(2)
         return y.view(s, b, n, p) + self.b_out[:, None, None]
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -109,12 +111,12 @@ def box_muller(u: torch.Tensor) -> torch.Tensor:
 
 
 def _ddpm_step(net: FoldedNet, x, u, bias, coef):
-    """One ancestral step on a chunk: x (S, b, N, P) tokens, u (S, b, C H W) uniforms in image
-    layout, bias (S, 1, d), coef (3,) = (c_x, c_eps, sigma) -> x_{t-1} (S, b, N, P)."""
+    """One ancestral step on a chunk, in place: x (S, b, N, P) tokens becomes x_{t-1}; u (S, b,
+    C H W) uniforms in image layout, bias (S, 1, d), coef (3,) = (c_x, c_eps, sigma)."""
     eps = net.eps_tokens(x, bias)
     s, b = u.shape[:2]
     z = patchify(box_muller(u).view(s, b, *net.image_shape), net.patch)
-    return coef[0] * x - coef[1] * eps + coef[2] * z
+    return x.copy_(coef[0] * x - coef[1] * eps + coef[2] * z)
 
 
 class FastDDPM:
@@ -133,8 +135,11 @@ class FastDDPM:
         self.step = step
 
     @torch.inference_mode()
-    def __call__(self, x_T: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Same as `ddpm_sample(net, x_T, generator, schedule)`: x_T (S*B, C, H, W) -> x_0."""
+    def __call__(
+        self, x_T: torch.Tensor, generator: torch.Generator, n_steps: int | None = None
+    ) -> torch.Tensor:
+        """Same as `ddpm_sample(net, x_T, generator, schedule)`: x_T (S*B, C, H, W) -> x_0.
+        With `n_steps`, stop after that many steps (for timing)."""
         net, s = self.net, self.net.n_seeds
         total = x_T.shape[0]
         b_all = total // s
@@ -142,16 +147,18 @@ class FastDDPM:
         n_numbers = x_T[0].numel()
         u = torch.empty(s, b_all, n_numbers)
         exact = (u.numel() % 16 == 0) and n_numbers % 16 == 0
-        chunks = [slice(i, min(i + CHUNK, b_all)) for i in range(0, b_all, CHUNK)]
-        for t in range(self.schedule.T - 1, -1, -1):
+        n_chunks = -(-b_all // CHUNK)
+        chunks = list(zip(x.tensor_split(n_chunks, 1), u.tensor_split(n_chunks, 1), strict=True))
+        T = self.schedule.T
+        for t in range(T - 1, -1 if n_steps is None else T - 1 - n_steps, -1):
             if t > 0:
                 if exact:
                     torch.rand(u.shape, generator=generator, out=u)
                 else:  # randn's layout only splits into our Box-Muller blocks for 16k numbers
                     raise ValueError("fast DDPM needs images with a multiple of 16 values")
             bias, coef = self.net.bias_t[t][:, None], self.coef[t]
-            for c in chunks:
-                x[:, c] = self.step(x[:, c], u[:, c], bias, coef)
+            for x_c, u_c in chunks:
+                self.step(x_c, u_c, bias, coef)  # in place
         return unpatchify(x, net.patch, net.image_shape).reshape(x_T.shape)
 
 

@@ -1,0 +1,249 @@
+"""Training and sampling throughput of every architecture: mosaicdiff vs the plain way.
+
+In one run on this machine: training model-steps/s (the real `training.train`, eager and
+compiled, 1 seed and a group of seeds, epoch draws included; compilation timed separately) and
+DDPM sampling sample-steps/s (`fast.sampling.FastDDPM`, compiled and folded) against
+`benchmarks/plain.py`, plus the machine's dense-matmul FLOP/s as the ceiling. Prints a table of
+ratios and writes JSON. Before timing, checks that the plain and fast paths compute the same
+thing: network outputs, and full 1,000-step samples from the same generator.
+
+Run: python -m benchmarks [--quick] [--json PATH] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+ARCHS = ("cnn", "attn", "identity", "top1")
+D, N_TOK, P = 32, 4, 12  # hidden width, tokens, values per token of the paper's networks
+
+
+def flops(arch: str) -> dict[str, float]:
+    """Matmul FLOPs per sample: training (forward + backward ~ 3x forward, time embedding per
+    sample), plain sampling (time embedding once per batch) and folded sampling."""
+    io = 2 * N_TOK * P * D * 2  # first conv and transpose conv
+    temb = 2 * D * D
+    attn = {"cnn": 0, "identity": 2 * 2 * N_TOK * N_TOK * D}.get(
+        arch, 3 * 2 * N_TOK * D * D + 2 * 2 * N_TOK * N_TOK * D
+    )
+    folded = {"cnn": io}.get(
+        arch, io + 2 * N_TOK * D * D + 2 * N_TOK * N_TOK * D + 2 * N_TOK * D * P + 2 * N_TOK**2 * P
+    )
+    return {"train": 3 * (io + temb + attn), "sample": io + attn, "sample_folded": folded}
+
+
+def best_time(fn, reps: int) -> float:
+    best = math.inf
+    for _ in range(reps):
+        tick = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - tick)
+    return best
+
+
+def matmul_ceiling(torch, reps: int) -> float:
+    """Best dense-matmul FLOP/s: the model's (40000 x 32) @ (32 x 32) shape and a square one."""
+    rates = []
+    for m, k, n in ((40_000, 32, 32), (1024, 1024, 1024)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        inner = max(1, int(2e8 // (m * k * n)))
+        a @ b
+        t = best_time(lambda a=a, b=b, inner=inner: [a @ b for _ in range(inner)], reps)
+        rates.append(2 * m * k * n * inner / t)
+    return max(rates)
+
+
+def train_rate(cfg, compile: bool, epochs: int) -> tuple[float, float]:
+    """(best model-steps/s over epochs after the first, seconds of the first epoch beyond a
+    steady one = the compile time) of `training.train` on `cfg`."""
+    from mosaicdiff.runs import RunDir
+    from mosaicdiff.training import train
+
+    out = Path(tempfile.mkdtemp(prefix="mosaicdiff-bench-"))
+    try:
+        tick = time.perf_counter()
+        train(cfg, out / "run", progress=False, compile=compile)
+        wall = time.perf_counter() - tick
+        rows = RunDir(out / "run").read_metrics()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    rate = max(r["model_steps_per_s"] for r in rows[1:])
+    model_steps = sum(len(r["loss"]) for r in rows) * (rows and 1) * _steps_per_epoch(cfg)
+    return rate, max(0.0, wall - model_steps / rate)
+
+
+def _steps_per_epoch(cfg) -> int:
+    return math.ceil(cfg.data.n_images / cfg.train.batch_size)
+
+
+def bench_training(arch, torch, quick: bool, group: int) -> dict:
+    from benchmarks.plain import PlainTrainer
+    from mosaicdiff.config import ModelConfig, RunConfig, TrainConfig
+    from mosaicdiff.data import load_dataset
+
+    epochs = 3 if quick else 8
+    cfg1 = RunConfig(
+        model=ModelConfig(arch=arch), train=TrainConfig(epochs=epochs, checkpoint_every=10**6)
+    )
+    images = load_dataset(cfg1.data).images
+    plain = PlainTrainer(arch, images, total_steps=10**6)
+    plain.train_steps(10)
+    n = 64 if quick else 256
+    plain_rate = n / best_time(lambda: plain.train_steps(n), 3)
+    res = {"plain_steps_per_s": plain_rate}
+    res["eager_1"], _ = train_rate(cfg1, False, epochs)
+    res["compiled_1"], res["compile_s_1"] = train_rate(cfg1, True, epochs)
+    cfg_g = RunConfig(
+        model=ModelConfig(arch=arch),
+        train=TrainConfig(epochs=epochs, seeds=tuple(range(group)), checkpoint_every=10**6),
+    )
+    res[f"compiled_{group}"], res[f"compile_s_{group}"] = train_rate(cfg_g, True, epochs)
+    return res
+
+
+def bench_sampling(arch, torch, quick: bool) -> dict:
+    from benchmarks.plain import from_patchnet, plain_sample
+    from mosaicdiff.config import ModelConfig
+    from mosaicdiff.diffusion import Schedule
+    from mosaicdiff.fast.sampling import FastDDPM, fast_denoiser
+    from mosaicdiff.models import build_model
+    from mosaicdiff.sampling import ddpm_sample
+
+    schedule = Schedule.linear()
+    model = build_model(ModelConfig(arch=arch), (3, 4, 4), 1000, seeds=(0,)).eval()
+    model.requires_grad_(False)
+    net = fast_denoiser(model)
+    plain = from_patchnet(model)
+
+    # Same maths: network outputs, then whole 1,000-step samples from the same generator.
+    x = torch.randn(256, 3, 4, 4)
+    t = torch.tensor([500])
+    with torch.no_grad():
+        out_plain = plain(x, t.expand(256))
+    diff_net = (net(x, t) - out_plain).abs().max().item()
+    x_T = torch.randn(8, 3, 4, 4)
+    s_plain = plain_sample(plain, x_T, torch.Generator().manual_seed(0))
+    s_ref = ddpm_sample(model.as_denoiser(), x_T, torch.Generator().manual_seed(0), schedule)
+    s_fast = FastDDPM(net, schedule, compile=False)(x_T, torch.Generator().manual_seed(0))
+    scale = s_ref.abs().max().item()  # untrained networks make huge samples: compare relative
+    res = {
+        "max_abs_diff_network_plain_vs_folded": diff_net,
+        "max_rel_diff_samples_plain_vs_fast": (s_plain - s_fast).abs().max().item() / scale,
+        "max_rel_diff_samples_reference_vs_fast": (s_ref - s_fast).abs().max().item() / scale,
+    }
+
+    b_plain, k_plain = (2_000, 4) if quick else (10_000, 10)
+    x_T = torch.randn(b_plain, 3, 4, 4)
+    g = torch.Generator().manual_seed(0)
+    plain_sample(plain, x_T, g, 1)
+    t_plain = best_time(lambda: plain_sample(plain, x_T, g, k_plain), 2 if quick else 3)
+    res["plain_sample_steps_per_s"] = b_plain * k_plain / t_plain
+
+    b_fast, k_fast = (20_000, 10) if quick else (100_000, 20)
+    x_T = torch.randn(b_fast, 3, 4, 4)
+    fast = FastDDPM(net, schedule, compile=True)
+    tick = time.perf_counter()
+    fast(x_T, g, 1)
+    res["compile_s"] = time.perf_counter() - tick
+    t_fast = best_time(lambda: fast(x_T, g, k_fast), 2 if quick else 3)
+    res["fast_sample_steps_per_s"] = b_fast * k_fast / t_fast
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="short timings (under 2 minutes)")
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--group", type=int, default=8, help="seeds trained at once (default 8)")
+    p.add_argument("--archs", default=",".join(ARCHS), help="comma-separated architectures")
+    p.add_argument("--skip", choices=["train", "sample"], help="skip one half")
+    args = p.parse_args(argv)
+    # A persistent, benchmark-only inductor cache: reruns skip most of the compilation.
+    os.environ.setdefault(
+        "TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "mosaicdiff" / "inductor-bench")
+    )
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    started = time.perf_counter()
+    ceiling = matmul_ceiling(torch, 3)
+    results = {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "quick": args.quick,
+        "group": args.group,
+        "matmul_ceiling_flops": ceiling,
+        "archs": {},
+    }
+    for arch in args.archs.split(","):
+        r = {"flops_per_sample": flops(arch)}
+        if args.skip != "train":
+            r["train"] = bench_training(arch, torch, args.quick, args.group)
+        if args.skip != "sample":
+            r["sample"] = bench_sampling(arch, torch, args.quick)
+        results["archs"][arch] = r
+        print(f"[{time.perf_counter() - started:.0f}s] {arch} done", flush=True)
+    results["wall_s"] = time.perf_counter() - started
+    print(report(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def report(res: dict) -> str:
+    ceil, g = res["matmul_ceiling_flops"], res["group"]
+    lines = [
+        f"threads={res['threads']} torch={res['torch']} quick={res['quick']} "
+        f"matmul ceiling {ceil / 1e9:.0f} GFLOP/s, wall {res.get('wall_s', 0):.0f} s",
+    ]
+    if any("train" in r for r in res["archs"].values()):
+        lines += [
+            "",
+            "training, model-steps/s (batch 64; ratio = ours / plain; % = achieved / ceiling)",
+            f"{'arch':9}{'plain':>8}{'eager 1':>9}{'comp 1':>8}{f'comp {g}':>9}"
+            f"{'x 1':>7}{f'x {g}':>7}{'% ceil':>8}{'compile s':>11}",
+        ]
+        for arch, r in res["archs"].items():
+            if "train" not in r:
+                continue
+            t = r["train"]
+            plain, c1, cg = t["plain_steps_per_s"], t["compiled_1"], t[f"compiled_{g}"]
+            pct = 100 * cg * 64 * r["flops_per_sample"]["train"] / ceil
+            lines.append(
+                f"{arch:9}{plain:8.0f}{t['eager_1']:9.0f}{c1:8.0f}{cg:9.0f}"
+                f"{c1 / plain:7.1f}{cg / plain:7.1f}{pct:8.1f}"
+                f"{t['compile_s_1']:6.0f}/{t[f'compile_s_{g}']:.0f}"
+            )
+    if any("sample" in r for r in res["archs"].values()):
+        lines += [
+            "",
+            "DDPM sampling, sample-steps/s; minutes for 1M samples x 1,000 steps",
+            f"{'arch':9}{'plain':>10}{'ours':>11}{'x':>6}{'plain min':>10}{'ours min':>9}"
+            f"{'% ceil':>8}{'rel diff':>12}",
+        ]
+        for arch, r in res["archs"].items():
+            if "sample" not in r:
+                continue
+            s = r["sample"]
+            plain, ours = s["plain_sample_steps_per_s"], s["fast_sample_steps_per_s"]
+            pct = 100 * ours * r["flops_per_sample"]["sample_folded"] / ceil
+            diff = max(
+                s["max_rel_diff_samples_plain_vs_fast"],
+                s["max_rel_diff_samples_reference_vs_fast"],
+            )
+            lines.append(
+                f"{arch:9}{plain:10.3g}{ours:11.3g}{ours / plain:6.1f}"
+                f"{1e9 / plain / 60:10.1f}{1e9 / ours / 60:9.1f}{pct:8.1f}{diff:12.1e}"
+            )
+    return "\n".join(lines)
