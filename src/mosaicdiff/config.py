@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
 from mosaicdiff.errors import UserError, check
@@ -164,7 +164,7 @@ def to_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def from_dict(cls: type, data: dict) -> Any:
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Rebuild a (nested) config dataclass from `to_dict` output, rejecting unknown keys."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
@@ -175,33 +175,33 @@ def from_dict(cls: type, data: dict) -> Any:
     kwargs = {}
     for name, value in data.items():
         tp = hints[name]
-        kwargs[name] = from_dict(tp, value) if is_dataclass(tp) else _coerce(tp, value, name)
+        if is_dataclass(tp):
+            check(isinstance(value, dict), f"config section {prefix}{name} must be a mapping")
+            kwargs[name] = from_dict(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(tp, value, prefix + name)
     return cls(**kwargs)
 
 
 def override(cfg: Any, assignments: list[str]) -> Any:
-    """Apply `section.field=value` assignments; values are JSON or bare strings."""
+    """Apply `section.field=value` assignments (values are JSON or bare strings) all at once,
+    so fields that depend on each other (data.kind and data.path) can change together."""
+    data = to_dict(cfg)
     for item in assignments:
         check("=" in item, f"override {item!r} must look like section.field=value")
         key, raw = item.split("=", 1)
-        cfg = _set(cfg, key.strip().split("."), raw, key)
-    return cfg
-
-
-def _set(cfg: Any, path: list[str], raw: str, key: str) -> Any:
-    names = {f.name for f in fields(cfg)}
-    check(path[0] in names, f"unknown config key {key!r}; valid at this level: {sorted(names)}")
-    current = getattr(cfg, path[0])
-    if len(path) > 1:
-        check(is_dataclass(current), f"config key {key!r}: {path[0]} has no sub-fields")
-        return replace(cfg, **{path[0]: _set(current, path[1:], raw, key)})
-    check(not is_dataclass(current), f"config key {key!r} is a section; name one of its fields")
-    tp = typing.get_type_hints(type(cfg))[path[0]]
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return replace(cfg, **{path[0]: _coerce(tp, value, key)})
+        node, names = data, key.strip().split(".")
+        for depth, name in enumerate(names):
+            valid = sorted(node) if isinstance(node, dict) else []
+            check(name in valid, f"unknown config key {key!r}; valid here: {valid}")
+            if depth < len(names) - 1:
+                node = node[name]
+        check(not isinstance(node[names[-1]], dict), f"config key {key!r} is a section")
+        try:
+            node[names[-1]] = json.loads(raw)
+        except json.JSONDecodeError:
+            node[names[-1]] = raw
+    return from_dict(type(cfg), data)
 
 
 def _coerce(tp: Any, value: Any, name: str) -> Any:

@@ -1,0 +1,130 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mosaicdiff.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "mosaicdiff", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_help_explains_every_command():
+    out = run_cli("--help").stdout
+    for cmd in ("train", "sample", "evaluate", "reproduce"):
+        assert cmd in out
+    train_help = run_cli("train", "--help").stdout
+    for opt in (
+        "--out",
+        "--resume",
+        "--model",
+        "--epochs",
+        "--seeds",
+        "--set",
+        "--dry-run",
+        "--device",
+    ):
+        assert opt in train_help
+
+
+def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            "--out",
+            str(tmp_path / "r"),
+            "--model",
+            "attn",
+            "--epochs",
+            "7",
+            "--seeds",
+            "3",
+            "--set",
+            "train.lr=0.002",
+            "--dry-run",
+        ]
+    )
+    assert code == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["model"]["arch"] == "attn" and cfg["train"]["epochs"] == 7
+    assert cfg["train"]["seeds"] == [0, 1, 2] and cfg["train"]["lr"] == 0.002
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--model", "transformer9"], "model.arch"),
+        (["--epochs", "-3"], "train.epochs"),
+        (["--seeds", "x"], "--seeds"),
+        (["--set", "train.lr=-1"], "train.lr"),
+        (["--set", "train.nope=1"], "nope"),
+        (["--set", 'data.colours=["red","red"]'], "repeats a colour"),
+        (["--set", "data.kind=npz", "--set", "data.path=/no/such.npz"], "/no/such.npz"),
+        (["--set", "sample.n_per_run=0"], "sample.n_per_run"),
+        (["--set", "sample.steps=10"], "ddim"),
+        (["--device", "cuda:7"], "cuda"),
+        (["--set", "model.patch=3"], "model.patch"),
+        (["--config", "/no/file.yaml"], "--config"),
+    ],
+)
+def test_bad_values_give_one_line_exit_2_and_write_nothing(tmp_path, capsys, args, needle):
+    out = tmp_path / "run"
+    code = main(["train", "--out", str(out), "--no-progress", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_train_sample_evaluate_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli(
+        "train",
+        "--out",
+        str(out),
+        "--model",
+        "attn",
+        "--epochs",
+        "2",
+        "--seeds",
+        "2",
+        "--set",
+        "data.n_images=128",
+        "--no-progress",
+    )
+    assert r.returncode == 0, r.stderr
+    r = run_cli(
+        "sample", str(out), "--runs", "3", "--per-run", "20", "--sampler", "ddim", "--no-progress"
+    )
+    assert r.returncode == 0, r.stderr
+    r = run_cli("evaluate", str(out))
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "samples" / "default" / "results.json").read_text())
+    assert [p["seed"] for p in res["per_seed"]] == [0, 1]
+    assert all(p["n"] == 3 and 0 <= p["mean"] <= 1 for p in res["per_seed"])
+    assert sum(res["per_seed"][0]["reasons"].values()) == 60
+    # Asking for other sampling settings under the same name is refused.
+    r = run_cli("sample", str(out), "--runs", "4", "--per-run", "20", "--sampler", "ddim")
+    assert r.returncode == 2 and "other settings" in r.stderr
+
+
+def test_resume_flag_continues_a_run(tmp_path):
+    out = tmp_path / "run"
+    base = [
+        "train",
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--set",
+        "data.n_images=64",
+        "--no-progress",
+    ]
+    assert main(base) == 0
+    assert main(base) == 2  # refuses to overwrite
+    assert main(base + ["--resume"]) == 0

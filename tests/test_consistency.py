@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from mosaicdiff.config import DataConfig
+from mosaicdiff.data.pairings import PairingsSpec
+from mosaicdiff.metrics import (
+    REASONS,
+    consistency,
+    random_baseline_exact,
+    random_baseline_monte_carlo,
+)
+
+SPEC = PairingsSpec.from_config(DataConfig())
+# Indices into SPEC.pairings: 0 red-green, 1 yellow-blue, 2 red-yellow, 3 green-blue,
+# 4 red-blue, 5 green-yellow.
+
+
+def judge(rows):
+    return consistency(SPEC.render(torch.tensor(rows)), SPEC)
+
+
+def test_hand_made_consistent_and_inconsistent_images():
+    res = judge(
+        [[0, 1, 1, 0], [2, 2, 3, 2], [4, 5, 4, 4], [0, 0, 0, 0], [0, 2, 0, 0], [1, 3, 5, 1]]
+    )
+    assert res.consistent.tolist() == [True, True, True, True, False, False]
+    assert [REASONS[r] for r in res.reason.tolist()] == ["consistent"] * 4 + ["mixed_types"] * 2
+
+
+def test_invalid_quadrant_and_unknown_pairing():
+    img = SPEC.render(torch.tensor([[0, 1, 1, 0]]))
+    broken = img.clone()
+    broken[0, :, 0, 0] = torch.tensor([-1.0, -1, 1])  # one key pixel of quadrant 0 turns blue
+    swapped = img.clone()
+    swapped[0, :, 0:2, 0:2] = swapped[0, :, 0:2, 0:2].flip(-1)  # green -> red: not a pairing
+    res = consistency(torch.cat([broken, swapped]), SPEC)
+    assert [REASONS[r] for r in res.reason.tolist()] == ["invalid_quadrant", "unknown_pairing"]
+
+
+def test_small_noise_keeps_the_verdict_large_noise_changes_it():
+    rows = torch.tensor([[0, 1, 1, 0], [0, 2, 0, 0]])
+    images = SPEC.render(rows)
+    g = torch.Generator().manual_seed(0)
+    noisy = images + 0.3 * torch.randn(images.shape, generator=g)
+    assert consistency(noisy, SPEC).consistent.tolist() == [True, False]
+    # Pull a key pixel halfway to another colour plus a bit: its nearest colour changes.
+    moved = images.clone()
+    moved[0, :, 0, 0] = 0.45 * torch.tensor([1.0, -1, -1]) + 0.55 * torch.tensor([-1.0, -1, 1])
+    assert not consistency(moved, SPEC).consistent[0]
+
+
+def test_rows_layout_is_judged_by_rows():
+    spec = PairingsSpec.from_config(DataConfig(layout="rows"))
+    images = spec.render(torch.tensor([[0, 1, 1, 0]]))
+    assert consistency(images, spec).consistent.all()
+    assert not consistency(images.transpose(-1, -2), spec).consistent.any()
+
+
+def test_exact_random_baseline_is_3_over_81():
+    assert random_baseline_exact(SPEC) == pytest.approx(3 / 81, abs=1e-12)
+
+
+def test_inclusion_exclusion_equals_enumeration():
+    spec = PairingsSpec.from_config(DataConfig(quadrants_per_side=2))
+    assert random_baseline_exact(spec, enumerate_limit=0) == pytest.approx(
+        random_baseline_exact(spec), abs=1e-12
+    )
+
+
+def test_monte_carlo_baseline_within_three_standard_errors():
+    mc = random_baseline_monte_carlo(SPEC, n_runs=20, n_per_run=5000, seed=1)
+    assert abs(mc["mean"] - 3 / 81) < 3 * mc["se"] + 1e-12
+    assert mc["se"] > 0

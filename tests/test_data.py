@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from mosaicdiff.config import DataConfig
+from mosaicdiff.data import load_dataset
+from mosaicdiff.data.arrays import load_npz
+from mosaicdiff.data.pairings import PairingsSpec
+from mosaicdiff.errors import UserError
+from mosaicdiff.metrics import consistency
+
+
+def test_paper_configuration_has_48_distinct_images_all_generated_images_consistent():
+    ds = load_dataset(DataConfig())
+    spec = ds.info["spec"]
+    assert ds.images.shape == (2048, 3, 4, 4)
+    assert ds.images.min() == -1 and ds.images.max() == 1
+    assert consistency(ds.images, spec).consistent.all()
+    distinct = {img.numpy().tobytes() for img in ds.images}
+    assert len(distinct) == 48
+    assert len(spec.all_images()) == 48
+    assert distinct == {img.numpy().tobytes() for img in spec.all_images()}
+
+
+def test_quadrants_show_key_left_value_right():
+    spec = PairingsSpec.from_config(DataConfig())
+    img = spec.render(torch.tensor([[0, 0, 0, 0]]))[0]  # red -> green everywhere
+    red, green = torch.tensor([1.0, -1, -1]), torch.tensor([-1.0, 1, -1])
+    assert torch.equal(img[:, 0, 0], red) and torch.equal(img[:, 1, 0], red)
+    assert torch.equal(img[:, 0, 1], green) and torch.equal(img[:, 1, 1], green)
+
+
+@pytest.mark.parametrize("layout", ["columns", "rows"])
+@pytest.mark.parametrize("q", [1, 2, 3])
+def test_variants_generate_consistent_images(layout, q):
+    cfg = DataConfig(n_images=300, quadrants_per_side=q, layout=layout, seed=3)
+    ds = load_dataset(cfg)
+    assert ds.images.shape[-1] == 2 * q
+    assert consistency(ds.images, ds.info["spec"]).consistent.all()
+
+
+def test_generation_is_seeded():
+    a = load_dataset(DataConfig(n_images=64, seed=1)).images
+    b = load_dataset(DataConfig(n_images=64, seed=1)).images
+    c = load_dataset(DataConfig(n_images=64, seed=2)).images
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_every_pattern_type_and_pairing_is_drawn():
+    ds = load_dataset(DataConfig())
+    assert set(ds.info["pattern_type"].tolist()) == {0, 1, 2}
+    assert set(ds.info["pairing"].flatten().tolist()) == set(range(6))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"pattern_types": ((("red", "green"), ("red", "blue")),)}, "reuses a colour"),
+        ({"colours": ("red", "purple")}, "purple"),
+        ({"pattern_types": ((("red", "cyan"),),)}, "not in data.colours"),
+        ({"n_images": 0}, "n_images"),
+        ({"kind": "nope"}, "not one of"),
+    ],
+)
+def test_bad_specs_are_refused(kwargs, match):
+    with pytest.raises(UserError, match=match):
+        DataConfig(**kwargs)
+
+
+def test_digits_are_scaled_to_unit_interval():
+    ds = load_dataset(DataConfig(kind="digits"))
+    assert ds.images.shape == (1797, 1, 8, 8)
+    assert ds.images.min() == -1 and ds.images.max() == 1
+
+
+def test_npz_layouts_and_bad_values(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 256, (5, 6, 6, 3), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", images=arr)
+    x = load_npz(str(tmp_path / "a.npz")).images
+    assert x.shape == (5, 3, 6, 6)
+    torch.testing.assert_close(x[1, 2], torch.tensor(arr[1, :, :, 2] / 127.5 - 1.0).float())
+    bad = np.zeros((2, 4, 4), dtype=np.float32)
+    bad[0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", images=bad)
+    with pytest.raises(UserError, match="NaN"):
+        load_npz(str(tmp_path / "nan.npz"))
+    np.savez(tmp_path / "big.npz", images=np.full((2, 4, 4), 3.0))
+    with pytest.raises(UserError, match=r"\[-1, 1\]"):
+        load_npz(str(tmp_path / "big.npz"))
+    np.savez(tmp_path / "shape.npz", images=np.zeros((2, 5, 4, 4)))
+    with pytest.raises(UserError, match="channels"):
+        load_npz(str(tmp_path / "shape.npz"))

@@ -1,0 +1,103 @@
+import pytest
+import torch
+from torch import nn
+
+from mosaicdiff.config import ModelConfig
+from mosaicdiff.models import build_model
+from mosaicdiff.models.patchnet import patchify, unpatchify
+
+ARCHS = ["cnn", "attn", "identity", "top1"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("time_embedding", ["sinusoidal", "none"])
+def test_output_shape_and_attention_weights(arch, time_embedding):
+    model = build_model(
+        ModelConfig(arch=arch, time_embedding=time_embedding), (3, 4, 4), 1000, [0, 1]
+    )
+    x = torch.randn(2, 5, 3, 4, 4)
+    eps, a = model(x, torch.randint(1000, (2, 5)), return_attention=True)
+    assert eps.shape == x.shape
+    if arch == "cnn":
+        assert a is None
+    else:
+        assert a.shape == (2, 5, 4, 4)
+        torch.testing.assert_close(a.sum(-1), torch.ones(2, 5, 4))
+
+
+def test_patchify_round_trip_and_conv_equivalence():
+    x = torch.randn(2, 3, 3, 8, 6)
+    assert torch.equal(unpatchify(patchify(x, 2), 2, (3, 8, 6)), x)
+    model = build_model(ModelConfig(arch="cnn", time_embedding="none"), (3, 4, 4), 1000, [0])
+    conv = nn.Conv2d(3, 32, 2, 2)
+    tconv = nn.ConvTranspose2d(32, 3, 2, 2)
+    with torch.no_grad():
+        conv.weight.copy_(model.w_in[0].T.reshape(32, 3, 2, 2))
+        conv.bias.copy_(model.b_in[0])
+        tconv.weight.copy_(model.w_out[0].reshape(32, 3, 2, 2))
+        tconv.bias.copy_(model.b_out[0].reshape(3, 4)[:, 0])
+        model.b_out[0].copy_(tconv.bias.repeat_interleave(4))
+        xx = torch.randn(7, 3, 4, 4)
+        ref = tconv(nn.functional.silu(conv(xx)))
+        torch.testing.assert_close(model(xx[None], torch.tensor([0]))[0], ref, atol=1e-5, rtol=1e-5)
+
+
+def _quadrant_change(arch):
+    """Largest output change inside and outside the top-left quadrant when only it changes."""
+    model = build_model(ModelConfig(arch=arch), (3, 4, 4), 1000, [0]).eval()
+    x = torch.randn(1, 1, 3, 4, 4)
+    y = x.clone()
+    y[..., :2, :2] += 1.0
+    with torch.no_grad():
+        d = (model(x, torch.tensor([500])) - model(y, torch.tensor([500]))).abs()[0, 0].sum(0)
+    outside = d.clone()
+    outside[:2, :2] = 0
+    return d[:2, :2].max().item(), outside.max().item()
+
+
+def test_cnn_is_block_local_and_attn_is_not():
+    inside, outside = _quadrant_change("cnn")
+    assert inside > 1e-3 and outside == 0.0
+    inside, outside = _quadrant_change("attn")
+    assert inside > 1e-3 and outside > 1e-4
+
+
+def test_top1_hard_when_sampling_gumbel_when_training():
+    model = build_model(ModelConfig(arch="top1"), (3, 4, 4), 1000, [0])
+    x = torch.randn(1, 64, 3, 4, 4)
+    t = torch.tensor([100])
+    model.train()
+    torch.manual_seed(0)
+    _, a_train = model(x, t, return_attention=True)
+    assert set(a_train.unique().tolist()) <= {0.0, 1.0}  # straight-through: hard forward
+    w = model.w_q
+    eps, _ = model(x, t, return_attention=True)
+    eps.sum().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0  # gradients reach Q through Gumbel
+    model.eval()
+    with torch.no_grad():
+        _, a1 = model(x, t, return_attention=True)
+        _, a2 = model(x, t, return_attention=True)
+    assert torch.equal(a1, a2)  # argmax: deterministic
+    assert torch.equal(a1.sum(-1), torch.ones(1, 64, 4))
+
+
+def test_identity_attention_is_parameter_free_softmax_of_hidden():
+    model = build_model(ModelConfig(arch="identity"), (3, 4, 4), 1000, [0])
+    cnn = build_model(ModelConfig(arch="cnn"), (3, 4, 4), 1000, [0])
+    assert {n for n, _ in model.named_parameters()} == {n for n, _ in cnn.named_parameters()}
+    x, t = torch.randn(1, 3, 3, 4, 4), torch.tensor([3])
+    h = model.hidden(x, t)
+    expected = h + torch.softmax(h @ h.transpose(-1, -2) / 32**0.5, -1) @ h
+    _, a = model(x, t, return_attention=True)
+    torch.testing.assert_close(a @ h + h, expected)
+
+
+def test_members_depend_on_their_seed_only():
+    a = build_model(ModelConfig(arch="attn"), (3, 4, 4), 1000, [4, 9])
+    b = build_model(ModelConfig(arch="attn"), (3, 4, 4), 1000, [9])
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert torch.equal(pa[1], pb[0]), name
+    one = a.member(1)
+    x = torch.randn(1, 2, 3, 4, 4)
+    torch.testing.assert_close(one(x, torch.tensor([5])), b(x, torch.tensor([5])))
