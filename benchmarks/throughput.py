@@ -33,7 +33,7 @@ def flops(arch: str) -> dict[str, float]:
     attn = {"cnn": 0, "identity": 2 * 2 * N_TOK * N_TOK * D}.get(
         arch, 3 * 2 * N_TOK * D * D + 2 * 2 * N_TOK * N_TOK * D
     )
-    folded = {"cnn": io}.get(
+    folded = {"cnn": io, "identity": io + attn}.get(
         arch, io + 2 * N_TOK * D * D + 2 * N_TOK * N_TOK * D + 2 * N_TOK * D * P + 2 * N_TOK**2 * P
     )
     return {"train": 3 * (io + temb + attn), "sample": io + attn, "sample_folded": folded}
@@ -99,7 +99,8 @@ def bench_training(arch, torch, quick: bool, group: int) -> dict:
     plain_rate = n / best_time(lambda: plain.train_steps(n), 3)
     res = {"plain_steps_per_s": plain_rate}
     res["eager_1"], _ = train_rate(cfg1, False, epochs)
-    res["compiled_1"], res["compile_s_1"] = train_rate(cfg1, True, epochs)
+    if not quick or arch == "cnn":  # --quick: one compile per architecture, cnn aside
+        res["compiled_1"], res["compile_s_1"] = train_rate(cfg1, True, epochs)
     cfg_g = RunConfig(
         model=ModelConfig(arch=arch),
         train=TrainConfig(epochs=epochs, seeds=tuple(range(group)), checkpoint_every=10**6),
@@ -179,6 +180,8 @@ def main(argv=None) -> int:
     ceiling = matmul_ceiling(torch, 3)
     results = {
         "threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "quick": args.quick,
         "group": args.group,
@@ -204,7 +207,8 @@ def main(argv=None) -> int:
 def report(res: dict) -> str:
     ceil, g = res["matmul_ceiling_flops"], res["group"]
     lines = [
-        f"threads={res['threads']} torch={res['torch']} quick={res['quick']} "
+        f"threads={res['threads']} of {res['cpus']} cpus (load {res['load_average_1min']:.1f}) "
+        f"torch={res['torch']} quick={res['quick']} "
         f"matmul ceiling {ceil / 1e9:.0f} GFLOP/s, wall {res.get('wall_s', 0):.0f} s",
     ]
     if any("train" in r for r in res["archs"].values()):
@@ -218,12 +222,16 @@ def report(res: dict) -> str:
             if "train" not in r:
                 continue
             t = r["train"]
-            plain, c1, cg = t["plain_steps_per_s"], t["compiled_1"], t[f"compiled_{g}"]
+            plain, c1, cg = (
+                t["plain_steps_per_s"],
+                t.get("compiled_1", math.nan),
+                t[f"compiled_{g}"],
+            )
             pct = 100 * cg * 64 * r["flops_per_sample"]["train"] / ceil
             lines.append(
                 f"{arch:9}{plain:8.0f}{t['eager_1']:9.0f}{c1:8.0f}{cg:9.0f}"
                 f"{c1 / plain:7.1f}{cg / plain:7.1f}{pct:8.1f}"
-                f"{t['compile_s_1']:6.0f}/{t[f'compile_s_{g}']:.0f}"
+                f"{t.get('compile_s_1', math.nan):6.0f}/{t[f'compile_s_{g}']:.0f}"
             )
     if any("sample" in r for r in res["archs"].values()):
         lines += [

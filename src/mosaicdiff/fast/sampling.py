@@ -56,22 +56,24 @@ class FoldedNet:
             self.bias_t = bias.transpose(0, 1).contiguous()  # (T, S, d)
             w_out = model.w_out.detach()  # (S, d, P)
             self.b_out = model.b_out.detach().clone()  # (S, P)
-            if cfg.arch == "cnn":
+            self.scale = 1 / math.sqrt(d)
+            if cfg.arch in ("cnn", "identity"):  # identity: A = I / sqrt(d) is a scalar
                 self.a = None
                 self.w2 = w_out.clone()
             else:
-                if cfg.arch == "identity":
-                    eye = torch.eye(d, dtype=w_out.dtype).expand(model.n_seeds, d, d)
-                    w_q = w_k = w_v = eye
-                else:
-                    w_q, w_k, w_v = (w.detach() for w in (model.w_q, model.w_k, model.w_v))
-                self.a = (w_q @ w_k.transpose(1, 2) / math.sqrt(d)).contiguous()  # (S, d, d)
+                w_q, w_k, w_v = (w.detach() for w in (model.w_q, model.w_k, model.w_v))
+                self.a = (w_q @ w_k.transpose(1, 2) * self.scale).contiguous()  # (S, d, d)
                 self.w2 = torch.cat([w_out, w_v @ w_out], -1).contiguous()  # (S, d, 2P)
 
     def eps_tokens(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Predicted noise in token space: x (S, B, N, P), bias (S, 1, d) -> (S, B, N, P)."""
         s, b, n, p = x.shape
         h = self.act(torch.baddbmm(bias, x.reshape(s, b * n, p), self.w_in))  # (S, B N, d)
+        if self.arch == "identity":  # h + softmax(h h^T / sqrt(d)) h, then W_out
+            hh = h.view(s * b, n, -1)
+            logits = (hh[:, :, None] * hh[:, None]).sum(-1) * self.scale  # (S B, N, N)
+            hh = hh + (logits.softmax(-1)[..., None] * hh[:, None]).sum(2)
+            h = hh.view(s, b * n, -1)
         if self.a is None:
             y = torch.baddbmm(self.b_out[:, None], h, self.w2)
             return y.view(s, b, n, p)

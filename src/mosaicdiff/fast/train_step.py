@@ -20,7 +20,10 @@ import warnings
 from functools import partial
 
 import torch
+from torch import nn
 from torch.func import functional_call, grad_and_value
+
+from mosaicdiff.models.patchnet import _tokens_matmul, unpatchify
 
 # Columns of the per-step table.
 LR, BETA1, STEP_SIZE, BC2_SQRT, DECAY, EMA_W = range(6)
@@ -88,6 +91,30 @@ def step_table(sched, n_steps: int, ema_decay: float) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float64).float()
 
 
+class BroadcastAttentionNet(nn.Module):
+    """`PatchNet.forward` for attn and identity with the per-sample N x N attention products
+    written as broadcast sums, which Inductor fuses with the softmax and its backward (the
+    `scaled_dot_product_attention` kernel and batched 4 x 32 GEMMs are slow for N = 4 on a
+    CPU). The same maths; parameters are the wrapped model's, under the prefix "net."."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        h = net.hidden(x, t)  # (S, B, N, d)
+        if net.cfg.arch == "identity":
+            q = k = v = h
+        else:
+            q, k, v = (_tokens_matmul(h, w) for w in (net.w_q, net.w_k, net.w_v))
+        logits = (q[..., :, None, :] * k[..., None, :, :]).sum(-1) / math.sqrt(net.cfg.hidden)
+        a = logits.softmax(-1)  # (S, B, N, N)
+        h = h + (a[..., None] * v[..., None, :, :]).sum(-2)
+        y = _tokens_matmul(h, net.w_out) + net.b_out[:, None, None]  # (S, B, N, C p p)
+        return unpatchify(y, net.cfg.patch, net.image_shape)
+
+
 class CompiledStep:
     """Drop-in for `training.EagerStep`: `step(perm, t, eps, loss_sum)` then `sync()`.
 
@@ -122,9 +149,14 @@ class CompiledStep:
         self.done = int(sched.last_epoch)  # optimiser steps taken so far
         self.k = torch.tensor([self.done], device=x_data.device)
         self.table = step_table(sched, sched.total_steps, tc.ema_decay).to(x_data.device)
+        if model.cfg.arch in ("attn", "identity"):
+            net, prefix = BroadcastAttentionNet(model), "net."
+        else:  # cnn has no attention; top1 keeps the model's Gumbel draws from the global stream
+            net, prefix = model, ""
         fn = partial(
             _train_step,
-            model=model,
+            model=net,
+            prefix=prefix,
             layout=self.layout,
             schedule=schedule,
             weighting=tc.loss_weighting,
@@ -190,6 +222,7 @@ def _train_step(
     loss_sum,
     *,
     model,
+    prefix,
     layout,
     schedule,
     weighting,
@@ -199,7 +232,8 @@ def _train_step(
     """One optimiser step on flat buffers, updating params, moments, EMA, k, loss_sum in place."""
 
     def loss_fn(flat):
-        net = partial(functional_call, model, unflatten(flat, layout))
+        weights = {prefix + n: w for n, w in unflatten(flat, layout).items()}
+        net = partial(functional_call, model, weights)
         x0 = x_data[perm]  # (S, B, C, H, W)
         per_seed = schedule.losses(lambda x, tt: net((x, tt)), x0, t, eps, weighting).mean(-1)
         return per_seed.sum(), per_seed
