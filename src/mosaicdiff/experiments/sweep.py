@@ -1,0 +1,300 @@
+"""`mosaicdiff sweep SPEC`: a grid of runs over any config fields, here or on a SLURM cluster.
+
+A spec (YAML or TOML) holds a partial RunConfig (`base`), a `grid` mapping config keys to the
+values to try, and an output folder (`out`). The grid is the Cartesian product of its lists;
+each point is one run directory named by its overrides (`arch=attn__seeds=1`), trained,
+sampled and evaluated by `run_point` exactly as `reproduce` does one model. The whole grid is
+validated before anything runs, finished points are skipped, and the executor (`local`
+processes or `slurm` job arrays through submitit) is the only thing that differs.
+
+    OUT/sweep.json          the resolved plan: spec, one RunConfig per point
+    OUT/points/NAME/        a run directory per point (runs.py) and point.json once finished
+    OUT/table.csv           one row per point and training seed (sweep_table.py)
+    OUT/summary.png         consistency per point with 95 % intervals
+    OUT/slurm/              submitit's scripts and logs, jobs.json (executor slurm)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mosaicdiff.config import RunConfig, from_dict, override, to_dict
+from mosaicdiff.errors import UserError, check
+from mosaicdiff.io import atomic_write_json, read_json
+
+SPEC_KEYS = ("base", "grid", "out")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point: its overrides of the base config and the run directory they name."""
+
+    name: str
+    values: dict  # grid key -> value, in grid order
+    cfg: RunConfig
+    run_path: Path
+
+    @property
+    def done_path(self) -> Path:
+        return self.run_path / "point.json"
+
+    def finished(self) -> bool:
+        """Whether `run_point` completed this point with this very config."""
+        if not self.done_path.is_file():
+            return False
+        return read_json(self.done_path).get("config") == to_dict(self.cfg)
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: dict
+    out: Path
+    points: tuple[Point, ...]
+
+
+def load_spec(path: str | Path) -> dict:
+    """A sweep spec from a YAML (.yaml, .yml) or TOML (.toml) file, checked for unknown keys."""
+    p = Path(path)
+    check(p.is_file(), f"sweep spec {str(p)!r} is not a file")
+    check(p.suffix in (".yaml", ".yml", ".toml"), f"sweep spec {p.name!r} must be .yaml or .toml")
+    try:
+        if p.suffix == ".toml":
+            import tomllib
+
+            spec = tomllib.loads(p.read_text())
+        else:
+            import yaml
+
+            spec = yaml.safe_load(p.read_text()) or {}
+    except Exception as e:  # the parsers' own error types differ
+        raise UserError(f"sweep spec {p.name!r} could not be parsed ({e})") from None
+    check(isinstance(spec, dict), f"sweep spec {p.name!r} must hold a mapping")
+    return spec
+
+
+def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) -> Plan:
+    """Validate the whole grid and resolve one RunConfig per point, before anything runs.
+
+    Args:
+        spec: the parsed spec (`base`, `grid`, `out`).
+        out: output folder; overrides `spec["out"]`.
+        sets: extra `section.field=value` overrides of the base config.
+    """
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    check(not unknown, f"sweep spec: unknown key(s) {unknown}; valid: {list(SPEC_KEYS)}")
+    base_part = spec.get("base") or {}
+    check(isinstance(base_part, dict), "sweep spec: base must be a mapping of config sections")
+    grid = spec.get("grid")
+    check(isinstance(grid, dict) and grid, "sweep spec: grid must map config keys to value lists")
+    for key, values in grid.items():
+        check(
+            isinstance(values, list) and values,
+            f"sweep grid: {key} must be a non-empty list of values",
+        )
+    out = out or spec.get("out")
+    check(bool(out), "sweep spec: name an output folder with out: (or --out)")
+    out = Path(out)
+    try:
+        base = from_dict(RunConfig, _deep_merge(to_dict(RunConfig()), base_part))
+        base = override(base, list(sets))
+    except UserError as e:
+        raise UserError(f"sweep base: {e}") from None
+    labels = _labels(list(grid))
+    points, names = [], {}
+    for combo in itertools.product(*grid.values()):
+        values = dict(zip(grid, combo, strict=True))
+        name = "__".join(f"{labels[k]}={_slug(v)}" for k, v in values.items())
+        try:
+            cfg = override(base, [f"{k}={json.dumps(v)}" for k, v in values.items()])
+        except UserError as e:
+            raise UserError(f"sweep grid point {name}: {e}") from None
+        check(
+            cfg.data.kind == "pairings",
+            f"sweep grid point {name}: consistency needs data.kind=pairings, not {cfg.data.kind}",
+        )
+        check(name not in names, f"sweep grid: points {values} and {names.get(name)} share {name}")
+        names[name] = values
+        points.append(Point(name, values, cfg, out / "points" / name))
+    for p in points:
+        cfg_path = p.run_path / "config.json"
+        if cfg_path.is_file() and read_json(cfg_path) != to_dict(p.cfg):
+            raise UserError(
+                f"{p.run_path} holds a run with another config (the base changed?); "
+                "use a new out folder or delete that point"
+            )
+    return Plan(spec, out, tuple(points))
+
+
+def point_spec(p: Point, threads: int | None, cache_root: Path) -> dict:
+    """What a worker needs to run `p`, as plain (picklable, JSON-able) data."""
+    return {
+        "name": p.name,
+        "values": p.values,
+        "config": to_dict(p.cfg),
+        "run_path": str(p.run_path.resolve()),
+        "threads": threads,
+        "inductor_cache": str(cache_root.resolve()),
+    }
+
+
+def run_point(spec: dict) -> dict:
+    """Train, sample and evaluate one grid point; the one function every executor calls.
+
+    Skips what is finished (see `reproduce.train_stage`, `sample_stage`) and writes
+    RUN/point.json last, so a point counts as done only once it is complete.
+
+    Args:
+        spec: from `point_spec`: name, values, config (to_dict), run_path, threads (torch
+            intra-op threads, None leaves the default), inductor_cache (root of this process's
+            own TORCHINDUCTOR_CACHE_DIR).
+
+    Returns:
+        The point.json record: name, values, config, status, wall_s, results (evaluate.py).
+    """
+    done = Path(spec["run_path"]) / "point.json"
+    if done.is_file() and read_json(done).get("config") == spec["config"]:
+        return read_json(done)
+    if spec.get("inductor_cache"):
+        own = f"{socket.gethostname()}-{os.getpid()}"
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(spec["inductor_cache"]) / own)
+    if spec.get("threads"):
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+    from mosaicdiff.experiments.reproduce import sample_stage, train_stage
+
+    cfg = from_dict(RunConfig, spec["config"])
+    tick = time.perf_counter()
+    train_stage(cfg, Path(spec["run_path"]), progress=False)
+    results = sample_stage(cfg, Path(spec["run_path"]), progress=False)
+    record = {
+        "name": spec["name"],
+        "values": spec["values"],
+        "config": spec["config"],
+        "status": "done",
+        "wall_s": time.perf_counter() - tick,
+        "results": results,
+    }
+    atomic_write_json(done, record)
+    return record
+
+
+def sweep(plan: Plan, executor: str = "local", jobs: int | None = None, slurm=None, log=print):
+    """Run every unfinished point of `plan`, then write the table and the figure.
+
+    Args:
+        plan: from `plan_sweep`.
+        executor: "local" (processes on this machine) or "slurm" (submitit job arrays).
+        jobs: local only: parallel processes (default: the cores, at most the points).
+        slurm: `sweep_executors.SlurmOptions` for executor slurm.
+        log: where progress lines go.
+
+    Returns:
+        {point name: {"status": ..., "error": ...}} for every point.
+    """
+    from mosaicdiff.experiments import sweep_executors, sweep_table
+
+    plan.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        plan.out / "sweep.json",
+        {"spec": plan.spec, "points": {p.name: to_dict(p.cfg) for p in plan.points}},
+    )
+    outcomes = {p.name: {"status": "done"} for p in plan.points if p.finished()}
+    todo = [p for p in plan.points if p.name not in outcomes]
+    log(f"sweep: {len(plan.points)} points, {len(outcomes)} finished, {len(todo)} to run")
+    if todo and executor == "local":
+        n = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
+        specs = [point_spec(p, 1 if n > 1 else None, plan.out / ".inductor") for p in todo]
+        outcomes.update(sweep_executors.run_local(specs, n, log))
+    elif todo and executor == "slurm":
+        threads = slurm.cpus_per_task
+        specs = [point_spec(p, threads, plan.out / ".inductor") for p in todo]
+        outcomes.update(sweep_executors.run_slurm(specs, plan.out / "slurm", slurm, log))
+    elif todo:
+        raise UserError(f"--executor {executor!r} is not one of ['local', 'slurm']")
+    sweep_table.write_outputs(plan, outcomes)
+    return outcomes
+
+
+def _labels(keys: list[str]) -> dict[str, str]:
+    """Short column labels: a key's last part, or the whole key where that part repeats."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last, strict=True)}
+
+
+def _slug(value) -> str:
+    text = "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text) or "empty"
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        both = isinstance(v, dict) and isinstance(out.get(k), dict)
+        out[k] = _deep_merge(out[k], v) if both else v
+    return out
+
+
+def register(sub) -> None:
+    """Add `mosaicdiff sweep` to the CLI's subparsers."""
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of configs (locally or on SLURM) and gather one table",
+        description="Run every point of a sweep spec (YAML/TOML: base, grid, out) and gather "
+        "OUT/table.csv and OUT/summary.png. Finished points are skipped: run the same command "
+        "again to finish failed or cancelled ones.",
+    )
+    p.add_argument("spec", help="sweep spec, .yaml or .toml (see examples/sweep.yaml)")
+    p.add_argument("--out", help="output folder (default: the spec's out)")
+    p.add_argument("--executor", default="local", choices=["local", "slurm"])
+    p.add_argument("--jobs", type=int, help="local: parallel processes (default: the cores)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the base")
+    p.add_argument("--dry-run", action="store_true", help="list the points and exit")
+    g = p.add_argument_group("slurm (with --executor slurm)")
+    g.add_argument("--partition", help="SLURM partition")
+    g.add_argument("--time", type=int, default=60, help="minutes per point (default 60)")
+    g.add_argument("--cpus-per-task", type=int, default=1, help="cores per point (default 1)")
+    g.add_argument("--mem", help="memory per point, e.g. 4G")
+    g.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per point (default 0)")
+    g.add_argument("--array-parallelism", type=int, default=32, help="points at once (32)")
+    g.add_argument("--retries", type=int, default=1, help="resubmit preempted points (1)")
+    g.add_argument("--slurm-arg", action="append", metavar="KEY=VALUE", help="other sbatch option")
+    p.set_defaults(handler=cmd_sweep)
+
+
+def cmd_sweep(args) -> int:
+    from mosaicdiff.experiments.sweep_executors import SlurmOptions
+
+    plan = plan_sweep(load_spec(args.spec), args.out, args.set or [])
+    if args.dry_run:
+        for p in plan.points:
+            print(f"{p.name}: {' '.join(f'{k}={json.dumps(v)}' for k, v in p.values.items())}")
+        return 0
+    check(args.jobs is None or args.jobs >= 1, f"--jobs={args.jobs} must be at least 1")
+    extra = dict(a.split("=", 1) for a in args.slurm_arg or [] if "=" in a)
+    check(len(extra) == len(args.slurm_arg or []), "--slurm-arg must look like KEY=VALUE")
+    slurm = SlurmOptions(
+        args.partition,
+        args.time,
+        args.cpus_per_task,
+        args.mem,
+        args.gpus_per_node,
+        args.array_parallelism,
+        args.retries,
+        extra,
+    )
+    tick = time.perf_counter()
+    outcomes = sweep(plan, args.executor, args.jobs, slurm)
+    bad = sorted(n for n, o in outcomes.items() if o["status"] != "done")
+    print(f"table -> {plan.out / 'table.csv'}  ({time.perf_counter() - tick:.0f} s)")
+    if bad:
+        print(f"{len(bad)} point(s) unfinished ({', '.join(bad)}); run the same command again")
+        return 1
+    return 0

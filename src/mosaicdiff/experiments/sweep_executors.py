@@ -1,0 +1,179 @@
+"""Executors for `sweep`: they only decide where `sweep.run_point` runs.
+
+`run_local` uses spawned processes on this machine; `run_slurm` submits one SLURM job array
+through submitit (an optional dependency: `pip install -e '.[slurm]'`) and watches it with
+`squeue`/`scontrol`, so it also works on clusters without accounting (`sacct`). Both return
+{point name: {"status": ..., "error": ...}}; status is "done", "failed" (the point raised),
+or the SLURM state a job ended in without a result (CANCELLED, TIMEOUT, PREEMPTED, ...).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mosaicdiff.errors import UserError
+from mosaicdiff.io import atomic_write_json, read_json
+
+# Ended without a result for reasons outside the point: resubmitted within the same call.
+RETRY_STATES = {"PREEMPTED", "NODE_FAIL", "TIMEOUT", "BOOT_FAIL", "DEADLINE", "LOST"}
+ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING",
+                 "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}  # fmt: skip
+
+
+def run_local(specs: list[dict], jobs: int, log=print) -> dict[str, dict]:
+    """Run `run_point` on every spec in `jobs` spawned processes (one thread each when > 1)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from mosaicdiff.experiments.sweep import run_point
+
+    outcomes = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(run_point, s): s["name"] for s in specs}
+        for fut in as_completed(futures):
+            name = futures[fut]
+            try:
+                fut.result()
+                outcomes[name] = {"status": "done"}
+            except Exception as e:  # a failed point must not stop the others
+                outcomes[name] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+            log(f"sweep: {name} {outcomes[name]['status']}")
+    return outcomes
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What each point's job asks SLURM for (`sbatch` options in brackets)."""
+
+    partition: str | None = None  # [--partition]
+    time_min: int = 60  # [--time], minutes per point
+    cpus_per_task: int = 1  # [--cpus-per-task]; also torch's thread count
+    mem: str | None = None  # [--mem], e.g. 4G
+    gpus_per_node: int = 0  # [--gpus-per-node]; pair with --set device=cuda
+    array_parallelism: int = 32  # [--array=...%K]: points running at once
+    retries: int = 1  # resubmissions of points that ended in a RETRY_STATES state
+    extra: dict = field(default_factory=dict)  # any other sbatch option, e.g. {"account": "x"}
+    poll_s: float = 5.0
+
+
+def import_submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise UserError(
+            "--executor slurm needs submitit: pip install -e '.[slurm]' (or pip install submitit)"
+        ) from None
+    return submitit
+
+
+def run_slurm(specs: list[dict], folder: Path, opts: SlurmOptions, log=print) -> dict[str, dict]:
+    """Submit `specs` as a job array, wait, and resubmit points that were preempted or lost.
+
+    Refuses (UserError) to submit a point whose job from an earlier call is still queued or
+    running, so one run directory never has two writers.
+    """
+    submitit = import_submitit()
+    from mosaicdiff.experiments.sweep import run_point
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ledger_path = folder / "jobs.json"
+    ledger = read_json(ledger_path) if ledger_path.is_file() else {}
+    for s in specs:
+        old = ledger.get(s["name"])
+        if old and queue_state(old) in ACTIVE_STATES:
+            raise UserError(
+                f"point {s['name']} is still queued or running as SLURM job {old}; "
+                "wait for it (or scancel it) and run sweep again"
+            )
+    params = {
+        "name": "mosaicdiff-sweep",
+        "timeout_min": opts.time_min,
+        "cpus_per_task": opts.cpus_per_task,
+        "tasks_per_node": 1,
+        "slurm_array_parallelism": opts.array_parallelism,
+    }
+    if opts.partition:
+        params["slurm_partition"] = opts.partition
+    if opts.mem:
+        params["slurm_mem"] = opts.mem
+    if opts.gpus_per_node:
+        params["gpus_per_node"] = opts.gpus_per_node
+    if opts.extra:
+        params["slurm_additional_parameters"] = dict(opts.extra)
+    executor = submitit.AutoExecutor(folder=folder / "logs", cluster="slurm")
+    executor.update_parameters(**params)
+    outcomes, batch = {}, list(specs)
+    for attempt in range(opts.retries + 1):
+        try:
+            jobs = executor.map_array(run_point, batch)
+        except Exception as e:  # submitit wraps sbatch's message in its own error types
+            raise UserError(
+                f"sbatch refused the sweep: {str(e).strip().splitlines()[-1]}"
+            ) from None
+        names = [s["name"] for s in batch]
+        ledger.update({n: j.job_id for n, j in zip(names, jobs, strict=True)})
+        atomic_write_json(ledger_path, ledger)
+        log(
+            f"sweep: submitted {len(jobs)} points as SLURM job array {jobs[0].job_id.split('_')[0]}"
+        )
+        outcomes.update(wait_jobs(dict(zip(names, jobs, strict=True)), opts.poll_s, log))
+        batch = [s for s in batch if outcomes[s["name"]]["status"] in RETRY_STATES]
+        if not batch or attempt == opts.retries:
+            break
+        log(f"sweep: resubmitting {len(batch)} preempted or lost points")
+    return outcomes
+
+
+def wait_jobs(jobs: dict, poll_s: float, log=print) -> dict[str, dict]:
+    """Wait until every job has a result or has left the queue; {name: outcome}."""
+    outcomes, pending = {}, dict(jobs)
+    while pending:
+        for name, job in list(pending.items()):
+            state = queue_state(job.job_id)  # before the result check: no race with its exit
+            if job.paths.result_pickle.exists():
+                try:
+                    job.result()
+                    outcomes[name] = {"status": "done"}
+                except Exception as e:  # the point's own exception, re-raised by submitit
+                    last = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+                    outcomes[name] = {"status": "failed", "error": last}
+            elif state in ACTIVE_STATES:
+                continue
+            else:
+                outcomes[name] = {"status": final_state(job.job_id), "error": "no result"}
+            log(f"sweep: {name} ({job.job_id}) {outcomes[name]['status']}")
+            del pending[name]
+        if pending:
+            time.sleep(poll_s)
+    return outcomes
+
+
+def queue_state(job_id: str) -> str | None:
+    """The job's state while `squeue` lists it, else None."""
+    out = _run(["squeue", "-h", "-j", str(job_id), "-o", "%T"])
+    states = (out or "").split()
+    return states[0] if states else None
+
+
+def final_state(job_id: str) -> str:
+    """How a job that left the queue ended: from `scontrol` (recent jobs) or `sacct`."""
+    out = _run(["scontrol", "show", "job", "-o", str(job_id)]) or ""
+    for word in out.split():
+        if word.startswith("JobState="):
+            return word.split("=", 1)[1]
+    out = _run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", str(job_id)]) or ""
+    words = out.split()
+    return words[0] if words else "LOST"
+
+
+def _run(cmd: list[str]) -> str | None:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+__all__ = ["SlurmOptions", "run_local", "run_slurm"]
