@@ -1,0 +1,152 @@
+"""Sweeps: the grid is validated before anything runs, points run through the local executor
+and (opt-in, `-m slurm`) through a real SLURM cluster, and finished points are never redone.
+
+The SLURM tests need `sbatch` on PATH and MOSAICDIFF_SLURM_TESTS=1; `.ci/slurm` starts a
+one-node cluster with scripts/slurm_local.sh and runs them.
+"""
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from mosaicdiff.errors import UserError
+from mosaicdiff.experiments.sweep import plan_sweep, register, sweep
+from mosaicdiff.experiments.sweep_executors import SlurmOptions
+
+slurm = pytest.mark.skipif(
+    shutil.which("sbatch") is None or os.environ.get("MOSAICDIFF_SLURM_TESTS") != "1",
+    reason="needs sbatch on PATH and MOSAICDIFF_SLURM_TESTS=1 (see .ci/slurm)",
+)
+
+
+def tiny_spec(out, grid=None) -> dict:
+    """Two points, one epoch on 64 images, 10 DDIM steps, 2 x 16 samples."""
+    return {
+        "out": str(out),
+        "base": {
+            "data": {"n_images": 64},
+            "train": {"epochs": 1, "ema_decay": 0.9},
+            "sample": {"sampler": "ddim", "steps": 10, "n_runs": 2, "n_per_run": 16},
+        },
+        "grid": grid or {"model.arch": ["cnn", "attn"]},
+    }
+
+
+def read_table(out) -> list[dict]:
+    with open(out / "table.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_all_done(out, n_points: int) -> None:
+    rows = read_table(out)
+    assert len(rows) == n_points
+    for r in rows:
+        assert r["status"] == "done", r
+        assert 0.0 <= float(r["consistency_mean"]) <= 1.0
+        assert float(r["ci95_low"]) <= float(r["consistency_mean"]) <= float(r["ci95_high"])
+        assert float(r["wall_s"]) > 0
+    assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "grid, named",
+    [
+        ({"model.nope": [1]}, "model.nope"),
+        ({"model.arch": ["cnn", "transformer"]}, "transformer"),
+        ({"train.epochs": [1, 0]}, "train.epochs=0"),
+        ({"data.kind": ["digits"]}, "data.kind=pairings"),
+        ({"train.seeds": 3}, "train.seeds"),
+    ],
+)
+def test_bad_grid_fails_before_anything_runs(tmp_path, grid, named):
+    with pytest.raises(UserError, match=named.replace(".", r"\.")):
+        plan_sweep(tiny_spec(tmp_path / "out", grid))
+    assert not (tmp_path / "out").exists()
+
+
+def test_point_names_follow_the_overrides(tmp_path):
+    grid = {
+        "model.arch": ["cnn"],
+        "train.seeds": [[0], [1, 2]],
+        "sample.seed": [0],
+        "data.seed": [0],
+    }
+    names = [p.name for p in plan_sweep(tiny_spec(tmp_path, grid)).points]
+    assert names == [
+        "arch=cnn__seeds=0__sample.seed=0__data.seed=0",
+        "arch=cnn__seeds=1-2__sample.seed=0__data.seed=0",
+    ]
+
+
+def test_dry_run_lists_points(tmp_path, capsys):
+    spec = tmp_path / "spec.json.yaml"
+    spec.write_text(json.dumps(tiny_spec(tmp_path / "out")))  # JSON is valid YAML
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["sweep", str(spec), "--dry-run"])
+    assert args.handler(args) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        'arch=cnn: model.arch="cnn"',
+        'arch=attn: model.arch="attn"',
+    ]
+
+
+def test_local_sweep_runs_and_skips_finished_points(tmp_path):
+    out = tmp_path / "out"
+    plan = plan_sweep(tiny_spec(out))
+    outcomes = sweep(plan, "local", jobs=2)
+    assert {o["status"] for o in outcomes.values()} == {"done"}
+    assert_all_done(out, 2)
+    stamps = {p.name: p.done_path.stat().st_mtime_ns for p in plan.points}
+    lines = []
+    sweep(plan_sweep(tiny_spec(out)), "local", jobs=2, log=lines.append)
+    assert "2 finished, 0 to run" in lines[0]
+    assert stamps == {p.name: p.done_path.stat().st_mtime_ns for p in plan.points}
+
+
+@pytest.mark.slurm
+@slurm
+def test_slurm_sweep_runs_the_same_points(tmp_path):
+    out = tmp_path / "out"
+    opts = SlurmOptions(partition="debug", time_min=10, cpus_per_task=1, poll_s=1)
+    outcomes = sweep(plan_sweep(tiny_spec(out)), "slurm", slurm=opts)
+    assert {o["status"] for o in outcomes.values()} == {"done"}, outcomes
+    assert_all_done(out, 2)
+    assert list((out / "slurm" / "logs").glob("*_log.out")), "submitit's logs stay in OUT/slurm"
+
+
+@pytest.mark.slurm
+@slurm
+def test_slurm_cancelled_point_is_finished_by_the_next_call(tmp_path):
+    out = tmp_path / "out"
+    spec = tiny_spec(out, {"train.epochs": [1, 3000]})
+    opts = SlurmOptions(partition="debug", time_min=10, cpus_per_task=1, poll_s=1)
+    short, long = plan_sweep(spec).points
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(sweep, plan_sweep(spec), "slurm", None, opts)
+        deadline = time.monotonic() + 300
+        while not (short.finished() and (long.run_path / "config.json").is_file()):
+            assert time.monotonic() < deadline and not first.done(), "points did not start"
+            time.sleep(0.5)
+        jobs = json.loads((out / "slurm" / "jobs.json").read_text())
+        subprocess.run(["scancel", jobs[long.name]], check=True)
+        outcomes = first.result(timeout=120)
+    assert outcomes[short.name]["status"] == "done"
+    assert outcomes[long.name]["status"] == "CANCELLED"
+    assert not long.finished()
+    assert [r["status"] for r in read_table(out)] == ["done", "CANCELLED"]
+    stamp = short.done_path.stat().st_mtime_ns
+
+    outcomes = sweep(plan_sweep(spec), "slurm", slurm=opts)
+    assert outcomes[long.name]["status"] == "done"
+    assert short.done_path.stat().st_mtime_ns == stamp, "the finished point was left alone"
+    again = json.loads((out / "slurm" / "jobs.json").read_text())
+    assert again[short.name] == jobs[short.name] and again[long.name] != jobs[long.name]
+    assert_all_done(out, 2)
