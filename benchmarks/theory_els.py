@@ -6,9 +6,13 @@ softmax runs over every distinct training patch at every noise level), so the pe
 measured by a short run extrapolates linearly, and the script prints that extrapolation too.
 
 Work per step: B * 64 query patches against M distinct 3x3 training patches (M = 75,724 of
-115,008), one exp and ~2 (d + 2) flops per pair, d = 9.
+115,008), one exp and ~2 (d + 2) flops per pair, d = 9. The full setting is therefore
+1000 * 1000 * 64 * 75,724 = 4.8e12 exact patch pairs: at the 50-100 M pairs/s one CPU core
+sustains, that is many hours, not a minute; the printed extrapolation says how many here.
+One thread is the default: on a shared 2-core machine two threads contend badly (measured 7 vs
+58 M pairs/s under load).
 
-Run: python -m benchmarks.theory_els [--quick] [--precision float64] [--threads 2]
+Run: python -m benchmarks.theory_els [--quick] [--precision float64] [--threads 1]
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=None, help="steps; < 1000 uses DDIM (default all)")
     p.add_argument("--patch", type=int, default=3, help="ELS patch size k")
     p.add_argument("--precision", default="float32", help="softmax arithmetic: float32|float64")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise")
     args = p.parse_args(argv)
     n = args.n or (20 if args.quick else FULL_N)
