@@ -16,18 +16,19 @@ def images(seed=0):
 
 
 def test_calibration_recovers_the_patch_size_of_a_machine_network():
+    schedule = Schedule.linear(T=100, beta_start=1e-3, beta_end=0.2)  # short, to stay fast
     data = images()
-    table = [3 if t < 400 else 5 for t in range(SCHEDULE.T)]
-    network = ELS(data, SCHEDULE, table)
+    table = [3 if t < 40 else 5 for t in range(schedule.T)]
+    network = ELS(data, schedule, table)
     x_T = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(1))
     cal = calibrate_patch_sizes(
-        network, lambda k: ELS(data, SCHEDULE, k), SCHEDULE, [1, 3, 5], x_T, every=100
+        network, lambda k: ELS(data, schedule, k), schedule, [1, 3, 5], x_T, every=10
     )
-    assert cal["steps"][0] == 0 and cal["steps"][-1] == SCHEDULE.T - 1
+    assert cal["steps"][0] == 0 and cal["steps"][-1] == schedule.T - 1
     for t, row in zip(cal["steps"], cal["cosine"], strict=True):
         assert cal["patch_size"][t] == table[t]
         assert max(row) > 1 - 1e-12  # the true size reproduces the network exactly
-    assert PatchSchedule.from_json(cal, SCHEDULE.T).sizes() == cal["patch_size"]
+    assert PatchSchedule.from_json(cal, schedule.T).sizes() == cal["patch_size"]
 
 
 def test_agreement_of_a_machine_with_itself_is_perfect_and_with_another_is_not():
