@@ -11,6 +11,7 @@ import io
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from mosaicdiff.errors import UserError
+
+_WRITE_DELAY = float(os.environ.get("MOSAICDIFF_TEST_WRITE_DELAY", "0") or 0)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -31,6 +34,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
+        if _WRITE_DELAY:  # fault-injection tests widen the window a kill can land in
+            time.sleep(_WRITE_DELAY)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -96,6 +96,8 @@ class RunDir:
     def save_checkpoint(self, epoch: int, tensors: dict, meta: dict) -> Path:
         path = self.checkpoint_dir / f"epoch-{epoch:06d}.safetensors"
         save_tensors(path, tensors, meta)
+        for stale in self.checkpoint_dir.glob(".*.tmp"):  # left by a write that was killed
+            stale.unlink(missing_ok=True)
         for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
             old.with_name(old.name + ".json").unlink(missing_ok=True)
             old.unlink(missing_ok=True)

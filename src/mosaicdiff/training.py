@@ -113,7 +113,8 @@ def train(
     latest = run.load_latest() if resume else None
     if latest is not None:
         start_epoch = restore(latest, model, ema, opt, sched, gens)
-        run.truncate_metrics(start_epoch)
+    if resume:
+        run.truncate_metrics(start_epoch)  # drop lines logged after that checkpoint
 
     model.train()
     remaining = (tc.epochs - start_epoch) * steps_per_epoch * len(tc.seeds)
