@@ -8,7 +8,9 @@ through the plain `Denoiser` interface by reading a (S*B, C, H, W) batch as S bl
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -31,6 +33,55 @@ class GroupedModel(nn.Module):
         with torch.no_grad():
             for p in one.parameters():
                 p.data = p.data[i : i + 1].clone()
+        one.n_seeds = 1
+        return one
+
+
+class Ensemble(GroupedModel):
+    """S independent single-seed networks behind the grouped interface, for networks that do not
+    stack (convs with norms, transformers, diffusers' UNet). Member i is built by `make()` right
+    after `torch.manual_seed(seeds[i])`, inside `fork_rng`, so it depends on seeds[i] alone and the
+    caller's global RNG is left as it was. `forward` loops over the members.
+
+    Every member maps (x (B, C, H, W), t (B,) int64, return_attention) to eps (B, C, H, W), or to
+    (eps, attention (B, N, N) or None) when `return_attention`.
+
+    Args:
+        make: builds one member from the current global RNG state.
+        seeds: one initialisation seed per member.
+        cfg, image_shape: kept as attributes, as `PatchNet` keeps them.
+    """
+
+    def __init__(self, make: Callable[[], nn.Module], seeds, cfg=None, image_shape=None):
+        super().__init__()
+        members = []
+        with torch.random.fork_rng(devices=[]):
+            for s in seeds:
+                torch.manual_seed(s)
+                members.append(make())
+        self.members = nn.ModuleList(members)
+        self.n_seeds, self.cfg, self.image_shape = len(members), cfg, image_shape
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, return_attention: bool = False):
+        """Predict eps: x (S, B, C, H, W), t (S, B) or (1,) int64 -> eps (S, B, C, H, W), and
+        with `return_attention` the stacked (S, B, N, N) attention weights (None if none)."""
+        b = x.shape[1]
+        outs = []
+        for i, m in enumerate(self.members):
+            ti = t[i] if t.ndim == 2 else t.expand(b)  # (B,)
+            outs.append(m(x[i], ti, return_attention=return_attention))
+        if not return_attention:
+            return torch.stack(outs)
+        eps = torch.stack([o[0] for o in outs])
+        a = None if outs[0][1] is None else torch.stack([o[1] for o in outs])
+        return eps, a
+
+    def member(self, i: int) -> Ensemble:
+        """A one-seed copy of member `i` (shares no storage with the group)."""
+        one = type(self).__new__(type(self))
+        nn.Module.__init__(one)
+        one.members = nn.ModuleList([copy.deepcopy(self.members[i])])
+        one.cfg, one.image_shape, one.training = self.cfg, self.image_shape, self.training
         one.n_seeds = 1
         return one
 
