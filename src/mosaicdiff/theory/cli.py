@@ -40,7 +40,10 @@ def register(subparsers) -> None:
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(handler=cmd_sample)
 
-    for name, text in (("calibrate", "per-step patch sizes for a run"), ("compare", "agreement")):
+    for name, text in (
+        ("calibrate", "per-step patch sizes for a run"),
+        ("compare", "agreement of a run's networks with a machine"),
+    ):
         c = sub.add_parser(name, help=text)
         c.add_argument("run", help="trained run directory (see `mosaicdiff train`)")
         _machine_options(c)

@@ -45,7 +45,8 @@ class PatchGrid:
         check(h % s == 0 and w % s == 0, f"stride={s} must divide the image size {h}x{w}")
         check(
             k >= s and (k - s) % 2 == 0,
-            f"patch size {k} must be >= stride {s} with k - s even (a centred s x s block)",
+            f"patch size {k} with stride {s}: need k >= s and k - s even (the s x s block at "
+            "the centre of a k x k window), e.g. odd k with stride 1, or k=2 with stride 2",
         )
         check(
             self.boundary in ("circular", "zeros"),
