@@ -3,7 +3,7 @@ import torch
 
 from mosaicdiff.config import ModelConfig
 from mosaicdiff.diffusion import Schedule
-from mosaicdiff.fast.sampling import box_muller, fast_ddpm_sample, fast_denoiser
+from mosaicdiff.fast.sampling import FastDDPM, box_muller, fast_ddpm_sample, fast_denoiser
 from mosaicdiff.models import build_model
 from mosaicdiff.sampling import ddpm_sample
 
@@ -54,3 +54,14 @@ def test_fast_ddpm_equals_reference_sampler(arch, compile):
         assert close.float().mean() > 0.95
     else:
         torch.testing.assert_close(fast, ref, rtol=1e-3, atol=1e-3)
+
+
+def test_noise_overlap_changes_nothing():
+    schedule = Schedule.linear(T=30)
+    model = _model("attn", T=30, seeds=(0,), scale=1.0)
+    sampler = FastDDPM(fast_denoiser(model), schedule, compile=False)
+    x_T = torch.randn(64, *SHAPE, generator=torch.Generator().manual_seed(1))
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    a = sampler(x_T, g1, overlap_noise=True)
+    b = sampler(x_T, g2, overlap_noise=False)
+    assert torch.equal(a, b) and torch.equal(g1.get_state(), g2.get_state())

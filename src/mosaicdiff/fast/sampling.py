@@ -22,6 +22,7 @@ runs over cache-sized chunks of the batch.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -138,29 +139,54 @@ class FastDDPM:
 
     @torch.inference_mode()
     def __call__(
-        self, x_T: torch.Tensor, generator: torch.Generator, n_steps: int | None = None
+        self,
+        x_T: torch.Tensor,
+        generator: torch.Generator,
+        n_steps: int | None = None,
+        overlap_noise: bool = True,
     ) -> torch.Tensor:
         """Same as `ddpm_sample(net, x_T, generator, schedule)`: x_T (S*B, C, H, W) -> x_0.
-        With `n_steps`, stop after that many steps (for timing)."""
+
+        With `n_steps`, stop after that many steps (for timing). With `overlap_noise`, one
+        helper thread draws the next step's uniforms (in order, from `generator` alone) while
+        this one runs the network: the generator is serial, the rest is not.
+        """
         net, s = self.net, self.net.n_seeds
-        total = x_T.shape[0]
-        b_all = total // s
-        x = patchify(x_T.reshape(s, b_all, *x_T.shape[1:]), net.patch).contiguous()
+        b_all = x_T.shape[0] // s
         n_numbers = x_T[0].numel()
-        u = torch.empty(s, b_all, n_numbers)
-        exact = (u.numel() % 16 == 0) and n_numbers % 16 == 0
+        if n_numbers % 16:  # randn only splits into our Box-Muller blocks for 16k values
+            raise ValueError(f"fast DDPM needs images of 16k values, not {n_numbers}")
+        x = patchify(x_T.reshape(s, b_all, *x_T.shape[1:]), net.patch).contiguous()
         n_chunks = -(-b_all // CHUNK)
-        chunks = list(zip(x.tensor_split(n_chunks, 1), u.tensor_split(n_chunks, 1), strict=True))
+        x_chunks = x.tensor_split(n_chunks, 1)
+        buffers = [torch.empty(s, b_all, n_numbers) for _ in range(2 if overlap_noise else 1)]
         T = self.schedule.T
-        for t in range(T - 1, -1 if n_steps is None else T - 1 - n_steps, -1):
-            if t > 0:
-                if exact:
-                    torch.rand(u.shape, generator=generator, out=u)
-                else:  # randn's layout only splits into our Box-Muller blocks for 16k numbers
-                    raise ValueError("fast DDPM needs images with a multiple of 16 values")
-            bias, coef = self.net.bias_t[t][:, None], self.coef[t]
-            for x_c, u_c in chunks:
-                self.step(x_c, u_c, bias, coef)  # in place
+        ts = list(range(T - 1, -1 if n_steps is None else T - 1 - n_steps, -1))
+        noisy = [t for t in ts if t > 0]  # the reference draws noise on these steps only
+
+        def draw(i: int) -> torch.Tensor:
+            u = buffers[i % len(buffers)]
+            with torch.inference_mode():  # thread-local: the helper thread needs it too
+                return torch.rand(u.shape, generator=generator, out=u)
+
+        pool = ThreadPoolExecutor(1) if overlap_noise else None
+        try:
+            pending = pool.submit(draw, 0) if pool and noisy else None
+            u = buffers[0]
+            for i, t in enumerate(ts):
+                if t > 0:
+                    if pool:
+                        u = pending.result()
+                        if i + 1 < len(noisy):
+                            pending = pool.submit(draw, i + 1)
+                    else:
+                        u = draw(i)
+                bias, coef = net.bias_t[t][:, None], self.coef[t]
+                for x_c, u_c in zip(x_chunks, u.tensor_split(n_chunks, 1), strict=True):
+                    self.step(x_c, u_c, bias, coef)  # in place; sigma[0] = 0 ignores u
+        finally:
+            if pool:
+                pool.shutdown()
         return unpatchify(x, net.patch, net.image_shape).reshape(x_T.shape)
 
 
