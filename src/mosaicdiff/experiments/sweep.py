@@ -101,6 +101,8 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
     out = out or spec.get("out")
     check(bool(out), "sweep spec: name an output folder with out: (or --out)")
     out = Path(out)
+    from mosaicdiff.cli import _deep_merge  # the --config merge, shared
+
     try:
         base = from_dict(RunConfig, _deep_merge(to_dict(RunConfig()), base_part))
         base = override(base, list(sets))
@@ -210,7 +212,7 @@ def sweep(plan: Plan, executor: str = "local", jobs: int | None = None, slurm=No
     todo = [p for p in plan.points if p.name not in outcomes]
     log(f"sweep: {len(plan.points)} points, {len(outcomes)} finished, {len(todo)} to run")
     if todo and executor == "local":
-        n = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
+        n = max(1, min(jobs or _cores(), len(todo)))
         specs = [point_spec(p, 1 if n > 1 else None, plan.out / ".inductor") for p in todo]
         outcomes.update(sweep_executors.run_local(specs, n, log))
     elif todo and executor == "slurm":
@@ -223,6 +225,11 @@ def sweep(plan: Plan, executor: str = "local", jobs: int | None = None, slurm=No
     return outcomes
 
 
+def _cores() -> int:
+    """Cores this process may use (its affinity mask, which containers and SLURM narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _labels(keys: list[str]) -> dict[str, str]:
     """Short column labels: a key's last part, or the whole key where that part repeats."""
     last = [k.rsplit(".", 1)[-1] for k in keys]
@@ -232,14 +239,6 @@ def _labels(keys: list[str]) -> dict[str, str]:
 def _slug(value) -> str:
     text = "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", text) or "empty"
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        both = isinstance(v, dict) and isinstance(out.get(k), dict)
-        out[k] = _deep_merge(out[k], v) if both else v
-    return out
 
 
 def register(sub) -> None:
