@@ -57,6 +57,8 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
+# scancel's grace between SIGTERM (which submitit ignores) and SIGKILL: 30 s by default.
+KillWait=5
 MailProg=/bin/true
 $node NodeAddr=127.0.0.1 NodeHostname=$HOST State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
@@ -83,13 +85,17 @@ start_munge() {
     exit 1
 }
 
+running() {
+    [ -s "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null
+}
+
 start() {
     install
-    write_conf
+    running slurmctld || write_conf
     start_munge
     export SLURM_CONF="$CONF"
-    as_root slurmctld -f "$CONF"
-    as_root slurmd -f "$CONF"
+    running slurmctld || as_root slurmctld -f "$CONF"
+    running slurmd || as_root slurmd -f "$CONF"
     for _ in $(seq 120); do
         if sinfo -h -N -o '%t' 2>/dev/null | grep -qx idle; then
             echo "slurm_local: node $HOST idle in partition debug"
@@ -106,10 +112,13 @@ start() {
 
 stop() {
     for name in slurmd slurmctld; do
-        if [ -s "$DIR/$name.pid" ]; then
-            as_root kill "$(cat "$DIR/$name.pid")" 2>/dev/null || true
-            rm -f "$DIR/$name.pid"
+        if running "$name"; then
+            local pid
+            pid="$(cat "$DIR/$name.pid")"
+            as_root kill "$pid"
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
         fi
+        rm -f "$DIR/$name.pid"
     done
     if [ -L /etc/slurm/slurm.conf ] && [ "$(readlink /etc/slurm/slurm.conf)" = "$CONF" ]; then
         as_root rm -f /etc/slurm/slurm.conf
