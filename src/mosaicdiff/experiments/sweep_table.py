@@ -70,8 +70,10 @@ def summary_png(rows: list[dict]) -> bytes:
 
     points = list(dict.fromkeys(r["point"] for r in rows))
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(points) + 2), 3.6))
+    top, seen = 1.0, {}
     for r in rows:
-        x = points.index(r["point"])
+        k = seen[r["point"]] = seen.get(r["point"], -1) + 1
+        x = points.index(r["point"]) + 0.08 * k  # seeds of a point side by side
         if r["status"] != "done":
             ax.plot(x, 0, "x", color="grey")
             continue
@@ -79,12 +81,15 @@ def summary_png(rows: list[dict]) -> bytes:
         if r["ci95_low"] is not None:
             err = [[m - 100 * r["ci95_low"]], [100 * r["ci95_high"] - m]]
             ax.errorbar(x, m, yerr=err, fmt="o", color="C0", capsize=3, alpha=0.8)
+            top = max(top, 100 * r["ci95_high"])
         else:
             ax.plot(x, m, "o", color="C0")
+        top = max(top, m)
     ax.set_xticks(range(len(points)), points, rotation=30, ha="right", fontsize=8)
+    ax.set_xlim(-0.5, len(points) - 0.5)
+    ax.set_ylim(0, 1.1 * top)
     ax.set_ylabel("consistency (%)")
-    ax.set_title("sweep: consistency per point (dots: training seeds, bars: 95 % CI)", fontsize=9)
-    ax.set_ylim(bottom=0)
+    ax.set_title("consistency per point and seed (95 % CI over runs; x: unfinished)", fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
