@@ -150,3 +150,65 @@ def test_slurm_cancelled_point_is_finished_by_the_next_call(tmp_path):
     again = json.loads((out / "slurm" / "jobs.json").read_text())
     assert again[short.name] == jobs[short.name] and again[long.name] != jobs[long.name]
     assert_all_done(out, 2)
+
+
+class FakeJob:
+    """A submitit job that ended in `state`: COMPLETED leaves a result, others none."""
+
+    def __init__(self, job_id, state, folder):
+        self.job_id, self.state = job_id, state
+        self.paths = type("Paths", (), {"result_pickle": folder / f"{job_id}.pkl"})()
+        if state in ("COMPLETED", "FAILED"):
+            self.paths.result_pickle.write_text(state)
+
+    def result(self):
+        if self.state == "FAILED":
+            raise RuntimeError("Traceback ...\nValueError: bad point")
+
+
+def test_slurm_retry_resubmits_only_preempted_points(tmp_path, monkeypatch):
+    """The retry policy, with sbatch and squeue replaced: PREEMPTED and TIMEOUT points are
+    resubmitted in the same call; CANCELLED (a person's scancel) and FAILED are not."""
+    from mosaicdiff.experiments import sweep_executors as ex
+
+    script = {"a": ["PREEMPTED", "COMPLETED"], "b": ["CANCELLED"], "c": ["FAILED"]}
+    script["d"] = ["TIMEOUT", "TIMEOUT"]
+    submitted, jobs = [], {}
+
+    class Executor:
+        def __init__(self, folder, cluster):
+            folder.mkdir(parents=True, exist_ok=True)
+            self.folder = folder
+
+        def update_parameters(self, **params):
+            assert params["slurm_partition"] == "debug" and params["cpus_per_task"] == 1
+
+        def map_array(self, fn, specs):
+            submitted.append([s["name"] for s in specs])
+            out = []
+            for s in specs:
+                job_id = f"{len(submitted)}_{len(out)}"
+                jobs[job_id] = FakeJob(job_id, script[s["name"]].pop(0), self.folder)
+                out.append(jobs[job_id])
+            return out
+
+    monkeypatch.setattr(ex, "import_submitit", lambda: type("M", (), {"AutoExecutor": Executor}))
+    monkeypatch.setattr(ex, "queue_state", lambda job_id: None)
+    monkeypatch.setattr(ex, "final_state", lambda job_id: jobs[job_id].state)
+    specs = [{"name": n} for n in "abcd"]
+    opts = SlurmOptions(partition="debug", retries=1, poll_s=0)
+    outcomes = ex.run_slurm(specs, tmp_path / "slurm", opts, log=lambda line: None)
+    assert submitted == [["a", "b", "c", "d"], ["a", "d"]]
+    assert {n: o["status"] for n, o in outcomes.items()} == {
+        "a": "done",
+        "b": "CANCELLED",
+        "c": "failed",
+        "d": "TIMEOUT",
+    }
+    assert outcomes["c"]["error"] == "ValueError: bad point"
+    ledger = json.loads((tmp_path / "slurm" / "jobs.json").read_text())
+    assert ledger == {"a": "2_0", "b": "1_1", "c": "1_2", "d": "2_1"}
+
+    monkeypatch.setattr(ex, "queue_state", lambda job_id: "RUNNING")  # a job from this call lives
+    with pytest.raises(UserError, match="point d is still queued or running as SLURM job 2_1"):
+        ex.run_slurm([{"name": "d"}], tmp_path / "slurm", opts, log=lambda line: None)
