@@ -115,8 +115,15 @@ def add_config_options(p: argparse.ArgumentParser, training: bool = True) -> Non
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mosaicdiff",
         description="Where creativity in diffusion models comes from: train score networks, "
         "sample them, measure consistency, and compare with closed-form score machines.",
@@ -205,7 +212,10 @@ def cmd_evaluate(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already printed on one line
+        return int(e.code or 0)
     handlers = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate}
     try:
         handler = handlers.get(args.command) or args.handler
