@@ -69,15 +69,16 @@ class FoldedNet:
     def eps_tokens(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Predicted noise in token space: x (S, B, N, P), bias (S, 1, d) -> (S, B, N, P)."""
         s, b, n, p = x.shape
-        h = self.act(torch.baddbmm(bias, x.reshape(s, b * n, p), self.w_in))  # (S, B N, d)
+        # Biases added outside the GEMMs, where the compiler fuses them with the next kernel.
+        h = self.act(torch.bmm(x.reshape(s, b * n, p), self.w_in) + bias)  # (S, B N, d)
         if self.arch == "identity":  # h + softmax(h h^T / sqrt(d)) h, then W_out
             hh = h.view(s * b, n, -1)
             logits = (hh[:, :, None] * hh[:, None]).sum(-1) * self.scale  # (S B, N, N)
             hh = hh + (logits.softmax(-1)[..., None] * hh[:, None]).sum(2)
             h = hh.view(s, b * n, -1)
         if self.a is None:
-            y = torch.baddbmm(self.b_out[:, None], h, self.w2)
-            return y.view(s, b, n, p)
+            y = torch.bmm(h, self.w2).view(s, b, n, p)
+            return y + self.b_out[:, None, None]
         y2 = torch.bmm(h, self.w2).view(s * b, n, 2 * p)  # [h W_out | h W_v W_out]
         ha = torch.bmm(h, self.a).view(s * b, n, 1, -1)  # (S B, N, 1, d)
         # N x N products per sample as broadcast sums: one fused kernel when compiled, where
