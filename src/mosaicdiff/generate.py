@@ -32,11 +32,14 @@ def chunk_paths(out: Path) -> list[Path]:
 
 
 def make_denoiser(loaded: LoadedRun):
-    """The fastest exact denoiser available for the run's model."""
-    try:
-        from mosaicdiff.fast import fast_denoiser
-    except ImportError:
+    """The fastest exact denoiser available for the run's model: the folded token-space path
+    for the paper's networks, the model itself otherwise."""
+    from mosaicdiff.models.patchnet import PatchNet
+
+    if not isinstance(loaded.model, PatchNet):
         return loaded.model.as_denoiser()
+    from mosaicdiff.fast.sampling import fast_denoiser
+
     return fast_denoiser(loaded.model)
 
 

@@ -226,7 +226,7 @@ def attention_figure(run_path: Path, n: int = 4, shown=(999, 800, 600, 400, 200,
     return plots.attention_maps(list(shown), weights, final.numpy())
 
 
-def write_report(out: Path, configs, results, baseline, preset: str, timings) -> Path:
+def write_report(out: Path, configs, results, baseline, preset: str, timings, theory=None) -> Path:
     report = out / "report"
     rows = table_rows(configs, results, baseline)
     table = markdown_table(rows)
@@ -240,13 +240,18 @@ def write_report(out: Path, configs, results, baseline, preset: str, timings) ->
         writer.writerow([r["model"], r["paper"], f"{r['ours']:.4f}", ci[0], ci[1], r["seeds"]])
     atomic_write_text(report / "table.csv", buf.getvalue())
     figs = make_figures(out, configs, results, rows)
-    md = render_markdown(configs, baseline, preset, timings, table, figs)
+    theory_md = ""
+    if theory is not None:
+        from mosaicdiff.experiments.theory_section import theory_markdown
+
+        theory_md = theory_markdown(theory, out, figs)
+    md = render_markdown(configs, baseline, preset, timings, table, figs, theory_md)
     atomic_write_text(report / "report.md", md)
     atomic_write_text(report / "report.html", render_html(md, report))
     return report
 
 
-def render_markdown(configs, baseline, preset, timings, table, figs) -> str:
+def render_markdown(configs, baseline, preset, timings, table, figs, theory_md="") -> str:
     from mosaicdiff.experiments.report_text import baseline_note, ordering_note
 
     parts = [
@@ -259,6 +264,7 @@ def render_markdown(configs, baseline, preset, timings, table, figs) -> str:
         baseline_note(baseline),
         "## Settings\n",
         settings_section(configs),
+        theory_md,
         "## Figures\n",
     ]
     for caption, path in figs.items():

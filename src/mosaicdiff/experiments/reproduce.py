@@ -33,6 +33,8 @@ PRESETS: dict[str, dict] = {
     "paper": {},
 }
 TOP1_EPOCH_FACTOR = 2  # App. B: top1 trained 10,000 epochs against 5,000
+# Theory section: machine samples and network-machine pairs compared, per preset.
+THEORY_SIZES = {"quick": (500, 100), "paper": (10_000, 1_000)}
 
 
 def preset_config(name: str) -> RunConfig:
@@ -112,6 +114,7 @@ def reproduce(
     models=PAPER_MODELS,
     preset: str = "quick",
     progress: bool = True,
+    theory: bool = True,
 ) -> Path:
     """Run every stage that is missing and write the report; return the report folder."""
     check(base.data.kind == "pairings", "reproduce needs data.kind=pairings (the paper's data)")
@@ -134,9 +137,16 @@ def reproduce(
         results[arch] = sample_stage(cfg, out / "runs" / arch, progress)
         timings[arch] = time.perf_counter() - tick
     baseline = baseline_stage(base, out)
+    theory_result = None
+    if theory:
+        from mosaicdiff.experiments.theory_section import theory_stage
+
+        tick = time.perf_counter()
+        theory_result = theory_stage(base, out, list(configs), *THEORY_SIZES[preset])
+        timings["theory"] = time.perf_counter() - tick
     from mosaicdiff.experiments.report import write_report
 
-    return write_report(out, configs, results, baseline, preset, timings)
+    return write_report(out, configs, results, baseline, preset, timings, theory_result)
 
 
 def register(sub) -> None:
@@ -154,6 +164,11 @@ def register(sub) -> None:
         "--models",
         default=",".join(PAPER_MODELS),
         help="comma-separated architectures (default: all four)",
+    )
+    p.add_argument(
+        "--no-theory",
+        action="store_true",
+        help="skip the section comparing the networks with closed-form machines",
     )
     add_config_options(p)
     p.set_defaults(handler=cmd_reproduce)
@@ -173,7 +188,9 @@ def cmd_reproduce(args) -> int:
         print(json.dumps({a: to_dict(c) for a, c in model_configs(base, models).items()}, indent=2))
         return 0
     tick = time.perf_counter()
-    report = reproduce(base, out, models, args.preset, progress=not args.no_progress)
+    report = reproduce(
+        base, out, models, args.preset, progress=not args.no_progress, theory=not args.no_theory
+    )
     print((report / "table.md").read_text())
     print(f"report -> {report / 'report.html'}  ({time.perf_counter() - tick:.0f} s)")
     return 0
