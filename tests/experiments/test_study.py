@@ -1,0 +1,94 @@
+"""End-to-end `study digits` with tiny settings: report files, table columns, reuse."""
+
+import csv
+import json
+
+import pytest
+
+from mosaicdiff.config import override
+from mosaicdiff.experiments import study as st
+from mosaicdiff.experiments.study_report import COLUMNS
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    base, sc = st.preset_configs("quick")
+    base = override(
+        base,
+        [
+            "model.hidden=8",
+            "train.epochs=1",
+            "train.checkpoint_every=1",
+            "train.seeds=[0,1]",
+            "sample.steps=5",
+        ],
+    )
+    sc = override(
+        sc,
+        [
+            "n_samples=8",
+            "agree_samples=4",
+            "agree_steps=5",
+            "calib_samples=2",
+            "calib_every=500",
+            "candidates=[3,5]",
+            "sweep=[[1,1]]",
+        ],
+    )
+    return base, sc
+
+
+def test_study_end_to_end_then_reuses_everything(tmp_path, tiny):
+    base, sc = tiny
+    report = st.study(base, sc, tmp_path, progress=False)
+    for name in ("report.md", "report.html", "table.csv", "table.json", "table.md"):
+        assert (report / name).is_file(), name
+    rows = json.loads((report / "table.json").read_text())["rows"]
+    assert [r["arch"] for r in rows] == [*st.ARCHS, "rf-d1-k1"]
+    assert [r["seeds"] for r in rows] == [2, 2, 2, 2, 1]
+    assert [r["receptive_field"] for r in rows] == [9, None, None, None, 1]
+    for r in rows:
+        assert 0 <= r["memorization"] <= 1 and r["novelty"] > 0 and r["diversity"] > 0
+        for label in ("IdealScore", "ELS", "AttentionELS"):
+            r2 = r[f"r2_{label}"]
+            assert r2 is None if r["arch"].startswith("rf-") else 0 <= r2 <= 1
+    with open(report / "table.csv") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == COLUMNS
+        assert len(list(reader)) == len(rows)
+    figures = {p.name for p in (report / "figures").glob("*.png")}
+    assert {"r2.png", "calibration.png", "machines.png", "sweep.png"} <= figures
+    assert {f"nearest-{a}.png" for a in st.ARCHS} <= figures
+    html = (report / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(figures)
+    md = (report / "report.md").read_text()
+    for needle in ("AttentionELS", "memoriz", "novelty", "calibrated", "DDIM"):
+        assert needle.lower() in md.lower(), needle
+    calibration = json.loads((tmp_path / "theory" / "calibration.json").read_text())
+    assert len(calibration["patch_size"]) == base.diffusion.T
+    assert set(calibration["patch_size"]) <= {3, 5}
+    # A second call reuses every stage: no checkpoint, sample or theory file is rewritten.
+    stamps = {
+        p: p.stat().st_mtime_ns
+        for pattern in ("runs/**/*", "theory/*")
+        for p in tmp_path.glob(pattern)
+        if p.is_file()
+    }
+    st.study(base, sc, tmp_path, progress=False)
+    assert stamps and all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_cli_dry_run_and_study_overrides(capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    st.register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["study", "digits", "--seeds", "3", "--set", "study.n_samples=5", "--dry-run"]
+    )
+    assert args.handler(args) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["study"]["n_samples"] == 5
+    assert plan["resnet"]["train"]["seeds"] == [0, 1, 2]
+    assert plan["rf-d1-k1"]["train"]["seeds"] == [0]
+    assert plan["dit"]["data"]["kind"] == "digits"
