@@ -26,3 +26,19 @@ def test_chunked_sampling_is_reproducible_and_resumes(tmp_path, tiny):
     # Seed 1 of the group equals seed 1's own model sampled with the same noise.
     assert not np.array_equal(first[0], first[1])
     assert torch.isfinite(torch.as_tensor(first)).all()
+
+
+def test_ddpm_chunks_use_the_fast_path_and_equal_the_reference_sampler(tmp_path, tiny):
+    from mosaicdiff.config import override
+    from mosaicdiff.generate import chunk_seed
+    from mosaicdiff.sampling import ddpm_sample
+
+    cfg = override(tiny("attn", epochs=1, seeds=(0, 1)), ["diffusion.T=50", "sample.steps=50"])
+    train(cfg, tmp_path / "run", progress=False)
+    loaded = load_run(tmp_path / "run")
+    scfg = SampleConfig(n_runs=1, n_per_run=12, steps=50, chunk_size=100)
+    got = load_samples(draw_samples(loaded, scfg, progress=False))
+    g = torch.Generator().manual_seed(chunk_seed(scfg.seed, 0))
+    x_T = torch.randn((24, 3, 4, 4), generator=g)
+    ref = ddpm_sample(loaded.model.as_denoiser(), x_T, g, loaded.schedule).reshape(2, 12, 3, 4, 4)
+    torch.testing.assert_close(torch.as_tensor(got), ref, atol=1e-4, rtol=1e-4)

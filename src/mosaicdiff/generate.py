@@ -31,16 +31,30 @@ def chunk_paths(out: Path) -> list[Path]:
     return sorted(out.glob("chunk-*.npz"))
 
 
-def make_denoiser(loaded: LoadedRun):
-    """The fastest exact denoiser available for the run's model: the folded token-space path
-    for the paper's networks, the model itself otherwise."""
+def make_sampler(loaded: LoadedRun, scfg: SampleConfig, n_total: int):
+    """`sampler(x_T, generator) -> x_0` by `scfg`, the fastest exact one available.
+
+    For the paper's networks on the CPU, DDPM runs folded in token space (`fast.sampling`),
+    drawing the same noise from the same generator as `sampling.ddpm_sample`; it is compiled
+    when the work (`n_total` samples x T steps) repays the compilation.
+    """
     from mosaicdiff.models.patchnet import PatchNet
 
-    if not isinstance(loaded.model, PatchNet):
-        return loaded.model.as_denoiser()
-    from mosaicdiff.fast.sampling import fast_denoiser
+    model, schedule = loaded.model, loaded.schedule
+    cpu = next(model.parameters()).device.type == "cpu"
+    if scfg.sampler == "ddpm" and cpu and isinstance(model, PatchNet):
+        from mosaicdiff.fast.sampling import FastDDPM, fast_denoiser
 
-    return fast_denoiser(loaded.model)
+        fast = FastDDPM(fast_denoiser(model), schedule, compile=n_total >= COMPILE_MIN_SAMPLES)
+        return lambda x_T, g, progress=False: fast(x_T, g)
+    denoiser = model.as_denoiser()
+    return lambda x_T, g, progress=False: sample(
+        denoiser, x_T, g, schedule, scfg.sampler, scfg.steps, scfg.eta, progress=progress
+    )
+
+
+# Below this many samples (x T steps) compiling the fast sampler costs more than it saves.
+COMPILE_MIN_SAMPLES = 200_000
 
 
 def draw_samples(
@@ -71,7 +85,7 @@ def draw_samples(
         },
     )
     done = {p.name for p in chunk_paths(out)}
-    denoiser = make_denoiser(loaded)
+    sampler = make_sampler(loaded, scfg, total * s)
     device = next(loaded.model.parameters()).device
     shape = loaded.dataset.shape
     bar = tqdm(
@@ -86,16 +100,7 @@ def draw_samples(
         if path.name not in done:
             g = torch.Generator(device).manual_seed(chunk_seed(scfg.seed, j))
             x_T = torch.randn((s * (hi - lo), *shape), generator=g, device=device)
-            x0 = sample(
-                denoiser,
-                x_T,
-                g,
-                loaded.schedule,
-                scfg.sampler,
-                scfg.steps,
-                scfg.eta,
-                progress=progress,
-            )
+            x0 = sampler(x_T, g, progress=progress)
             save_npz(
                 path,
                 samples=x0.reshape(s, hi - lo, *shape).cpu().numpy(),
