@@ -4,14 +4,23 @@ import csv
 import json
 
 import pytest
+import torch
 
 from mosaicdiff.config import override
 from mosaicdiff.experiments import study as st
 from mosaicdiff.experiments.study_report import COLUMNS
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convs and a busy machine: a second thread only contends
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def tiny():
+def tiny_study():
     base, sc = st.preset_configs("quick")
     base = override(
         base,
@@ -38,8 +47,8 @@ def tiny():
     return base, sc
 
 
-def test_study_end_to_end_then_reuses_everything(tmp_path, tiny):
-    base, sc = tiny
+def test_study_end_to_end_then_reuses_everything(tmp_path, tiny_study):
+    base, sc = tiny_study
     report = st.study(base, sc, tmp_path, progress=False)
     for name in ("report.md", "report.html", "table.csv", "table.json", "table.md"):
         assert (report / name).is_file(), name
