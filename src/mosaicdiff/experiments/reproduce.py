@@ -28,13 +28,13 @@ PAPER_MODELS = ("cnn", "top1", "identity", "attn")
 PRESETS: dict[str, dict] = {
     "quick": {
         "train": {"epochs": 150, "seeds": (0, 1, 2), "ema_decay": 0.999},
-        "sample": {"n_runs": 5, "n_per_run": 1000},
+        "sample": {"n_runs": 5, "n_per_run": 400},
     },
     "paper": {},
 }
 TOP1_EPOCH_FACTOR = 2  # App. B: top1 trained 10,000 epochs against 5,000
 # Theory section: machine samples and network-machine pairs compared, per preset.
-THEORY_SIZES = {"quick": (500, 100), "paper": (10_000, 1_000)}
+THEORY_SIZES = {"quick": (300, 64), "paper": (10_000, 1_000)}
 
 
 def preset_config(name: str) -> RunConfig:
