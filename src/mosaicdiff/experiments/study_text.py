@@ -100,5 +100,5 @@ def render_markdown(configs, sc, rows, table, theory, figs, preset, timings) -> 
     for caption, path in figs.items():
         parts.append(f"![{caption}]({path})\n\n*{caption}*\n")
     parts.append("## Time\n")
-    parts.extend(f"- {k}: {v:.0f} s (this invocation)\n" for k, v in timings.items())
+    parts.append("\n".join(f"- {k}: {v:.0f} s (this invocation)" for k, v in timings.items()))
     return "\n".join(parts)
