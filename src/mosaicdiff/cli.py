@@ -1,4 +1,4 @@
-"""The `mosaicdiff` command line: train | sample | evaluate | reproduce | sweep | theory.
+"""The `mosaicdiff` command line: train | sample | evaluate | reproduce | sweep | study | theory.
 
 Every config field is reachable with `--set section.field=value` (see `--dry-run` for the
 resolved config); the common ones also have their own flags. A bad value prints one line
@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mosaicdiff.experiments.sweep import register as register_sweep
 
     register_sweep(sub)
+    from mosaicdiff.experiments.study import register as register_study
+
+    register_study(sub)
     try:
         from mosaicdiff.theory.cli import register as register_theory
     except ImportError:
