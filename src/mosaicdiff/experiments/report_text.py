@@ -73,7 +73,7 @@ def ordering_note(configs, table: str) -> str:
         v = ours.get(LABELS.get(arch, arch))
         if v and re.match(r"^[\d.]+$", v):
             values[arch] = float(v)
-    lines = ["\n**The paper's ordering** (cnn < top1 and identity < attn):"]
+    lines = ["\n**The paper's ordering** (cnn < top1 and identity < attn): "]
     checks = []
     if {"cnn", "top1"} <= values.keys():
         checks.append(("cnn < top1", values["cnn"] < values["top1"]))
