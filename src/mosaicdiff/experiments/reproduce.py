@@ -27,7 +27,7 @@ PAPER_MODELS = ("cnn", "top1", "identity", "attn")
 # Presets list only what differs from the defaults (the defaults are the paper's setup).
 PRESETS: dict[str, dict] = {
     "quick": {
-        "train": {"epochs": 150, "seeds": (0, 1, 2), "ema_decay": 0.999},
+        "train": {"epochs": 600, "seeds": (0, 1, 2), "ema_decay": 0.999},
         "sample": {"n_runs": 5, "n_per_run": 400},
     },
     "paper": {},
