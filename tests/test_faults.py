@@ -16,10 +16,11 @@ from mosaicdiff.errors import UserError
 from mosaicdiff.io import load_tensors, save_tensors, sha256
 from mosaicdiff.runs import RunDir, load_run
 
+EPOCHS = 20
 TRAIN = [
     "train",
     "--epochs",
-    "12",
+    str(EPOCHS),
     "--seeds",
     "2",
     "--set",
@@ -42,7 +43,7 @@ def _start(out, resume, env):
 
 def _final_ema(out):
     tensors, meta = load_tensors(RunDir(out).checkpoints()[-1])
-    assert meta["epoch"] == 12
+    assert meta["epoch"] == EPOCHS
     return {k: v for k, v in tensors.items() if k.startswith(("ema.", "model.", "opt."))}
 
 
@@ -52,34 +53,41 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
     assert ref.wait(timeout=300) == 0, ref.stderr.read()
     rng = random.Random(0)
     out = tmp_path / "killed"
+    run = RunDir(out)
     kills, in_write, resumed = 0, 0, False
     ckpt_dir = out / "checkpoints"
-    while True:
+    for _attempt in range(40):  # bounded: a run that finishes too early fails, never hangs
         proc = _start(out, resumed, env)
         resumed = True
         if kills >= 5 and in_write >= 1:
             assert proc.wait(timeout=300) == 0, proc.stderr.read()
             break
+        deadline = time.time() + 120
         if in_write == 0 and kills >= 2:
             # Wait until a checkpoint's temporary file exists: the kill lands inside the write.
-            deadline = time.time() + 120
             while time.time() < deadline and proc.poll() is None:
                 if ckpt_dir.is_dir() and any(p.name.endswith(".tmp") for p in ckpt_dir.iterdir()):
                     break
                 time.sleep(0.01)
             in_write += proc.poll() is None
         else:
-            time.sleep(rng.uniform(1.5, 4.0))
+            # Wait for this attempt to log an epoch, then kill at a random later moment.
+            logged = len(run.read_metrics())
+            while time.time() < deadline and proc.poll() is None:
+                if len(run.read_metrics()) > logged:
+                    break
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.4, 1.0))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
-    assert kills >= 5 and in_write >= 1
+    assert kills >= 5 and in_write >= 1, (kills, in_write)
     ref_t, got = _final_ema(tmp_path / "ref"), _final_ema(out)
     assert ref_t.keys() == got.keys()
     for k in ref_t:
         assert torch.equal(ref_t[k], got[k]), k
-    assert len(RunDir(out).read_metrics()) == 12
+    assert len(run.read_metrics()) == EPOCHS
 
 
 def test_a_pickle_posing_as_a_checkpoint_is_refused(tmp_path):
