@@ -67,13 +67,13 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict)
     path = Path(path)
     blob = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
     atomic_write_bytes(path, blob)
-    atomic_write_json(_sidecar(path), {**meta, "sha256": sha256(blob), "bytes": len(blob)})
+    atomic_write_json(sidecar(path), {**meta, "sha256": sha256(blob), "bytes": len(blob)})
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read what `save_tensors` wrote; refuse a file whose checksum or format does not match."""
     path = Path(path)
-    side = _sidecar(path)
+    side = sidecar(path)
     if not path.is_file() or not side.is_file():
         raise UserError(f"checkpoint {path} (with {side.name}) not found")
     meta = read_json(side)
@@ -101,5 +101,6 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise UserError(f"{path} is not a readable .npz file ({e})") from None
 
 
-def _sidecar(path: Path) -> Path:
+def sidecar(path: Path) -> Path:
+    """The JSON metadata file written beside a tensor file."""
     return path.with_name(path.name + ".json")

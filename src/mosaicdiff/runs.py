@@ -23,7 +23,7 @@ from mosaicdiff.config import RunConfig, from_dict, to_dict
 from mosaicdiff.data import ImageDataset, load_dataset
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError, check
-from mosaicdiff.io import atomic_write_json, load_tensors, read_json, save_tensors
+from mosaicdiff.io import atomic_write_json, load_tensors, read_json, save_tensors, sidecar
 from mosaicdiff.models import GroupedModel, build_model
 
 KEEP_CHECKPOINTS = 2
@@ -91,7 +91,7 @@ class RunDir:
         if not self.checkpoint_dir.is_dir():
             return []
         files = sorted(self.checkpoint_dir.glob("epoch-*.safetensors"))
-        return [f for f in files if f.with_name(f.name + ".json").is_file()]
+        return [f for f in files if sidecar(f).is_file()]
 
     def save_checkpoint(self, epoch: int, tensors: dict, meta: dict) -> Path:
         path = self.checkpoint_dir / f"epoch-{epoch:06d}.safetensors"
@@ -99,9 +99,14 @@ class RunDir:
         for stale in self.checkpoint_dir.glob(".*.tmp"):  # left by a write that was killed
             stale.unlink(missing_ok=True)
         for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
-            old.with_name(old.name + ".json").unlink(missing_ok=True)
+            sidecar(old).unlink(missing_ok=True)
             old.unlink(missing_ok=True)
         return path
+
+    def latest_epoch(self) -> int:
+        """The epoch of the newest complete checkpoint (0 when there is none)."""
+        found = self.checkpoints()
+        return int(read_json(sidecar(found[-1]))["epoch"]) if found else 0
 
     def load_latest(self) -> tuple[dict, dict] | None:
         """The newest checkpoint that verifies, or None when there is none."""

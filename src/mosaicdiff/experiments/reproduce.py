@@ -63,15 +63,9 @@ def train_stage(cfg: RunConfig, run_path: Path, progress: bool) -> None:
     from mosaicdiff.training import train
 
     run = RunDir(run_path)
-    if run.exists():
-        latest = run.checkpoints()
-        if (
-            latest
-            and json.loads(latest[-1].with_name(latest[-1].name + ".json").read_text())["epoch"]
-            == cfg.train.epochs
-            and to_dict(run.read_config()) == to_dict(cfg)
-        ):
-            return
+    finished = run.exists() and run.latest_epoch() == cfg.train.epochs
+    if finished and to_dict(run.read_config()) == to_dict(cfg):
+        return
     train(cfg, run_path, resume=run.exists(), progress=progress)
 
 
