@@ -1,17 +1,20 @@
 """Atomic, checksummed file writes: every output goes to a temporary file in the same folder and
-is renamed into place, so a killed process never leaves a half-written file behind.
+is renamed into place, so a killed process never leaves a half-written file behind. The
+temporary file a killed write leaves is removed by the next successful write of the same file.
 
 Tensors are stored with safetensors (no pickle); arrays as `.npz` read with `allow_pickle=False`.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
 import os
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # from a killed write
+        stale.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -97,7 +102,7 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise UserError(f"{path} is not a readable .npz file ({e})") from None
 
 

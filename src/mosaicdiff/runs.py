@@ -96,8 +96,6 @@ class RunDir:
     def save_checkpoint(self, epoch: int, tensors: dict, meta: dict) -> Path:
         path = self.checkpoint_dir / f"epoch-{epoch:06d}.safetensors"
         save_tensors(path, tensors, meta)
-        for stale in self.checkpoint_dir.glob(".*.tmp"):  # left by a write that was killed
-            stale.unlink(missing_ok=True)
         for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
             sidecar(old).unlink(missing_ok=True)
             old.unlink(missing_ok=True)
