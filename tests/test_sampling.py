@@ -98,3 +98,30 @@ def test_ddpm_with_the_exact_score_of_one_point_returns_that_point():
     x_T = torch.randn((4, 3, 4, 4), generator=torch.Generator().manual_seed(0))
     out = ddpm_sample(exact, x_T, torch.Generator().manual_seed(1), S)
     torch.testing.assert_close(out, target.expand_as(out), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_clipped_sampling_matches_diffusers_clip_sample(sampler):
+    """With clip, the x0 estimate is clamped to [-1, 1] exactly as diffusers' clip_sample does;
+    an untrained network's estimates leave that range, so the clamp is exercised."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    den = _denoiser()
+    steps = 1000 if sampler == "ddpm" else 50
+    cls = DDPMScheduler if sampler == "ddpm" else DDIMScheduler
+    sched = cls(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
+    sched.set_timesteps(steps)
+    _float64(sched)
+    x_T = 3 * torch.randn((16, 3, 4, 4), generator=torch.Generator().manual_seed(0)).double()
+    kw = {} if sampler == "ddpm" else {"steps": steps, "eta": 1.0}
+    fn = ddpm_sample if sampler == "ddpm" else ddim_sample
+    ours = fn(den, x_T, torch.Generator().manual_seed(2), S, clip=True, **kw)
+    unclipped = fn(den, x_T, torch.Generator().manual_seed(2), S, **kw)
+    g = torch.Generator().manual_seed(2)
+    x = x_T.clone()
+    with torch.no_grad():
+        for t in sched.timesteps.tolist():
+            extra = {"eta": 1.0} if sampler == "ddim" else {}
+            x = sched.step(den(x, torch.tensor([t])), t, x, generator=g, **extra).prev_sample
+    torch.testing.assert_close(ours, x, atol=1e-7, rtol=1e-7)
+    assert not torch.allclose(ours, unclipped)

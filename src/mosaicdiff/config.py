@@ -120,6 +120,7 @@ class SampleConfig:
     n_per_run: int = 10_000
     seed: int = 0
     chunk_size: int = 100_000  # samples held in memory at once, over all seeds of a run
+    clip_x0: bool = False  # clamp the predicted x0 to [-1, 1] each step (diffusers' clip_sample)
 
     def __post_init__(self):
         _check_literals(self)

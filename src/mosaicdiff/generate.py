@@ -42,14 +42,22 @@ def make_sampler(loaded: LoadedRun, scfg: SampleConfig, n_total: int):
 
     model, schedule = loaded.model, loaded.schedule
     cpu = next(model.parameters()).device.type == "cpu"
-    if scfg.sampler == "ddpm" and cpu and isinstance(model, PatchNet):
+    if scfg.sampler == "ddpm" and not scfg.clip_x0 and cpu and isinstance(model, PatchNet):
         from mosaicdiff.fast.sampling import FastDDPM, fast_denoiser
 
         fast = FastDDPM(fast_denoiser(model), schedule, compile=n_total >= COMPILE_MIN_SAMPLES)
         return lambda x_T, g, progress=False: fast(x_T, g)
     denoiser = model.as_denoiser()
     return lambda x_T, g, progress=False: sample(
-        denoiser, x_T, g, schedule, scfg.sampler, scfg.steps, scfg.eta, progress=progress
+        denoiser,
+        x_T,
+        g,
+        schedule,
+        scfg.sampler,
+        scfg.steps,
+        scfg.eta,
+        clip=scfg.clip_x0,
+        progress=progress,
     )
 
 

@@ -7,6 +7,10 @@
   with eta interpolating between deterministic DDIM (0) and DDPM-like noise (1), identical to
   diffusers' `DDIMScheduler(clip_sample=False)` (tested against it).
 
+Both can clamp the predicted x0 to the data range [-1, 1] at every step (`clip`, diffusers'
+`clip_sample=True`, tested against it too): off for the paper's table, on where a briefly trained
+network's x0 estimate would otherwise run away (the digits study).
+
 Coefficient tables are computed once in float64; the loop does no host work per step.
 """
 
@@ -24,22 +28,30 @@ from mosaicdiff.diffusion import Schedule
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
 
-def ddpm_tables(schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(T,) float64 tables so that x_{t-1} = c_x[t] x_t - c_eps[t] eps + sigma[t] z.
-
-    Folds the posterior mean mu~ = c0 x0_hat + c_t x_t (Ho et al. Eq. 7) with
-    x0_hat = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t).
-    """
+def ddpm_posterior(schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(T,) float64 tables of the posterior q(x_{t-1} | x_t, x0) = N(c0[t] x0 + ct[t] x_t,
+    sigma[t]^2) (Ho et al. Eq. 7), with sigma[0] = 0: no noise on the last step."""
     ab = schedule.alpha_bar
     ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])
     beta = 1 - ab / ab_prev  # = betas, computed as diffusers does
     c0 = ab_prev.sqrt() * beta / (1 - ab)
     ct = (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)
-    c_x = c0 / ab.sqrt() + ct
-    c_eps = c0 * (1 - ab).sqrt() / ab.sqrt()
     var = ((1 - ab_prev) / (1 - ab) * beta).clamp(min=1e-20)
     sigma = var.sqrt()
-    sigma[0] = 0.0  # no noise on the last step
+    sigma[0] = 0.0
+    return c0, ct, sigma
+
+
+def ddpm_tables(schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(T,) float64 tables so that x_{t-1} = c_x[t] x_t - c_eps[t] eps + sigma[t] z.
+
+    Folds the posterior mean c0 x0_hat + ct x_t with x0_hat = (x_t - sqrt(1 - ab_t) eps) /
+    sqrt(ab_t).
+    """
+    ab = schedule.alpha_bar
+    c0, ct, sigma = ddpm_posterior(schedule)
+    c_x = c0 / ab.sqrt() + ct
+    c_eps = c0 * (1 - ab).sqrt() / ab.sqrt()
     return c_x, c_eps, sigma
 
 
@@ -50,11 +62,15 @@ def ddpm_sample(
     generator: torch.Generator,
     schedule: Schedule,
     *,
+    clip: bool = False,
     progress: bool = False,
     callback: Callback | None = None,
 ) -> torch.Tensor:
-    """Ancestral DDPM from x_T (B, C, H, W) through all T steps; returns x_0."""
+    """Ancestral DDPM from x_T (B, C, H, W) through all T steps; returns x_0. With `clip`, the
+    predicted x0 is clamped to the data range [-1, 1] at every step (diffusers' clip_sample)."""
     c_x, c_eps, sigma = (v.tolist() for v in ddpm_tables(schedule))
+    c0, ct, _ = (v.tolist() for v in ddpm_posterior(schedule))
+    ab = schedule.alpha_bar.tolist()
     x = x_T.clone()
     t_tensor = torch.empty(1, dtype=torch.long, device=x.device)
     z = torch.empty_like(x)
@@ -64,7 +80,11 @@ def ddpm_sample(
         eps = denoiser(x, t_tensor)
         if callback is not None:
             callback(i, t, x, eps)
-        x = c_x[t] * x - c_eps[t] * eps
+        if clip:
+            x0 = ((x - (1 - ab[t]) ** 0.5 * eps) / ab[t] ** 0.5).clamp_(-1, 1)
+            x = c0[t] * x0 + ct[t] * x
+        else:
+            x = c_x[t] * x - c_eps[t] * eps
         if t > 0:
             torch.randn(x.shape, generator=generator, out=z)
             x = x + sigma[t] * z
@@ -86,10 +106,12 @@ def ddim_sample(
     *,
     steps: int = 50,
     eta: float = 0.0,
+    clip: bool = False,
     progress: bool = False,
     callback: Callback | None = None,
 ) -> torch.Tensor:
-    """DDIM from x_T (B, C, H, W) over `steps` timesteps; returns x_0."""
+    """DDIM from x_T (B, C, H, W) over `steps` timesteps; returns x_0. With `clip`, the
+    predicted x0 is clamped to [-1, 1] before the update (diffusers' clip_sample)."""
     ab = schedule.alpha_bar.tolist()
     ts = ddim_timesteps(schedule.T, steps)
     ratio = schedule.T // steps
@@ -105,6 +127,8 @@ def ddim_sample(
         a_prev = ab[t - ratio] if t - ratio >= 0 else 1.0
         sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
         x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+        if clip:
+            x0 = x0.clamp(-1, 1)
         x = a_prev**0.5 * x0 + (1 - a_prev - sigma**2) ** 0.5 * eps
         if eta > 0:
             torch.randn(x.shape, generator=generator, out=z)
@@ -122,7 +146,7 @@ def sample(
     eta: float = 0.0,
     **kwargs,
 ) -> torch.Tensor:
-    """Dispatch to the sampler a `SampleConfig` names."""
+    """Dispatch to the sampler a `SampleConfig` names (`clip` etc. pass through)."""
     if sampler == "ddpm":
         return ddpm_sample(denoiser, x_T, generator, schedule, **kwargs)
     return ddim_sample(

@@ -73,13 +73,19 @@ PRESETS: dict[str, dict] = {
     "quick": {
         "model": {"hidden": 16},  # measured: ~15 min alone on 2 CPU cores, one thread
         "train": {"epochs": 40, "seeds": (0, 1), "ema_decay": 0.995, "checkpoint_every": 20},
-        "sample": {"sampler": "ddim", "steps": 50, "n_runs": 1, "n_per_run": 256},
+        "sample": {"sampler": "ddim", "steps": 50, "n_runs": 1, "n_per_run": 256, "clip_x0": True},
         "study": {},
     },
     "full": {
         "model": {"hidden": 64},
         "train": {"epochs": 400, "seeds": (0, 1, 2), "ema_decay": 0.999},
-        "sample": {"sampler": "ddim", "steps": 100, "n_runs": 1, "n_per_run": 1000},
+        "sample": {
+            "sampler": "ddim",
+            "steps": 100,
+            "n_runs": 1,
+            "n_per_run": 1000,
+            "clip_x0": True,
+        },
         "study": {"n_samples": 1000, "agree_samples": 64, "agree_steps": 100, "calib_samples": 16},
     },
 }
@@ -171,7 +177,10 @@ def theory_stage(out: Path, configs: dict[str, RunConfig], sc: StudyConfig) -> d
     )
     atomic_write_json(folder / "calibration.json", calibration)
     patch = calibration["patch_size"]
-    sampler = partial(sample, sampler="ddim", steps=sc.agree_steps, eta=0.0)
+    # Networks and machines sample alike: with the runs' clip (a machine's x0 estimate is a
+    # convex combination of training pixels, so the clamp only trims rounding).
+    clip = cnn.sample.clip_x0
+    sampler = partial(sample, sampler="ddim", steps=sc.agree_steps, eta=0.0, clip=clip)
     x_T = torch.randn((sc.agree_samples, *dataset.shape), generator=g)
     machine_x0, seconds = {}, {}
     for label, kw in MACHINES.items():
