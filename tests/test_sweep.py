@@ -52,6 +52,15 @@ def assert_all_done(out, n_points: int) -> None:
         assert 0.0 <= float(r["consistency_mean"]) <= 1.0
         assert float(r["ci95_low"]) <= float(r["consistency_mean"]) <= float(r["ci95_high"])
         assert float(r["wall_s"]) > 0
+    with open(out / "points.csv") as f:
+        points = list(csv.DictReader(f))
+    for p in points:  # the mean over a point's seed rows, with the reasons' shares summing to 1
+        seeds = [float(r["consistency_mean"]) for r in rows if r["point"] == p["point"]]
+        assert abs(float(p["consistency_mean"]) - sum(seeds) / len(seeds)) < 1e-12
+        assert int(p["n_seeds"]) == len(seeds)
+        shares = [float(v) for k, v in p.items() if k.startswith("share_")]
+        assert abs(sum(shares) - 1) < 1e-9
+    assert len({p["point"] for p in points}) == len(points) == len({r["point"] for r in rows})
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -292,6 +292,9 @@ def cmd_sweep(args) -> int:
     tick = time.perf_counter()
     outcomes = sweep(plan, args.executor, args.jobs, slurm)
     bad = sorted(n for n, o in outcomes.items() if o["status"] != "done")
+    from mosaicdiff.experiments.sweep_table import format_points
+
+    print(format_points(plan))
     print(f"table -> {plan.out / 'table.csv'}  ({time.perf_counter() - tick:.0f} s)")
     if bad:
         print(f"{len(bad)} point(s) unfinished ({', '.join(bad)}); run the same command again")

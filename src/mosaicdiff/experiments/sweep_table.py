@@ -1,8 +1,11 @@
-"""A sweep's results gathered from its run directories: OUT/table.csv and OUT/summary.png.
+"""A sweep's results gathered from its run directories: OUT/table.csv, OUT/points.csv and
+OUT/summary.png.
 
-One row per grid point and training seed: the point's grid values, consistency over sampling
-runs (mean and 95 % interval, see evaluate.py), wall time and status. Points that did not
-finish get one row with their status (failed, CANCELLED, pending, ...) and the error.
+table.csv has one row per grid point and training seed: the point's grid values, consistency
+over sampling runs (mean and 95 % interval, see evaluate.py), wall time and status. Points that
+did not finish get one row with their status (failed, CANCELLED, pending, ...) and the error.
+points.csv has one row per finished point: the mean over its training seeds with a 95 %
+Student-t interval over seeds, and the share of samples failing by each reason.
 """
 
 from __future__ import annotations
@@ -51,17 +54,64 @@ def table_rows(plan, outcomes: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def write_outputs(plan, outcomes: dict[str, dict]) -> list[dict]:
-    """Write OUT/table.csv and OUT/summary.png; return the rows."""
-    rows = table_rows(plan, outcomes)
-    columns = ["point", *plan.points[0].values, "seed", *FIELDS]
+def point_rows(plan) -> list[dict]:
+    """One row per finished point: consistency over its seeds and its failure reasons."""
+    rows = []
+    for p in plan.points:
+        if not p.finished():
+            continue
+        res = read_json(p.done_path)["results"]
+        over = res["over_seeds"]
+        lo, hi = over["ci95"] or (None, None)
+        reasons: dict[str, int] = {}
+        for s in res["per_seed"]:
+            for k, v in s["reasons"].items():
+                reasons[k] = reasons.get(k, 0) + v
+        total = sum(reasons.values())
+        rows.append(
+            {
+                "point": p.name,
+                **{k: _cell(v) for k, v in p.values.items()},
+                "n_seeds": over["n"],
+                "consistency_mean": over["mean"],
+                "ci95_seeds_low": lo,
+                "ci95_seeds_high": hi,
+                **{f"share_{k}": v / total for k, v in reasons.items()},
+            }
+        )
+    return rows
+
+
+def _csv(rows: list[dict], columns: list[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(plan.out / "table.csv", buf.getvalue())
+    return buf.getvalue()
+
+
+def write_outputs(plan, outcomes: dict[str, dict]) -> list[dict]:
+    """Write OUT/table.csv, OUT/points.csv and OUT/summary.png; return table.csv's rows."""
+    rows = table_rows(plan, outcomes)
+    atomic_write_text(
+        plan.out / "table.csv", _csv(rows, ["point", *plan.points[0].values, "seed", *FIELDS])
+    )
+    points = point_rows(plan)
+    if points:
+        columns = list(dict.fromkeys(k for r in points for k in r))
+        atomic_write_text(plan.out / "points.csv", _csv(points, columns))
     atomic_write_bytes(plan.out / "summary.png", summary_png(rows))
     return rows
+
+
+def format_points(plan) -> str:
+    """points.csv as aligned text lines for the terminal (consistency in %)."""
+    lines = []
+    for r in point_rows(plan):
+        lo, hi = r["ci95_seeds_low"], r["ci95_seeds_high"]
+        ci = f"  (95% CI over {r['n_seeds']} seeds {100 * lo:.2f}-{100 * hi:.2f})" if lo else ""
+        lines.append(f"{r['point']:<56s} {100 * r['consistency_mean']:6.2f}%{ci}")
+    return "\n".join(lines)
 
 
 def summary_png(rows: list[dict]) -> bytes:
