@@ -184,6 +184,15 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def matches(stored: dict, cfg: Any) -> bool:
+    """Whether `stored` (a `to_dict` written earlier) describes `cfg`. Fields added since it was
+    written take their defaults, so a run made before a new option existed still matches."""
+    try:
+        return to_dict(from_dict(type(cfg), stored)) == to_dict(cfg)
+    except UserError:
+        return False
+
+
 def override(cfg: Any, assignments: list[str]) -> Any:
     """Apply `section.field=value` assignments (values are JSON or bare strings) all at once,
     so fields that depend on each other (data.kind and data.path) can change together."""

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mosaicdiff.config import RunConfig, from_dict, override, to_dict
+from mosaicdiff.config import RunConfig, from_dict, matches, override, to_dict
 from mosaicdiff.errors import UserError, check
 from mosaicdiff.io import atomic_write_json, read_json
 
@@ -49,7 +49,7 @@ class Point:
         """Whether `run_point` completed this point with this very config."""
         if not self.done_path.is_file():
             return False
-        return read_json(self.done_path).get("config") == to_dict(self.cfg)
+        return matches(read_json(self.done_path).get("config") or {}, self.cfg)
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
         points.append(Point(name, values, cfg, out / "points" / name))
     for p in points:
         cfg_path = p.run_path / "config.json"
-        if cfg_path.is_file() and read_json(cfg_path) != to_dict(p.cfg):
+        if cfg_path.is_file() and not matches(read_json(cfg_path), p.cfg):
             raise UserError(
                 f"{p.run_path} holds a run with another config (the base changed?); "
                 "use a new out folder or delete that point"

@@ -106,11 +106,12 @@ def write_outputs(plan, outcomes: dict[str, dict]) -> list[dict]:
 
 def format_points(plan) -> str:
     """points.csv as aligned text lines for the terminal (consistency in %)."""
-    lines = []
-    for r in point_rows(plan):
+    lines, rows = [], point_rows(plan)
+    width = max((len(r["point"]) for r in rows), default=0)
+    for r in rows:
         lo, hi = r["ci95_seeds_low"], r["ci95_seeds_high"]
         ci = f"  (95% CI over {r['n_seeds']} seeds {100 * lo:.2f}-{100 * hi:.2f})" if lo else ""
-        lines.append(f"{r['point']:<56s} {100 * r['consistency_mean']:6.2f}%{ci}")
+        lines.append(f"{r['point']:<{width}s} {100 * r['consistency_mean']:6.2f}%{ci}")
     return "\n".join(lines)
 
 
