@@ -226,7 +226,9 @@ def attention_figure(run_path: Path, n: int = 4, shown=(999, 800, 600, 400, 200,
     return plots.attention_maps(list(shown), weights, final.numpy())
 
 
-def write_report(out: Path, configs, results, baseline, preset: str, timings, theory=None) -> Path:
+def write_report(
+    out: Path, configs, results, baseline, preset: str, timings, theory=None, ablation_md=""
+) -> Path:
     report = out / "report"
     rows = table_rows(configs, results, baseline)
     table = markdown_table(rows)
@@ -245,13 +247,14 @@ def write_report(out: Path, configs, results, baseline, preset: str, timings, th
         from mosaicdiff.experiments.theory_section import theory_markdown
 
         theory_md = theory_markdown(theory, out, figs)
-    md = render_markdown(configs, baseline, preset, timings, table, figs, theory_md)
+    md = render_markdown(configs, baseline, preset, timings, table, figs, ablation_md + theory_md)
     atomic_write_text(report / "report.md", md)
     atomic_write_text(report / "report.html", render_html(md, report))
     return report
 
 
-def render_markdown(configs, baseline, preset, timings, table, figs, theory_md="") -> str:
+def render_markdown(configs, baseline, preset, timings, table, figs, sections="") -> str:
+    """The report: the table, its notes, the settings, then `sections` (ablation, theory)."""
     from mosaicdiff.experiments.report_text import baseline_note, ordering_note
 
     parts = [
@@ -264,7 +267,7 @@ def render_markdown(configs, baseline, preset, timings, table, figs, theory_md="
         baseline_note(baseline),
         "## Settings\n",
         settings_section(configs),
-        theory_md,
+        sections,
         "## Figures\n",
     ]
     for caption, path in figs.items():

@@ -109,8 +109,13 @@ def reproduce(
     preset: str = "quick",
     progress: bool = True,
     theory: bool = True,
+    ablation: bool = False,
+    jobs: int | None = None,
 ) -> Path:
-    """Run every stage that is missing and write the report; return the report folder."""
+    """Run every stage that is missing and write the report; return the report folder.
+
+    With `ablation`, also run `ablation.py`'s one-change-at-a-time points (in `jobs` parallel
+    processes) for every model more than ablation.GAP points from the paper."""
     check(base.data.kind == "pairings", "reproduce needs data.kind=pairings (the paper's data)")
     out = Path(out)
     configs = model_configs(base, tuple(models))
@@ -138,9 +143,21 @@ def reproduce(
         tick = time.perf_counter()
         theory_result = theory_stage(base, out, list(configs), *THEORY_SIZES[preset])
         timings["theory"] = time.perf_counter() - tick
-    from mosaicdiff.experiments.report import write_report
+    from mosaicdiff.experiments.report import table_rows, write_report
 
-    return write_report(out, configs, results, baseline, preset, timings, theory_result)
+    ablation_md = ""
+    if ablation:
+        from mosaicdiff.experiments import ablation as ab
+
+        rows = table_rows(configs, results, baseline)
+        tick = time.perf_counter()
+        log = print if progress else (lambda *_: None)
+        points = ab.run_ablation(configs, ab.models_to_ablate(rows), out, jobs, log)
+        timings["ablation"] = time.perf_counter() - tick
+        ablation_md = ab.ablation_markdown(points, rows)
+    return write_report(
+        out, configs, results, baseline, preset, timings, theory_result, ablation_md
+    )
 
 
 def register(sub) -> None:
@@ -159,6 +176,13 @@ def register(sub) -> None:
         default=",".join(PAPER_MODELS),
         help="comma-separated architectures (default: all four)",
     )
+    p.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also change one unstated choice at a time for every model more than 5 points "
+        "from the paper (time input, nonlinearity, layout; and 4x epochs)",
+    )
+    p.add_argument("--jobs", type=int, help="--ablation: parallel processes (default: the cores)")
     p.add_argument(
         "--no-theory",
         action="store_true",
@@ -182,8 +206,16 @@ def cmd_reproduce(args) -> int:
         print(json.dumps({a: to_dict(c) for a, c in model_configs(base, models).items()}, indent=2))
         return 0
     tick = time.perf_counter()
+    check(args.jobs is None or args.jobs >= 1, f"--jobs {args.jobs} must be at least 1")
     report = reproduce(
-        base, out, models, args.preset, progress=not args.no_progress, theory=not args.no_theory
+        base,
+        out,
+        models,
+        args.preset,
+        progress=not args.no_progress,
+        theory=not args.no_theory,
+        ablation=args.ablation,
+        jobs=args.jobs,
     )
     print((report / "table.md").read_text())
     print(f"report -> {report / 'report.html'}  ({time.perf_counter() - tick:.0f} s)")
