@@ -95,3 +95,14 @@ def test_eager_checkpoint_resumes_compiled(tmp_path, tiny):
         f.unlink()
     train(cfg, tmp_path / "mixed", resume=True, progress=False, compile=True)
     _assert_same_run(tmp_path / "eager", tmp_path / "mixed")
+
+
+def test_a_process_may_compile_many_runs():
+    # A sweep worker compiles one step per point; dynamo's default limit (8) failed the 9th.
+    import torch._dynamo.config as dynamo_config
+
+    from mosaicdiff.fast.train_step import configure_inductor
+
+    configure_inductor()
+    limit = getattr(dynamo_config, "recompile_limit", None) or dynamo_config.cache_size_limit
+    assert limit >= 1024

@@ -166,9 +166,10 @@ def run_point(spec: dict) -> dict:
     if spec.get("inductor_cache"):
         own = f"{socket.gethostname()}-{os.getpid()}"
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(spec["inductor_cache"]) / own)
-    if spec.get("threads"):
-        import torch
+    import torch
 
+    torch._dynamo.reset()  # a worker runs many points: start each without the last's graphs
+    if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     from mosaicdiff.experiments.reproduce import sample_stage, train_stage
 

@@ -33,9 +33,16 @@ def configure_inductor() -> None:
     """Settings every compiled path here needs (see PERF-NOTES.md): ATen's random numbers
     (Inductor's own are slow on CPU and differ from eager's stream), and one inductor cache per
     process unless the user chose one (two processes compiling one graph can corrupt it)."""
+    import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
 
     inductor_config.fallback_random = True
+    # Each run compiles its step anew (new weights, new guards). A process that runs many (a
+    # sweep worker, a study) would hit dynamo's default limit of 8 and, with fullgraph=True,
+    # fail: measured on the 9th point of a one-worker sweep.
+    for name in ("recompile_limit", "cache_size_limit"):  # the name before torch 2.7
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), 1024))
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
     chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")  # importing dynamo sets the default
