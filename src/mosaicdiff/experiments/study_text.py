@@ -11,6 +11,7 @@ def method_section(configs: dict[str, RunConfig], sc, theory: dict) -> str:
     cal = theory["calibration"]
     sizes = sorted(set(cal["patch_size"]))
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in theory.get("seconds", {}).items())
+    clip = ", x0 estimate clamped to [-1, 1] at every step" if s.clip_x0 else ""
     return "\n".join(
         [
             "## Method\n",
@@ -25,7 +26,7 @@ def method_section(configs: dict[str, RunConfig], sc, theory: dict) -> str:
             )
             + ".",
             f"- Creativity: {sc.n_samples} samples per seed ({s.sampler.upper()}, {s.steps} "
-            f"steps); memorization = nearest training image closer than 1/3 of the second "
+            f"steps{clip}); memorization = nearest training image closer than 1/3 of the second "
             f"nearest, or an exact copy; novelty = mean RMS distance to the nearest training "
             f"image; diversity = mean pairwise RMS distance between samples; mosaic ratio = "
             f"cover distance / nearest-image distance, where the cover distance is the mean "
@@ -39,7 +40,8 @@ def method_section(configs: dict[str, RunConfig], sc, theory: dict) -> str:
             f"{sc.calib_every} steps, candidates {cal['candidates']} (sizes used: {sizes}). "
             f"Exact ELS costs about 50 M patch pairs per second on CPU, so the comparison uses "
             f"only {sc.agree_samples} samples per machine with DDIM (eta 0) in {sc.agree_steps} "
-            f"steps: every network seed is sampled from the same initial noise and compared "
+            f"steps{' (clamped likewise)' * s.clip_x0}: every network seed is sampled from the "
+            f"same initial noise and compared "
             f"by r^2 of the final images. Machine time: {secs}.",
             "",
         ]
