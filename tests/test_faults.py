@@ -5,6 +5,7 @@ without unpickling anything. `scripts/fault_injection.py` is the long version.""
 import json
 import os
 import pickle
+import time
 
 import pytest
 import torch
@@ -87,3 +88,16 @@ def test_the_next_write_removes_a_killed_writes_temporary(tmp_path):
     other.write_text("{")
     atomic_write_json(tmp_path / "results.json", {"a": 1})
     assert not left.exists() and other.exists()
+
+
+def test_rewriting_the_same_json_leaves_the_file_alone(tmp_path):
+    from mosaicdiff.io import atomic_write_json
+
+    path = tmp_path / "plan.json"
+    atomic_write_json(path, {"a": 1})
+    before = path.stat().st_mtime_ns
+    time.sleep(0.01)
+    atomic_write_json(path, {"a": 1})
+    assert path.stat().st_mtime_ns == before
+    atomic_write_json(path, {"a": 2})
+    assert path.stat().st_mtime_ns != before and json.loads(path.read_text()) == {"a": 2}

@@ -48,7 +48,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+    """Write `text` atomically; a file that already holds exactly `text` is left untouched (a
+    resumed command rewrites its plan and metadata; their mtimes then still mean something)."""
+    data, path = text.encode(), Path(path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        pass
+    atomic_write_bytes(path, data)
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
