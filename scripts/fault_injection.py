@@ -6,7 +6,7 @@ after every kill. The killed run must end with the same checkpoints, samples, re
 as the uninterrupted one, and no temporary file left behind. Prints one line per scenario and
 writes the results as JSON; exits 1 if any byte of results was lost.
 
-    python scripts/fault_injection.py                       # 20 kills each, scale 3 (~15 min)
+    python scripts/fault_injection.py                       # 20 kills each, scale 3 (~20 min)
     python scripts/fault_injection.py --kills 50 --scale 5 --scenarios train,sample
 
 The fast version of the same checks runs in CI (tests/test_faults.py).
