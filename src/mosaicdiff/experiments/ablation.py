@@ -91,7 +91,11 @@ def ablation_markdown(rows: list[dict], table_rows: list[dict]) -> str:
         "at a time against its run above (same seeds, scale and sampler). Mean consistency (%) "
         "over training seeds, with the change from the reference in brackets. "
         f"`epochs=x{EPOCH_FACTOR}` is not a choice the paper leaves open (it trains 5,000 "
-        "epochs); it shows how much of the gap is training length.\n",
+        "epochs); it shows how much of the gap is training length. `layout=rows` is a negative "
+        "control: each quadrant is one token read and written by linear maps with i.i.d. "
+        "initial weights, so moving the key and value from columns to rows only relabels their "
+        "inputs and outputs and leaves the distribution of outcomes unchanged. Its deltas are "
+        "seed-to-seed noise, and a change no larger than them is not evidence.\n",
         "| model | paper | reference | " + " | ".join(f"`{c}`" for c in labels) + " |",
         "|---|---|---|" + "---|" * len(labels),
     ]
