@@ -6,7 +6,10 @@ Three exact rewrites, each tested against the reference:
    the attention logits are q k^T / sqrt(d) = h A h^T with A = W_q W_k^T / sqrt(d) (one d x d
    product instead of two), and the output projection absorbs W_v:
    (h + softmax(.) h W_v) W_out = h W_out + softmax(.) h (W_v W_out), so one (d, 2P) matmul
-   gives both terms. The timestep embedding plus the first bias is a (T, d) table per seed.
+   gives both terms. identity (Q = K = V = I) folds the same way: A = I / sqrt(d) and the
+   values are h W_out, so its N x N mixing runs on P values, not d. top1's hard attention is a
+   gather of the winning value row. The timestep embedding plus the first bias is a (T, d)
+   table per seed.
 2. Token space throughout: x_t is kept as (S, B, N, P) patches; only x_T and x_0 are converted.
 3. The noise. `torch.randn` on a CPU fills a tensor with uniforms u = (mt19937() & (2^24-1)) /
    2^24 and turns each block of 16 into normals by Box-Muller (z_j = r cos(2 pi u_{j+8}),
@@ -60,7 +63,7 @@ class FoldedNet:
             self.scale = 1 / math.sqrt(d)
             if cfg.arch in ("cnn", "identity"):  # identity: A = I / sqrt(d) is a scalar
                 self.a = None
-                self.w2 = w_out.clone()
+                self.w2 = w_out.clone()  # identity: W_v = I, so the values are h W_out too
             else:
                 w_q, w_k, w_v = (w.detach() for w in (model.w_q, model.w_k, model.w_v))
                 self.a = (w_q @ w_k.transpose(1, 2) * self.scale).contiguous()  # (S, d, d)
@@ -71,24 +74,21 @@ class FoldedNet:
         s, b, n, p = x.shape
         # Biases added outside the GEMMs, where the compiler fuses them with the next kernel.
         h = self.act(torch.bmm(x.reshape(s, b * n, p), self.w_in) + bias)  # (S, B N, d)
-        if self.arch == "identity":  # h + softmax(h h^T / sqrt(d)) h, then W_out
-            hh = h.view(s * b, n, -1)
-            logits = (hh[:, :, None] * hh[:, None]).sum(-1) * self.scale  # (S B, N, N)
-            hh = hh + (logits.softmax(-1)[..., None] * hh[:, None]).sum(2)
-            h = hh.view(s, b * n, -1)
-        if self.a is None:
-            y = torch.bmm(h, self.w2).view(s, b, n, p)
-            return y + self.b_out[:, None, None]
-        y2 = torch.bmm(h, self.w2).view(s * b, n, 2 * p)  # [h W_out | h W_v W_out]
-        ha = torch.bmm(h, self.a).view(s * b, n, 1, -1)  # (S B, N, 1, d)
+        y2 = torch.bmm(h, self.w2)  # cnn, identity: h W_out; attn, top1: [h W_out | h W_v W_out]
+        if self.arch == "cnn":
+            return y2.view(s, b, n, p) + self.b_out[:, None, None]
+        y2 = y2.view(s * b, n, -1)
+        values = y2[..., -p:]  # softmax(.) h W_v W_out = softmax(.) values
+        ha = h * self.scale if self.a is None else torch.bmm(h, self.a)  # (S, B N, d)
         # N x N products per sample as broadcast sums: one fused kernel when compiled, where
         # MKL's batched GEMM of 4 x 32 matrices is slow.
-        logits = (ha * h.view(s * b, 1, n, -1)).sum(-1)  # h A h^T: (S B, N, N)
-        if self.arch == "top1":
-            attn = F.one_hot(logits.argmax(-1), n).to(h.dtype)
+        logits = (ha.view(s * b, n, 1, -1) * h.view(s * b, 1, n, -1)).sum(-1)  # (S B, N, N)
+        if self.arch == "top1":  # hard attention picks one value row per query: a gather
+            winner = logits.argmax(-1, keepdim=True).expand(-1, -1, p)  # (S B, N, P)
+            mixed = values.gather(1, winner)
         else:
-            attn = logits.softmax(-1)  # (S B, N, N)
-        y = y2[..., :p] + (attn[..., None] * y2[:, None, :, p:]).sum(2)
+            mixed = (logits.softmax(-1)[..., None] * values[:, None]).sum(2)
+        y = y2[..., :p] + mixed
         return y.view(s, b, n, p) + self.b_out[:, None, None]
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
