@@ -40,14 +40,15 @@ def test_box_muller_of_rand_is_randn():
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("noise", ["threefry", "torch"])
 @pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_fast_ddpm_equals_reference_sampler(arch, compile):
+def test_fast_ddpm_equals_reference_sampler(arch, noise, compile):
     schedule = Schedule.linear(T=40)
     model = _model(arch, T=40, seeds=(0, 1), scale=1.0)  # a stable sampler
     x_T = torch.randn(2 * 64, *SHAPE, generator=torch.Generator().manual_seed(1))
     g_ref, g_fast = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
-    ref = ddpm_sample(model.as_denoiser(), x_T, g_ref, schedule)
-    fast = fast_ddpm_sample(fast_denoiser(model), x_T, g_fast, schedule, compile=compile)
+    ref = ddpm_sample(model.as_denoiser(), x_T, g_ref, schedule, noise=noise)
+    fast = fast_ddpm_sample(fast_denoiser(model), x_T, g_fast, schedule, compile, noise)
     assert torch.equal(g_ref.get_state(), g_fast.get_state())
     if arch == "top1":  # a near-tie in the argmax may flip under float rounding: allow a few
         close = torch.isclose(fast, ref, rtol=1e-3, atol=1e-3).flatten(1).all(1)
@@ -59,9 +60,22 @@ def test_fast_ddpm_equals_reference_sampler(arch, compile):
 def test_noise_overlap_changes_nothing():
     schedule = Schedule.linear(T=30)
     model = _model("attn", T=30, seeds=(0,), scale=1.0)
-    sampler = FastDDPM(fast_denoiser(model), schedule, compile=False)
+    sampler = FastDDPM(fast_denoiser(model), schedule, compile=False, noise="torch")
     x_T = torch.randn(64, *SHAPE, generator=torch.Generator().manual_seed(1))
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     a = sampler(x_T, g1, overlap_noise=True)
     b = sampler(x_T, g2, overlap_noise=False)
     assert torch.equal(a, b) and torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_threefry_noise_does_not_depend_on_the_chunk_size(monkeypatch):
+    """The counter names each value, so splitting the batch into chunks changes nothing."""
+    import mosaicdiff.fast.sampling as fs
+
+    schedule = Schedule.linear(T=20)
+    model = _model("attn", T=20, seeds=(0, 1), scale=1.0)
+    x_T = torch.randn(2 * 50, *SHAPE, generator=torch.Generator().manual_seed(1))
+    one = FastDDPM(fast_denoiser(model), schedule, compile=False)(x_T, torch.Generator())
+    monkeypatch.setattr(fs, "CHUNK", 7)
+    many = FastDDPM(fast_denoiser(model), schedule, compile=False)(x_T, torch.Generator())
+    torch.testing.assert_close(one, many, rtol=1e-5, atol=1e-5)

@@ -48,7 +48,7 @@ def test_ddpm_sampler_runs_the_same_updates():
     """The sampler function applies exactly the tables' update with the generator's noise."""
     den = _denoiser()
     x_T = torch.randn((8, 3, 4, 4), generator=torch.Generator().manual_seed(0)).double()
-    out = ddpm_sample(den, x_T, torch.Generator().manual_seed(3), S)
+    out = ddpm_sample(den, x_T, torch.Generator().manual_seed(3), S, noise="torch")
     c_x, c_eps, sigma = ddpm_tables(S)
     g = torch.Generator().manual_seed(3)
     x = x_T.clone()
@@ -70,7 +70,8 @@ def test_ddim_matches_diffusers(eta):
     _float64(sched)
     assert sched.timesteps.tolist() == ddim_timesteps(1000, 50)
     x_T = torch.randn((16, 3, 4, 4), generator=torch.Generator().manual_seed(0)).double()
-    ours = ddim_sample(den, x_T, torch.Generator().manual_seed(2), S, steps=50, eta=eta)
+    g_ours = torch.Generator().manual_seed(2)
+    ours = ddim_sample(den, x_T, g_ours, S, steps=50, eta=eta, noise="torch")
     g = torch.Generator().manual_seed(2)
     x = x_T.clone()
     with torch.no_grad():
@@ -115,8 +116,8 @@ def test_clipped_sampling_matches_diffusers_clip_sample(sampler):
     x_T = 3 * torch.randn((16, 3, 4, 4), generator=torch.Generator().manual_seed(0)).double()
     kw = {} if sampler == "ddpm" else {"steps": steps, "eta": 1.0}
     fn = ddpm_sample if sampler == "ddpm" else ddim_sample
-    ours = fn(den, x_T, torch.Generator().manual_seed(2), S, clip=True, **kw)
-    unclipped = fn(den, x_T, torch.Generator().manual_seed(2), S, **kw)
+    ours = fn(den, x_T, torch.Generator().manual_seed(2), S, clip=True, noise="torch", **kw)
+    unclipped = fn(den, x_T, torch.Generator().manual_seed(2), S, noise="torch", **kw)
     g = torch.Generator().manual_seed(2)
     x = x_T.clone()
     with torch.no_grad():

@@ -121,6 +121,7 @@ class SampleConfig:
     seed: int = 0
     chunk_size: int = 100_000  # samples held in memory at once, over all seeds of a run
     clip_x0: bool = False  # clamp the predicted x0 to [-1, 1] each step (diffusers' clip_sample)
+    noise: Literal["threefry", "torch"] = "threefry"  # counter-based, or torch.randn's stream
 
     def __post_init__(self):
         _check_literals(self)
@@ -191,6 +192,12 @@ def matches(stored: dict, cfg: Any) -> bool:
         return to_dict(from_dict(type(cfg), stored)) == to_dict(cfg)
     except UserError:
         return False
+
+
+def stored_sample(stored: dict) -> dict:
+    """A stored `SampleConfig` dict, read as what it drew: samples written before
+    `sample.noise` existed came from torch's generator stream, not today's default."""
+    return {"noise": "torch", **stored}
 
 
 def override(cfg: Any, assignments: list[str]) -> Any:

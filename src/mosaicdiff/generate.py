@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mosaicdiff.config import SampleConfig, from_dict, to_dict
+from mosaicdiff.config import SampleConfig, from_dict, stored_sample, to_dict
 from mosaicdiff.errors import UserError
 from mosaicdiff.io import atomic_write_json, load_npz, read_json, save_npz
 from mosaicdiff.runs import LoadedRun
@@ -35,7 +35,7 @@ def make_sampler(loaded: LoadedRun, scfg: SampleConfig, n_total: int):
     """`sampler(x_T, generator) -> x_0` by `scfg`, the fastest exact one available.
 
     For the paper's networks on the CPU, DDPM runs folded in token space (`fast.sampling`),
-    drawing the same noise from the same generator as `sampling.ddpm_sample`; it is compiled
+    with the same noise from the same generator as `sampling.ddpm_sample`; it is compiled
     when the work (`n_total` samples x T steps) repays the compilation.
     """
     from mosaicdiff.models.patchnet import PatchNet
@@ -45,7 +45,8 @@ def make_sampler(loaded: LoadedRun, scfg: SampleConfig, n_total: int):
     if scfg.sampler == "ddpm" and not scfg.clip_x0 and cpu and isinstance(model, PatchNet):
         from mosaicdiff.fast.sampling import FastDDPM, fast_denoiser
 
-        fast = FastDDPM(fast_denoiser(model), schedule, compile=n_total >= COMPILE_MIN_SAMPLES)
+        compile = n_total >= COMPILE_MIN_SAMPLES
+        fast = FastDDPM(fast_denoiser(model), schedule, compile, noise=scfg.noise)
         return lambda x_T, g, progress=False: fast(x_T, g)
     denoiser = model.as_denoiser()
     return lambda x_T, g, progress=False: sample(
@@ -57,6 +58,7 @@ def make_sampler(loaded: LoadedRun, scfg: SampleConfig, n_total: int):
         scfg.steps,
         scfg.eta,
         clip=scfg.clip_x0,
+        noise=scfg.noise,
         progress=progress,
     )
 
@@ -72,7 +74,7 @@ def draw_samples(
     out = loaded.run.samples_dir(name)
     meta_path = out / "sample.json"
     if meta_path.is_file():
-        old = from_dict(SampleConfig, read_json(meta_path)["sample"])
+        old = from_dict(SampleConfig, stored_sample(read_json(meta_path)["sample"]))
         if old != scfg:
             raise UserError(
                 f"{out} holds samples drawn with other settings ({to_dict(old)}); "

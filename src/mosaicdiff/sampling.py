@@ -11,6 +11,7 @@ Both can clamp the predicted x0 to the data range [-1, 1] at every step (`clip`,
 `clip_sample=True`, tested against it too): off for the paper's table, on where a briefly trained
 network's x0 estimate would otherwise run away (the digits study).
 
+The noise is counter-based Threefry by default, or torch's generator stream (`noise.py`).
 Coefficient tables are computed once in float64; the loop does no host work per step.
 """
 
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from mosaicdiff.denoiser import Denoiser
 from mosaicdiff.diffusion import Schedule
+from mosaicdiff.noise import Noise, step_noise
 
 # callback(i, t, x_t, eps): called after the denoiser at every step, before the update.
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
@@ -63,17 +65,19 @@ def ddpm_sample(
     schedule: Schedule,
     *,
     clip: bool = False,
+    noise: Noise = "threefry",
     progress: bool = False,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """Ancestral DDPM from x_T (B, C, H, W) through all T steps; returns x_0. With `clip`, the
-    predicted x0 is clamped to the data range [-1, 1] at every step (diffusers' clip_sample)."""
+    predicted x0 is clamped to the data range [-1, 1] at every step (diffusers' clip_sample).
+    `noise` names the source of z (`noise.step_noise`), seeded by `generator`."""
     c_x, c_eps, sigma = (v.tolist() for v in ddpm_tables(schedule))
     c0, ct, _ = (v.tolist() for v in ddpm_posterior(schedule))
     ab = schedule.alpha_bar.tolist()
     x = x_T.clone()
     t_tensor = torch.empty(1, dtype=torch.long, device=x.device)
-    z = torch.empty_like(x)
+    z = step_noise(noise, generator, x, schedule.T)
     steps = range(schedule.T - 1, -1, -1)
     for i, t in enumerate(tqdm(steps, desc="ddpm", disable=not progress, leave=False)):
         t_tensor.fill_(t)
@@ -86,8 +90,7 @@ def ddpm_sample(
         else:
             x = c_x[t] * x - c_eps[t] * eps
         if t > 0:
-            torch.randn(x.shape, generator=generator, out=z)
-            x = x + sigma[t] * z
+            x = x + sigma[t] * z(t)
     return x
 
 
@@ -107,17 +110,19 @@ def ddim_sample(
     steps: int = 50,
     eta: float = 0.0,
     clip: bool = False,
+    noise: Noise = "threefry",
     progress: bool = False,
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """DDIM from x_T (B, C, H, W) over `steps` timesteps; returns x_0. With `clip`, the
-    predicted x0 is clamped to [-1, 1] before the update (diffusers' clip_sample)."""
+    predicted x0 is clamped to [-1, 1] before the update (diffusers' clip_sample). `noise`
+    names the source of z when eta > 0 (`noise.step_noise`), seeded by `generator`."""
     ab = schedule.alpha_bar.tolist()
     ts = ddim_timesteps(schedule.T, steps)
     ratio = schedule.T // steps
     x = x_T.clone()
     t_tensor = torch.empty(1, dtype=torch.long, device=x.device)
-    z = torch.empty_like(x)
+    z = step_noise(noise, generator, x, schedule.T) if eta > 0 else None
     for i, t in enumerate(tqdm(ts, desc="ddim", disable=not progress, leave=False)):
         t_tensor.fill_(t)
         eps = denoiser(x, t_tensor)
@@ -131,8 +136,7 @@ def ddim_sample(
             x0 = x0.clamp(-1, 1)
         x = a_prev**0.5 * x0 + (1 - a_prev - sigma**2) ** 0.5 * eps
         if eta > 0:
-            torch.randn(x.shape, generator=generator, out=z)
-            x = x + sigma * z
+            x = x + sigma * z(t)
     return x
 
 

@@ -18,7 +18,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from mosaicdiff.config import RunConfig, SampleConfig, TrainConfig, matches, override, to_dict
+from mosaicdiff.config import (
+    RunConfig,
+    SampleConfig,
+    TrainConfig,
+    matches,
+    override,
+    stored_sample,
+    to_dict,
+)
 from mosaicdiff.errors import check
 from mosaicdiff.io import atomic_write_json, read_json
 
@@ -77,7 +85,8 @@ def sample_stage(cfg: RunConfig, run_path: Path, progress: bool) -> dict:
     loaded = load_run(run_path, device=cfg.device)
     out = loaded.run.samples_dir()
     results = out / "results.json"
-    if results.is_file() and matches(read_json(out / "sample.json")["sample"], cfg.sample):
+    stored = read_json(out / "sample.json")["sample"] if results.is_file() else None
+    if stored is not None and matches(stored_sample(stored), cfg.sample):
         return read_json(results)
     draw_samples(loaded, cfg.sample, progress=progress)
     return evaluate_consistency(out, loaded.dataset.info["spec"], list(cfg.train.seeds))

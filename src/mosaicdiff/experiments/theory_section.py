@@ -70,7 +70,7 @@ def theory_stage(base: RunConfig, out: Path, archs, n: int, n_agree: int) -> dic
         "agreement": {},
     }
     sc = base.sample  # the same sampler as the networks' table
-    sampler = partial(sample, sampler=sc.sampler, steps=sc.steps, eta=sc.eta)
+    sampler = partial(sample, sampler=sc.sampler, steps=sc.steps, eta=sc.eta, noise=sc.noise)
     x_T = torch.randn((n, *dataset.shape), generator=torch.Generator().manual_seed(0))
     for label, machine in machines.items():
         x0 = sampler(machine, x_T, torch.Generator().manual_seed(1), schedule).float()

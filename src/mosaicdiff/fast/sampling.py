@@ -11,11 +11,15 @@ Three exact rewrites, each tested against the reference:
    gather of the winning value row. The timestep embedding plus the first bias is a (T, d)
    table per seed.
 2. Token space throughout: x_t is kept as (S, B, N, P) patches; only x_T and x_0 are converted.
-3. The noise. `torch.randn` on a CPU fills a tensor with uniforms u = (mt19937() & (2^24-1)) /
-   2^24 and turns each block of 16 into normals by Box-Muller (z_j = r cos(2 pi u_{j+8}),
-   z_{j+8} = r sin(2 pi u_{j+8}), r = sqrt(-2 log(1 - u_j))). We draw the same uniforms with
-   `torch.rand` from the same generator (same stream, same generator state afterwards) and do
-   Box-Muller inside the fused per-step kernel: same numbers up to float rounding of log/cos/sin.
+3. The noise. By default it is counter-based (`noise.counter_normal`, Threefry): each chunk's
+   step makes its own noise inside the compiled kernel from the sample indices and t, so the
+   kernel never waits on a serial generator. With noise="torch": `torch.randn` on a CPU fills
+   a tensor with uniforms u = (mt19937() & (2^24-1)) / 2^24 and turns each block of 16 into
+   normals by Box-Muller (z_j = r cos(2 pi u_{j+8}), z_{j+8} = r sin(2 pi u_{j+8}),
+   r = sqrt(-2 log(1 - u_j))). We draw the same uniforms with `torch.rand` from the same
+   generator (same stream, same generator state afterwards) and do Box-Muller inside the fused
+   per-step kernel: same numbers up to float rounding of log/cos/sin.
+   Either way the samples equal `sampling.ddpm_sample`'s with the same `noise` to float rounding.
 
 The per-step update x_{t-1} = c_x[t] x_t - c_eps[t] eps + sigma[t] z (Ho et al. 2020, Alg. 2;
 tables from `sampling.ddpm_tables`) is fused with the network into one compiled function that
@@ -28,10 +32,10 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-import torch.nn.functional as F
 
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.models.patchnet import ACTIVATIONS, PatchNet, patchify, unpatchify
+from mosaicdiff.noise import NOISES, Noise, check_counter_range, counter_normal, draw_key
 from mosaicdiff.sampling import ddpm_tables
 
 # Samples per seed in one compiled call: the chunk's hidden state (B N d floats) stays in L2.
@@ -123,16 +127,29 @@ def _ddpm_step(net: FoldedNet, x, u, bias, coef):
     return x.copy_(coef[0] * x - coef[1] * eps + coef[2] * z)
 
 
+def _ddpm_step_counter(net: FoldedNet, x, key, t, index, bias, coef):
+    """`_ddpm_step` with Threefry noise made in the kernel: key (2,), t (1,) int32; index
+    (S, b) int32: the chunk's sample indices in the whole (S*B) batch."""
+    eps = net.eps_tokens(x, bias)
+    s, b = index.shape
+    z = counter_normal(key, t, index, math.prod(net.image_shape)).view(s, b, *net.image_shape)
+    return x.copy_(coef[0] * x - coef[1] * eps + coef[2] * patchify(z, net.patch))
+
+
 class FastDDPM:
     """`fast_ddpm_sample` with its compiled step kept, for sampling many chunks."""
 
-    def __init__(self, net: FoldedNet, schedule: Schedule, compile: bool = True):
+    def __init__(
+        self, net: FoldedNet, schedule: Schedule, compile: bool = True, noise: Noise = "threefry"
+    ):
         from mosaicdiff.fast.train_step import configure_inductor
 
-        self.net, self.schedule = net, schedule
+        if noise not in NOISES:
+            raise ValueError(f"noise={noise!r} is not one of {NOISES}")
+        self.net, self.schedule, self.noise = net, schedule, noise
         c_x, c_eps, sigma = ddpm_tables(schedule)
         self.coef = torch.stack([c_x, c_eps, sigma], 1).float()  # (T, 3)
-        step = _ddpm_step.__get__(net)  # bind net as the first argument
+        step = (_ddpm_step_counter if noise == "threefry" else _ddpm_step).__get__(net)
         if compile:
             configure_inductor()
             step = torch.compile(step, fullgraph=True, dynamic=False)
@@ -146,23 +163,46 @@ class FastDDPM:
         n_steps: int | None = None,
         overlap_noise: bool = True,
     ) -> torch.Tensor:
-        """Same as `ddpm_sample(net, x_T, generator, schedule)`: x_T (S*B, C, H, W) -> x_0.
+        """Same as `ddpm_sample(net, x_T, generator, schedule, noise=...)`: x_T (S*B, C, H, W)
+        -> x_0.
 
-        With `n_steps`, stop after that many steps (for timing). With `overlap_noise`, one
-        helper thread draws the next step's uniforms (in order, from `generator` alone) while
-        this one runs the network: the generator is serial, the rest is not.
+        With `n_steps`, stop after that many steps (for timing). With noise="torch" and
+        `overlap_noise`, one helper thread draws the next step's uniforms (in order, from
+        `generator` alone) while this one runs the network: the generator is serial.
         """
         net, s = self.net, self.net.n_seeds
         b_all = x_T.shape[0] // s
-        n_numbers = x_T[0].numel()
-        if n_numbers % 16:  # randn only splits into our Box-Muller blocks for 16k values
-            raise ValueError(f"fast DDPM needs images of 16k values, not {n_numbers}")
         x = patchify(x_T.reshape(s, b_all, *x_T.shape[1:]), net.patch).contiguous()
         n_chunks = -(-b_all // CHUNK)
         x_chunks = x.tensor_split(n_chunks, 1)
-        buffers = [torch.empty(s, b_all, n_numbers) for _ in range(2 if overlap_noise else 1)]
         T = self.schedule.T
         ts = list(range(T - 1, -1 if n_steps is None else T - 1 - n_steps, -1))
+        if self.noise == "threefry":
+            self._counter_loop(x_T, x_chunks, generator, ts)
+        else:
+            self._torch_loop(x_T, x_chunks, generator, ts, overlap_noise)
+        return unpatchify(x, net.patch, net.image_shape).reshape(x_T.shape)
+
+    def _counter_loop(self, x_T, x_chunks, generator, ts) -> None:
+        net, s = self.net, self.net.n_seeds
+        b_all = x_T.shape[0] // s
+        check_counter_range(x_T.shape[0], x_T[0].numel(), self.schedule.T)
+        key = draw_key(generator)
+        index = torch.arange(s * b_all, dtype=torch.int32).view(s, b_all)
+        i_chunks = index.tensor_split(len(x_chunks), 1)
+        t_table = torch.arange(self.schedule.T, dtype=torch.int32)
+        for t in ts:
+            bias, coef, t_1 = net.bias_t[t][:, None], self.coef[t], t_table[t : t + 1]
+            for x_c, i_c in zip(x_chunks, i_chunks, strict=True):
+                self.step(x_c, key, t_1, i_c, bias, coef)  # in place; sigma[0] = 0
+
+    def _torch_loop(self, x_T, x_chunks, generator, ts, overlap_noise: bool) -> None:
+        net, s = self.net, self.net.n_seeds
+        b_all, n_chunks = x_T.shape[0] // s, len(x_chunks)
+        n_numbers = x_T[0].numel()
+        if n_numbers % 16:  # randn only splits into our Box-Muller blocks for 16k values
+            raise ValueError(f"fast DDPM with torch noise needs 16k values, not {n_numbers}")
+        buffers = [torch.empty(s, b_all, n_numbers) for _ in range(2 if overlap_noise else 1)]
         noisy = [t for t in ts if t > 0]  # the reference draws noise on these steps only
 
         def draw(i: int) -> torch.Tensor:
@@ -188,7 +228,6 @@ class FastDDPM:
         finally:
             if pool:
                 pool.shutdown()
-        return unpatchify(x, net.patch, net.image_shape).reshape(x_T.shape)
 
 
 def fast_ddpm_sample(
@@ -197,7 +236,8 @@ def fast_ddpm_sample(
     generator: torch.Generator,
     schedule: Schedule,
     compile: bool = True,
+    noise: Noise = "threefry",
 ) -> torch.Tensor:
-    """`sampling.ddpm_sample` for a folded network: the same noise from the same generator in
-    the same order, so the same samples up to float rounding. x_T (S*B, C, H, W) -> x_0."""
-    return FastDDPM(denoiser, schedule, compile)(x_T, generator)
+    """`sampling.ddpm_sample` for a folded network: the same noise from the same generator, so
+    the same samples up to float rounding. x_T (S*B, C, H, W) -> x_0."""
+    return FastDDPM(denoiser, schedule, compile, noise)(x_T, generator)
