@@ -2,7 +2,8 @@
 
 In one run on this machine: training model-steps/s (the real `training.train`, eager and
 compiled, 1 seed and a group of seeds, epoch draws included; compilation timed separately) and
-DDPM sampling sample-steps/s (`fast.sampling.FastDDPM`, compiled and folded) against
+DDPM sampling sample-steps/s (`fast.sampling.FastDDPM`, compiled and folded; its default
+counter-based noise and, in a full run, torch's generator stream) against
 `benchmarks/plain.py`, plus the machine's dense-matmul FLOP/s as the ceiling. Prints a table of
 ratios and writes JSON. Before timing, checks that the plain and fast paths compute the same
 thing: network outputs, and full 1,000-step samples from the same generator.
@@ -129,14 +130,18 @@ def bench_sampling(arch, torch, quick: bool) -> dict:
     with torch.no_grad():
         out_plain = plain(x, t.expand(256))
     diff_net = (net(x, t) - out_plain).abs().max().item()
+    # The plain way draws diffusers' torch.randn noise: the fast path with noise="torch" must
+    # match it; with its default counter-based noise, it must match the reference sampler.
     x_T = torch.randn(8, 3, 4, 4)
-    s_plain = plain_sample(plain, x_T, torch.Generator().manual_seed(0))
-    s_ref = ddpm_sample(model.as_denoiser(), x_T, torch.Generator().manual_seed(0), schedule)
-    s_fast = FastDDPM(net, schedule, compile=False)(x_T, torch.Generator().manual_seed(0))
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    s_plain = plain_sample(plain, x_T, g())
+    s_fast_torch = FastDDPM(net, schedule, compile=False, noise="torch")(x_T, g())
+    s_ref = ddpm_sample(model.as_denoiser(), x_T, g(), schedule)
+    s_fast = FastDDPM(net, schedule, compile=False)(x_T, g())
     scale = s_ref.abs().max().item()  # untrained networks make huge samples: compare relative
     res = {
         "max_abs_diff_network_plain_vs_folded": diff_net,
-        "max_rel_diff_samples_plain_vs_fast": (s_plain - s_fast).abs().max().item() / scale,
+        "max_rel_diff_samples_plain_vs_fast": (s_plain - s_fast_torch).abs().max().item() / scale,
         "max_rel_diff_samples_reference_vs_fast": (s_ref - s_fast).abs().max().item() / scale,
     }
 
@@ -149,12 +154,14 @@ def bench_sampling(arch, torch, quick: bool) -> dict:
 
     b_fast, k_fast = (20_000, 10) if quick else (100_000, 20)
     x_T = torch.randn(b_fast, 3, 4, 4)
-    fast = FastDDPM(net, schedule, compile=True)
-    tick = time.perf_counter()
-    fast(x_T, g, 1)
-    res["compile_s"] = time.perf_counter() - tick
-    t_fast = best_time(lambda: fast(x_T, g, k_fast), 2 if quick else 3)
-    res["fast_sample_steps_per_s"] = b_fast * k_fast / t_fast
+    for noise in ("threefry",) if quick else ("threefry", "torch"):
+        fast = FastDDPM(net, schedule, compile=True, noise=noise)
+        tick = time.perf_counter()
+        fast(x_T, g, 1)
+        suffix = "" if noise == "threefry" else "_torch_noise"
+        res["compile_s" + suffix] = time.perf_counter() - tick
+        t_fast = best_time(lambda fast=fast: fast(x_T, g, k_fast), 2 if quick else 3)
+        res["fast_sample_steps_per_s" + suffix] = b_fast * k_fast / t_fast
     return res
 
 
@@ -237,8 +244,10 @@ def report(res: dict) -> str:
         lines += [
             "",
             "DDPM sampling, sample-steps/s; minutes for 1M samples x 1,000 steps",
+            "(ours: counter-based Threefry noise, the default; 'torch noise': torch.randn's"
+            " stream, full run only)",
             f"{'arch':9}{'plain':>10}{'ours':>11}{'x':>6}{'plain min':>10}{'ours min':>9}"
-            f"{'% ceil':>8}{'rel diff':>12}",
+            f"{'% ceil':>8}{'rel diff':>12}{'torch noise min':>17}",
         ]
         for arch, r in res["archs"].items():
             if "sample" not in r:
@@ -250,8 +259,10 @@ def report(res: dict) -> str:
                 s["max_rel_diff_samples_plain_vs_fast"],
                 s["max_rel_diff_samples_reference_vs_fast"],
             )
+            torch_noise = s.get("fast_sample_steps_per_s_torch_noise", math.inf)
             lines.append(
                 f"{arch:9}{plain:10.3g}{ours:11.3g}{ours / plain:6.1f}"
                 f"{1e9 / plain / 60:10.1f}{1e9 / ours / 60:9.1f}{pct:8.1f}{diff:12.1e}"
+                f"{1e9 / torch_noise / 60:17.1f}"
             )
     return "\n".join(lines)
