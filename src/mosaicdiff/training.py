@@ -40,6 +40,11 @@ from mosaicdiff.runs import RunDir, model_state
 # by `python -m benchmarks` on the 2-core CPU. Shorter runs train eagerly.
 COMPILE_S = 30.0
 SAVED_S_PER_MODEL_STEP = 0.7e-3
+# Below this many samples per step (seeds x batch) the paper's networks train on one thread: a
+# second only adds synchronisation, and thrashes when anything else loads the machine. Measured
+# on 2 cores, compiled: cnn x1 4,000 model-steps/s on one thread, 2,200 on two; from 8 seeds
+# (512 samples) two threads win (cnn 12,100 vs 9,800, top1 4,800 vs 4,200).
+ONE_THREAD_BELOW = 512
 
 
 class TrainingDiverged(UserError):
@@ -132,11 +137,8 @@ def train(
         disable=not progress,
         unit="step",
     )
-    # The paper's networks do tiny per-step work: a second thread only adds synchronisation,
-    # and when anything else loads the machine the two threads thrash (measured on 2 cores:
-    # 40 model-steps/s with two threads against 200 with one, cnn x3, eager).
     threads = torch.get_num_threads()
-    if device.type == "cpu":
+    if device.type == "cpu" and len(tc.seeds) * tc.batch_size < ONE_THREAD_BELOW:
         torch.set_num_threads(1)
     try:
         for epoch in range(start_epoch, tc.epochs):
