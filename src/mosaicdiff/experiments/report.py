@@ -31,7 +31,7 @@ PAPER_SETTINGS = {  # what the paper states (Sec. 3, App. B)
     "train.lr": 0.001,
     "train.weight_decay": 1e-05,
     "train.ema_decay": 0.9999,
-    "train.seeds": "one (not stated)",
+    "train.seeds": "1 (which one not stated)",
     "sample.n_runs": 100,
     "sample.n_per_run": 10000,
     "sample.sampler": "ddpm",
@@ -44,6 +44,7 @@ SILENT = {  # choices the paper does not state
     "model.gumbel_tau": "the Gumbel-softmax temperature of top1",
     "data.layout": "where key and value sit inside a quadrant",
     "train.loss_weighting": "stated as (1 - alpha_bar_t); listed for completeness",
+    "sample.noise": "the sampler's random-number generator",
 }
 
 
@@ -120,9 +121,14 @@ def settings_section(configs: dict[str, RunConfig]) -> str:
     lines = ["| setting | paper | ours |", "|---|---|---|"]
     for key, paper in PAPER_SETTINGS.items():
         ours = _get(cfg, key)
-        if key == "train.epochs" and "top1" in configs:
-            ours = f"{ours} (top1: {configs['top1'].train.epochs})"
-        same = str(ours) == str(paper)
+        if key == "train.seeds":
+            same = len(ours) == 1
+            ours = f"{len(ours)} ({', '.join(map(str, ours))})"
+        else:
+            if key == "train.epochs" and "top1" in configs:
+                ours = f"{ours} (top1: {configs['top1'].train.epochs})"
+            # The paper's note in brackets is not part of its value: "1000 (standard DDPM)".
+            same = str(ours) in (str(paper), str(paper).split(" (")[0])
         lines.append(f"| {key} | {paper} | {ours}{'' if same else ' **(differs)**'} |")
     for key, what in SILENT.items():
         lines.append(f"| {key} | not stated ({what}) | {_get(cfg, key)} |")
@@ -274,8 +280,10 @@ def render_markdown(configs, baseline, preset, timings, table, figs, sections=""
         parts.append(f"![{caption}]({path})\n\n*{caption}*\n")
     parts.append("## Time\n")
     parts.extend(
-        f"- {arch}: {sec:.0f} s (train + sample + evaluate, this invocation)\n"
-        for arch, sec in timings.items()
+        f"- {name}: {sec:.0f} s ("
+        f"{'machines and agreement' if name == 'theory' else 'train + sample + evaluate'}"
+        ", this invocation)\n"
+        for name, sec in timings.items()
     )
     return "\n".join(parts)
 
