@@ -1,0 +1,56 @@
+"""Where the fast sampler's time goes: the share of each kernel in a few compiled DDPM steps.
+
+Runs `fast.sampling.FastDDPM` (default noise) on an untrained network of each architecture
+under torch.profiler, with inductor's per-kernel profiling on, and prints the kernels with the
+largest self time. Fused kernels are named by the ops inductor put in them (`silu`, `softmax`,
+the Threefry shifts and xors, `cos`/`log` of Box-Muller); `aten::bmm` is MKL's GEMM.
+
+Run: python -m benchmarks.profile_sampling [--archs cnn,attn] [--batch 100000] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def profile_arch(arch: str, batch: int, steps: int, top: int) -> list[tuple[float, str]]:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from mosaicdiff.config import ModelConfig
+    from mosaicdiff.diffusion import Schedule
+    from mosaicdiff.fast.sampling import FastDDPM, fast_denoiser
+    from mosaicdiff.models import build_model
+
+    model = build_model(ModelConfig(arch=arch), (3, 4, 4), 1000, seeds=(0,)).eval()
+    fast = FastDDPM(fast_denoiser(model.requires_grad_(False)), Schedule.linear())
+    x_T, g = torch.randn(batch, 3, 4, 4), torch.Generator().manual_seed(0)
+    fast(x_T, g, 2)  # compile first
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fast(x_T, g, steps)
+    rows = prof.key_averages()
+    total = sum(r.self_cpu_time_total for r in rows)
+    ranked = sorted(rows, key=lambda r: -r.self_cpu_time_total)[:top]
+    return [(100 * r.self_cpu_time_total / total, r.key) for r in ranked]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--archs", default="cnn,attn,identity,top1")
+    p.add_argument("--batch", type=int, default=100_000)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--top", type=int, default=8)
+    args = p.parse_args(argv)
+    import torch
+    import torch._inductor.config as inductor_config
+
+    inductor_config.cpp.enable_kernel_profile = True
+    torch.set_flush_denormal(True)
+    for arch in args.archs.split(","):
+        for share, name in profile_arch(arch, args.batch, args.steps, args.top):
+            print(f"{arch:9}{share:6.1f}%  {name[:100]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
