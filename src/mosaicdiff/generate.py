@@ -45,8 +45,8 @@ def make_sampler(loaded: LoadedRun, scfg: SampleConfig, n_total: int):
     if scfg.sampler == "ddpm" and not scfg.clip_x0 and cpu and isinstance(model, PatchNet):
         from mosaicdiff.fast.sampling import FastDDPM, fast_denoiser
 
-        compile = n_total >= COMPILE_MIN_SAMPLES
-        fast = FastDDPM(fast_denoiser(model), schedule, compile, noise=scfg.noise)
+        worth_compiling = n_total >= COMPILE_MIN_SAMPLES
+        fast = FastDDPM(fast_denoiser(model), schedule, worth_compiling, noise=scfg.noise)
         return lambda x_T, g, progress=False: fast(x_T, g)
     denoiser = model.as_denoiser()
     return lambda x_T, g, progress=False: sample(

@@ -75,6 +75,11 @@ def draw_key(generator: torch.Generator) -> torch.Tensor:
     return torch.where(k >= 2**31, k - 2**32, k).to(torch.int32)
 
 
+def check_kind(kind: str) -> None:
+    if kind not in NOISES:
+        raise ValueError(f"noise={kind!r} is not one of {NOISES}")
+
+
 def check_counter_range(n_samples: int, values: int, T: int) -> None:
     """The counters must fit in 31 bits: sample indices, and t D/2 + j."""
     if values % 2 or n_samples >= 2**31 or T * values // 2 >= 2**31:
@@ -88,11 +93,10 @@ def step_noise(
     kind: Noise, generator: torch.Generator, x: torch.Tensor, T: int
 ) -> Callable[[int], torch.Tensor]:
     """`noise(t) -> z` shaped like x (B, ...): the sampler's noise for step t, by `kind`."""
+    check_kind(kind)
     if kind == "torch":
         z = torch.empty_like(x)
         return lambda t: torch.randn(x.shape, generator=generator, out=z)
-    if kind != "threefry":
-        raise ValueError(f"noise={kind!r} is not one of {NOISES}")
     b, values = x.shape[0], x[0].numel()
     check_counter_range(b, values, T)
     key = draw_key(generator).to(x.device)

@@ -35,7 +35,7 @@ import torch
 
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.models.patchnet import ACTIVATIONS, PatchNet, patchify, unpatchify
-from mosaicdiff.noise import NOISES, Noise, check_counter_range, counter_normal, draw_key
+from mosaicdiff.noise import Noise, check_counter_range, check_kind, counter_normal, draw_key
 from mosaicdiff.sampling import ddpm_tables
 
 # Samples per seed in one compiled call. With the noise made in the kernel, larger chunks
@@ -146,8 +146,7 @@ class FastDDPM:
     ):
         from mosaicdiff.fast.train_step import configure_inductor
 
-        if noise not in NOISES:
-            raise ValueError(f"noise={noise!r} is not one of {NOISES}")
+        check_kind(noise)
         self.net, self.schedule, self.noise = net, schedule, noise
         c_x, c_eps, sigma = ddpm_tables(schedule)
         self.coef = torch.stack([c_x, c_eps, sigma], 1).float()  # (T, 3)
@@ -186,11 +185,10 @@ class FastDDPM:
         return unpatchify(x, net.patch, net.image_shape).reshape(x_T.shape)
 
     def _counter_loop(self, x_T, x_chunks, generator, ts) -> None:
-        net, s = self.net, self.net.n_seeds
-        b_all = x_T.shape[0] // s
+        net = self.net
         check_counter_range(x_T.shape[0], x_T[0].numel(), self.schedule.T)
         key = draw_key(generator)
-        index = torch.arange(s * b_all, dtype=torch.int32).view(s, b_all)
+        index = torch.arange(x_T.shape[0], dtype=torch.int32).view(net.n_seeds, -1)  # (S, B)
         i_chunks = index.tensor_split(len(x_chunks), 1)
         t_table = torch.arange(self.schedule.T, dtype=torch.int32)
         for t in ts:
