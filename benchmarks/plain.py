@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
     half = dim // 2
-    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float64) / half)
+    steps = torch.arange(half, dtype=torch.float64, device=t.device)
+    freqs = torch.exp(-math.log(10_000.0) * steps / half)
     angles = t.double()[:, None] * freqs
     return torch.cat([angles.sin(), angles.cos()], -1).float()
 
@@ -101,9 +102,12 @@ class PlainTrainer:
     """Batch 64 from a shuffling DataLoader, (1 - alpha_bar)-weighted eps MSE, default AdamW,
     OneCycleLR, and an EMA updated by a Python loop over the parameters."""
 
-    def __init__(self, arch: str, images: torch.Tensor, total_steps: int, seed: int = 0):
+    def __init__(
+        self, arch: str, images: torch.Tensor, total_steps: int, seed: int = 0, device="cpu"
+    ):
         torch.manual_seed(seed)
-        self.net = PlainNet(arch).train()
+        self.device = torch.device(device)
+        self.net = PlainNet(arch).to(self.device).train()
         self.ema = copy.deepcopy(self.net)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=1e-5)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -111,7 +115,7 @@ class PlainTrainer:
         )
         self.loader = DataLoader(TensorDataset(images), batch_size=64, shuffle=True)
         betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
-        self.alpha_bar = torch.cumprod(1 - betas, 0).float()
+        self.alpha_bar = torch.cumprod(1 - betas, 0).float().to(self.device)
         self.decay = 0.9999
 
     def train_steps(self, n_steps: int) -> float:
@@ -119,7 +123,8 @@ class PlainTrainer:
         done = 0
         while True:
             for (x0,) in self.loader:
-                t = torch.randint(0, 1000, (x0.shape[0],))
+                x0 = x0.to(self.device)
+                t = torch.randint(0, 1000, (x0.shape[0],), device=self.device)
                 eps = torch.randn_like(x0)
                 ab = self.alpha_bar[t].view(-1, 1, 1, 1)
                 x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
@@ -137,7 +142,7 @@ class PlainTrainer:
                     return loss.item()
 
 
-def diffusers_scheduler():
+def diffusers_scheduler(device="cpu"):
     from diffusers import DDPMScheduler
 
     sched = DDPMScheduler(
@@ -147,7 +152,7 @@ def diffusers_scheduler():
         beta_end=0.02,
         clip_sample=False,
     )
-    sched.set_timesteps(1000)
+    sched.set_timesteps(1000, device=device)
     return sched
 
 
@@ -156,7 +161,7 @@ def plain_sample(net: PlainNet, x_T, generator, n_steps: int | None = None) -> t
     """Ancestral DDPM with diffusers' `DDPMScheduler.step`; the first `n_steps` steps only if
     given (for timing)."""
     net.eval()
-    sched = diffusers_scheduler()
+    sched = diffusers_scheduler(x_T.device)
     x = x_T
     timesteps = sched.timesteps if n_steps is None else sched.timesteps[:n_steps]
     for t in timesteps:

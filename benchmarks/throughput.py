@@ -8,7 +8,7 @@ counter-based noise and, in a full run, torch's generator stream) against
 ratios and writes JSON. Before timing, checks that the plain and fast paths compute the same
 thing: network outputs, and full 1,000-step samples from the same generator.
 
-Run: python -m benchmarks [--quick] [--json PATH] [--threads N]
+Run: python -m benchmarks [--quick] [--json PATH] [--threads N] [--device cuda]
 """
 
 from __future__ import annotations
@@ -40,23 +40,31 @@ def flops(arch: str) -> dict[str, float]:
     return {"train": 3 * (io + temb + attn), "sample": io + attn, "sample_folded": folded}
 
 
-def best_time(fn, reps: int) -> float:
+def best_time(fn, reps: int, device: str = "cpu") -> float:
+    """The best wall time of `reps` calls of fn (waiting for the GPU's work, on a GPU)."""
+    import torch
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     best = math.inf
     for _ in range(reps):
+        sync()
         tick = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - tick)
     return best
 
 
-def matmul_ceiling(torch, reps: int) -> float:
-    """Best dense-matmul FLOP/s: the model's (40000 x 32) @ (32 x 32) shape and a square one."""
+def matmul_ceiling(torch, reps: int, device: str) -> float:
+    """Best dense float32 matmul FLOP/s: the model's (40000 x 32) @ (32 x 32) shape and a
+    square one (4096 on a GPU)."""
     rates = []
-    for m, k, n in ((40_000, 32, 32), (1024, 1024, 1024)):
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        inner = max(1, int(2e8 // (m * k * n)))
+    side = 4096 if device.startswith("cuda") else 1024
+    for m, k, n in ((40_000, 32, 32), (side, side, side)):
+        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        inner = max(1, int((2e10 if device.startswith("cuda") else 2e8) // (m * k * n)))
         a @ b
-        t = best_time(lambda a=a, b=b, inner=inner: [a @ b for _ in range(inner)], reps)
+        t = best_time(lambda a=a, b=b, inner=inner: [a @ b for _ in range(inner)], reps, device)
         rates.append(2 * m * k * n * inner / t)
     return max(rates)
 
@@ -84,20 +92,22 @@ def _steps_per_epoch(cfg) -> int:
     return math.ceil(cfg.data.n_images / cfg.train.batch_size)
 
 
-def bench_training(arch, torch, quick: bool, group: int) -> dict:
+def bench_training(arch, torch, quick: bool, group: int, device: str) -> dict:
     from benchmarks.plain import PlainTrainer
     from mosaicdiff.config import ModelConfig, RunConfig, TrainConfig
     from mosaicdiff.data import load_dataset
 
     epochs = 8  # the best epoch after the first: with 3 the cnn x8 rate read ~40 % low
     cfg1 = RunConfig(
-        model=ModelConfig(arch=arch), train=TrainConfig(epochs=epochs, checkpoint_every=10**6)
+        model=ModelConfig(arch=arch),
+        train=TrainConfig(epochs=epochs, checkpoint_every=10**6),
+        device=device,
     )
     images = load_dataset(cfg1.data).images
-    plain = PlainTrainer(arch, images, total_steps=10**6)
+    plain = PlainTrainer(arch, images, total_steps=10**6, device=device)
     plain.train_steps(10)
     n = 64 if quick else 256
-    plain_rate = n / best_time(lambda: plain.train_steps(n), 3)
+    plain_rate = n / best_time(lambda: plain.train_steps(n), 3, device)
     res = {"plain_steps_per_s": plain_rate}
     res["eager_1"], _ = train_rate(cfg1, False, epochs)
     if not quick or arch == "cnn":  # --quick: one compile per architecture, cnn aside
@@ -105,12 +115,13 @@ def bench_training(arch, torch, quick: bool, group: int) -> dict:
     cfg_g = RunConfig(
         model=ModelConfig(arch=arch),
         train=TrainConfig(epochs=epochs, seeds=tuple(range(group)), checkpoint_every=10**6),
+        device=device,
     )
     res[f"compiled_{group}"], res[f"compile_s_{group}"] = train_rate(cfg_g, True, epochs)
     return res
 
 
-def bench_sampling(arch, torch, quick: bool) -> dict:
+def bench_sampling(arch, torch, quick: bool, device: str) -> dict:
     from benchmarks.plain import from_patchnet, plain_sample
     from mosaicdiff.config import ModelConfig
     from mosaicdiff.diffusion import Schedule
@@ -118,49 +129,55 @@ def bench_sampling(arch, torch, quick: bool) -> dict:
     from mosaicdiff.models import build_model
     from mosaicdiff.sampling import ddpm_sample
 
+    cpu = device == "cpu"
     schedule = Schedule.linear()
-    model = build_model(ModelConfig(arch=arch), (3, 4, 4), 1000, seeds=(0,)).eval()
+    model = build_model(ModelConfig(arch=arch), (3, 4, 4), 1000, seeds=(0,)).eval().to(device)
     model.requires_grad_(False)
     net = fast_denoiser(model)
-    plain = from_patchnet(model)
+    plain = from_patchnet(model).to(device)
 
     # Same maths: network outputs, then whole 1,000-step samples from the same generator.
-    x = torch.randn(256, 3, 4, 4)
-    t = torch.tensor([500])
+    x = torch.randn(256, 3, 4, 4, device=device)
+    t = torch.tensor([500], device=device)
     with torch.no_grad():
         out_plain = plain(x, t.expand(256))
     diff_net = (net(x, t) - out_plain).abs().max().item()
-    # The plain way draws diffusers' torch.randn noise: the fast path with noise="torch" must
-    # match it; with its default counter-based noise, it must match the reference sampler.
-    x_T = torch.randn(8, 3, 4, 4)
-    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    # The plain way draws diffusers' torch.randn noise: the fast path with noise="torch" (the
+    # CPU only; on a GPU the reference with torch noise) must match it; with its default
+    # counter-based noise, the fast path must match the reference sampler.
+    x_T = torch.randn(8, 3, 4, 4, device=device)
+    g = lambda: torch.Generator(device).manual_seed(0)  # noqa: E731
     s_plain = plain_sample(plain, x_T, g())
-    s_fast_torch = FastDDPM(net, schedule, compile=False, noise="torch")(x_T, g())
+    if cpu:
+        s_torch = FastDDPM(net, schedule, compile=False, noise="torch")(x_T, g())
+    else:
+        s_torch = ddpm_sample(model.as_denoiser(), x_T, g(), schedule, noise="torch")
     s_ref = ddpm_sample(model.as_denoiser(), x_T, g(), schedule)
     s_fast = FastDDPM(net, schedule, compile=False)(x_T, g())
     scale = s_ref.abs().max().item()  # untrained networks make huge samples: compare relative
     res = {
         "max_abs_diff_network_plain_vs_folded": diff_net,
-        "max_rel_diff_samples_plain_vs_fast": (s_plain - s_fast_torch).abs().max().item() / scale,
+        "max_rel_diff_samples_plain_vs_fast": (s_plain - s_torch).abs().max().item() / scale,
         "max_rel_diff_samples_reference_vs_fast": (s_ref - s_fast).abs().max().item() / scale,
     }
 
-    b_plain, k_plain = (2_000, 4) if quick else (10_000, 10)
-    x_T = torch.randn(b_plain, 3, 4, 4)
-    g = torch.Generator().manual_seed(0)
+    b_plain, k_plain = (2_000, 4) if quick and cpu else (10_000 if cpu else 100_000, 10)
+    x_T = torch.randn(b_plain, 3, 4, 4, device=device)
+    g = torch.Generator(device).manual_seed(0)
     plain_sample(plain, x_T, g, 1)
-    t_plain = best_time(lambda: plain_sample(plain, x_T, g, k_plain), 2 if quick else 3)
+    reps = 2 if quick else 3
+    t_plain = best_time(lambda: plain_sample(plain, x_T, g, k_plain), reps, device)
     res["plain_sample_steps_per_s"] = b_plain * k_plain / t_plain
 
-    b_fast, k_fast = (20_000, 10) if quick else (100_000, 20)
-    x_T = torch.randn(b_fast, 3, 4, 4)
-    for noise in ("threefry",) if quick else ("threefry", "torch"):
+    b_fast, k_fast = (20_000, 10) if quick and cpu else (100_000, 20 if cpu else 100)
+    x_T = torch.randn(b_fast, 3, 4, 4, device=device)
+    for noise in ("threefry",) if quick or not cpu else ("threefry", "torch"):
         fast = FastDDPM(net, schedule, compile=True, noise=noise)
         tick = time.perf_counter()
         fast(x_T, g, 1)
         suffix = "" if noise == "threefry" else "_torch_noise"
         res["compile_s" + suffix] = time.perf_counter() - tick
-        t_fast = best_time(lambda fast=fast: fast(x_T, g, k_fast), 2 if quick else 3)
+        t_fast = best_time(lambda fast=fast: fast(x_T, g, k_fast), reps, device)
         res["fast_sample_steps_per_s" + suffix] = b_fast * k_fast / t_fast
     return res
 
@@ -173,6 +190,7 @@ def main(argv=None) -> int:
     p.add_argument("--group", type=int, default=8, help="seeds trained at once (default 8)")
     p.add_argument("--archs", default=",".join(ARCHS), help="comma-separated architectures")
     p.add_argument("--skip", choices=["train", "sample"], help="skip one half")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = p.parse_args(argv)
     # A persistent, benchmark-only inductor cache: reruns skip most of the compilation.
     os.environ.setdefault(
@@ -184,11 +202,16 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     started = time.perf_counter()
-    ceiling = matmul_ceiling(torch, 3)
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        p.error(f"--device {args.device}: no such device here; use cpu")
+    ceiling = matmul_ceiling(torch, 3, args.device)
     results = {
         "threads": torch.get_num_threads(),
         "load_average_1min": os.getloadavg()[0],
         "cpus": os.cpu_count(),
+        "device": args.device
+        if args.device == "cpu"
+        else f"{args.device} ({torch.cuda.get_device_name(args.device)})",
         "torch": torch.__version__,
         "quick": args.quick,
         "group": args.group,
@@ -198,9 +221,9 @@ def main(argv=None) -> int:
     for arch in args.archs.split(","):
         r = {"flops_per_sample": flops(arch)}
         if args.skip != "train":
-            r["train"] = bench_training(arch, torch, args.quick, args.group)
+            r["train"] = bench_training(arch, torch, args.quick, args.group, args.device)
         if args.skip != "sample":
-            r["sample"] = bench_sampling(arch, torch, args.quick)
+            r["sample"] = bench_sampling(arch, torch, args.quick, args.device)
         results["archs"][arch] = r
         print(f"[{time.perf_counter() - started:.0f}s] {arch} done", flush=True)
     results["wall_s"] = time.perf_counter() - started
@@ -214,6 +237,7 @@ def main(argv=None) -> int:
 def report(res: dict) -> str:
     ceil, g = res["matmul_ceiling_flops"], res["group"]
     lines = [
+        f"device={res.get('device', 'cpu')} "
         f"threads={res['threads']} of {res['cpus']} cpus (load {res['load_average_1min']:.1f}) "
         f"torch={res['torch']} quick={res['quick']} "
         f"matmul ceiling {ceil / 1e9:.0f} GFLOP/s, wall {res.get('wall_s', 0):.0f} s",

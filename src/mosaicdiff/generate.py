@@ -34,15 +34,16 @@ def chunk_paths(out: Path) -> list[Path]:
 def make_sampler(loaded: LoadedRun, scfg: SampleConfig, n_total: int):
     """`sampler(x_T, generator) -> x_0` by `scfg`, the fastest exact one available.
 
-    For the paper's networks on the CPU, DDPM runs folded in token space (`fast.sampling`),
-    with the same noise from the same generator as `sampling.ddpm_sample`; it is compiled
-    when the work (`n_total` samples x T steps) repays the compilation.
+    For the paper's networks, DDPM runs folded in token space (`fast.sampling`), with the same
+    noise from the same generator as `sampling.ddpm_sample` (torch's stream on the CPU only);
+    it is compiled when the work (`n_total` samples x T steps) repays the compilation.
     """
     from mosaicdiff.models.patchnet import PatchNet
 
     model, schedule = loaded.model, loaded.schedule
     cpu = next(model.parameters()).device.type == "cpu"
-    if scfg.sampler == "ddpm" and not scfg.clip_x0 and cpu and isinstance(model, PatchNet):
+    fast_noise = cpu or scfg.noise == "threefry"
+    if scfg.sampler == "ddpm" and not scfg.clip_x0 and fast_noise and isinstance(model, PatchNet):
         from mosaicdiff.fast.sampling import FastDDPM, fast_denoiser
 
         worth_compiling = n_total >= COMPILE_MIN_SAMPLES

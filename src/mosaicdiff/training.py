@@ -10,9 +10,9 @@ resumed run equals an uninterrupted one.
 
 Two interchangeable step functions compute the same maths: `EagerStep` (the reference above,
 op by op) and `fast.train_step.CompiledStep` (forward, backward, AdamW, OneCycle and EMA as one
-`torch.compile`d function, equal to float tolerance). `train` picks the compiled one when the
-run is long enough to repay its compilation (`use_compiled`), or as `MOSAICDIFF_COMPILE=0/1` or
-its `compile` argument says.
+`torch.compile`d function, equal to float tolerance; on a GPU each epoch's steps replay as one
+CUDA graph). `train` picks the compiled one when the run is long enough to repay its
+compilation (`use_compiled`), or as `MOSAICDIFF_COMPILE=0/1` or its `compile` argument says.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from mosaicdiff.runs import RunDir, model_state
 
 # Compiling the fused step costs ~COMPILE_S seconds once per process (cold cache) and saves at
 # least SAVED_S_PER_MODEL_STEP per model-step (1 seed: ~3 ms; 8 seeds: ~0.7-0.8 ms), measured
-# by `python -m benchmarks` on the 2-core CPU. Shorter runs train eagerly.
+# by `python -m benchmarks` on the 2-core CPU; on a GPU it saves more (one CUDA graph an epoch
+# instead of hundreds of kernel launches a step). Shorter runs train eagerly.
 COMPILE_S = 30.0
 SAVED_S_PER_MODEL_STEP = 0.7e-3
 # Below this many samples per step (seeds x batch) the paper's networks train on one thread: a
@@ -73,8 +74,16 @@ def use_compiled(compile: bool | None, model_steps: int, device: torch.device) -
         check(env in ("", "0", "1"), f"MOSAICDIFF_COMPILE={env!r} must be 0 or 1")
         compile = None if env == "" else env == "1"
     if compile is None:
-        compile = device.type == "cpu" and model_steps * SAVED_S_PER_MODEL_STEP > COMPILE_S
+        compile = model_steps * SAVED_S_PER_MODEL_STEP > COMPILE_S
     return compile
+
+
+def epoch_steps(step, perm, t, eps, loss_sum, batch: int) -> None:
+    """One epoch's optimiser steps in order: batch b is columns [b batch, (b + 1) batch) of
+    perm, t (S, N) and eps (S, N, C, H, W); each step adds its (S,) losses to loss_sum."""
+    for lo in range(0, perm.shape[1], batch):
+        sl = slice(lo, lo + batch)
+        step(perm[:, sl], t[:, sl], eps[:, sl], loss_sum)
 
 
 def train(
@@ -146,9 +155,7 @@ def train(
             draws = [draw_epoch(g, n, cfg.diffusion.T, shape) for g in gens]
             perm, t_all, eps_all = (torch.stack(d).to(device) for d in zip(*draws, strict=True))
             loss_sum = torch.zeros(len(tc.seeds), device=device)
-            for b in range(steps_per_epoch):
-                sl = slice(b * tc.batch_size, (b + 1) * tc.batch_size)
-                step(perm[:, sl], t_all[:, sl], eps_all[:, sl], loss_sum)
+            step.epoch(perm, t_all, eps_all, loss_sum, tc.batch_size)
             losses = (loss_sum / steps_per_epoch).tolist()
             if not all(math.isfinite(v) for v in losses):
                 bar.close()
@@ -196,6 +203,9 @@ class EagerStep:
         self.ema.update_parameters(self.model)
         loss_sum += per_seed.detach()
 
+    def epoch(self, perm, t, eps, loss_sum, batch: int) -> None:
+        epoch_steps(self, perm, t, eps, loss_sum, batch)
+
     def sync(self) -> None:
         """The live objects are always current."""
 
@@ -209,6 +219,9 @@ def save(run, cfg, epoch, steps_per_epoch, model, ema, opt, sched, gens) -> None
     for i, g in enumerate(gens):
         tensors[f"rng.data.{i}"] = g.get_state()
     tensors["rng.global"] = torch.get_rng_state()
+    device = next(model.parameters()).device
+    if device.type == "cuda":  # top1's Gumbel noise comes from the GPU's stream there
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     tensors["ema_n_averaged"] = ema.n_averaged
     meta = {
         "epoch": epoch,
@@ -242,4 +255,7 @@ def restore(latest, model, ema, opt, sched, gens) -> int:
     for i, g in enumerate(gens):
         g.set_state(tensors[f"rng.data.{i}"])
     torch.set_rng_state(tensors["rng.global"])
+    device = next(model.parameters()).device
+    if device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
     return int(meta["epoch"])

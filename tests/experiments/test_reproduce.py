@@ -45,3 +45,21 @@ def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch):
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/**/*") if p.is_file()}
     rp.reproduce(base, tmp_path, progress=False)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_models_side_by_side_equal_one_after_another(tmp_path):
+    # What a GPU does by default (one process per model) gives the same numbers as one process.
+    base = override(
+        rp.preset_config("quick"),
+        ["data.n_images=64", "train.epochs=1", "train.seeds=[0]", "sample.sampler=ddim"]
+        + ["sample.steps=5", "sample.n_runs=1", "sample.n_per_run=16"],
+    )
+    configs = rp.model_configs(base, ("cnn", "attn"))
+    one, _ = rp.model_stages(configs, tmp_path / "one", progress=False, jobs=1)
+    two, times = rp.model_stages(configs, tmp_path / "two", progress=False, jobs=2)
+    assert set(times) == {"cnn", "attn"}
+    for arch in configs:
+        assert two[arch]["per_seed"] == one[arch]["per_seed"]
+        a = (tmp_path / "one/runs" / arch / "samples/default/chunk-00000.npz").read_bytes()
+        b = (tmp_path / "two/runs" / arch / "samples/default/chunk-00000.npz").read_bytes()
+        assert a == b

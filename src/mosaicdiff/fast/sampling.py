@@ -147,6 +147,8 @@ class FastDDPM:
         from mosaicdiff.fast.train_step import configure_inductor
 
         check_kind(noise)
+        if noise == "torch" and net.w_in.is_cuda:  # the Box-Muller trick is torch's CPU stream
+            raise ValueError("fast DDPM with noise='torch' runs on the CPU only")
         self.net, self.schedule, self.noise = net, schedule, noise
         c_x, c_eps, sigma = ddpm_tables(schedule)
         self.coef = torch.stack([c_x, c_eps, sigma], 1).float()  # (T, 3)
@@ -174,7 +176,8 @@ class FastDDPM:
         net, s = self.net, self.net.n_seeds
         b_all = x_T.shape[0] // s
         x = patchify(x_T.reshape(s, b_all, *x_T.shape[1:]), net.patch).contiguous()
-        n_chunks = -(-b_all // CHUNK)
+        # A GPU takes the whole batch at once; a CPU works through cache-sized chunks.
+        n_chunks = 1 if x.is_cuda else -(-b_all // CHUNK)
         x_chunks = x.tensor_split(n_chunks, 1)
         T = self.schedule.T
         ts = list(range(T - 1, -1 if n_steps is None else T - 1 - n_steps, -1))
@@ -188,11 +191,13 @@ class FastDDPM:
         net = self.net
         check_counter_range(x_T.shape[0], x_T[0].numel(), self.schedule.T)
         key = draw_key(generator)
-        index = torch.arange(x_T.shape[0], dtype=torch.int32).view(net.n_seeds, -1)  # (S, B)
-        i_chunks = index.tensor_split(len(x_chunks), 1)
-        t_table = torch.arange(self.schedule.T, dtype=torch.int32)
+        device = x_T.device
+        index = torch.arange(x_T.shape[0], dtype=torch.int32, device=device)
+        i_chunks = index.view(net.n_seeds, -1).tensor_split(len(x_chunks), 1)  # of (S, B)
+        t_table = torch.arange(self.schedule.T, dtype=torch.int32, device=device)
+        coefs = self.coef.to(device)
         for t in ts:
-            bias, coef, t_1 = net.bias_t[t][:, None], self.coef[t], t_table[t : t + 1]
+            bias, coef, t_1 = net.bias_t[t][:, None], coefs[t], t_table[t : t + 1]
             for x_c, i_c in zip(x_chunks, i_chunks, strict=True):
                 self.step(x_c, key, t_1, i_c, bias, coef)  # in place; sigma[0] = 0
 

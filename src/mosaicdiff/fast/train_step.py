@@ -123,7 +123,8 @@ class BroadcastAttentionNet(nn.Module):
 
 
 class CompiledStep:
-    """Drop-in for `training.EagerStep`: `step(perm, t, eps, loss_sum)` then `sync()`.
+    """Drop-in for `training.EagerStep`: `step(perm, t, eps, loss_sum)` or `step.epoch(...)`,
+    then `sync()`.
 
     Weights, both AdamW moments and the EMA live in four flat buffers while training (one fused
     optimiser kernel, few compiled-function inputs to guard); `sync` copies them back into the
@@ -171,24 +172,37 @@ class CompiledStep:
             adam_eps=group["eps"],
         )
         self.fn = torch.compile(fn, fullgraph=True, dynamic=False)
+        self.graph: EpochGraph | None | bool = None  # False: capture failed, no graphs
 
     def __call__(self, perm, t, eps, loss_sum) -> None:
         """perm, t: (S, B) data indices and timesteps; eps (S, B, C, H, W); adds (S,) losses."""
-        f = self.flat
-        self.fn(
-            f["params"],
-            f["exp_avg"],
-            f["exp_avg_sq"],
-            f["ema"],
-            self.k,
-            self.table,
-            self.x_data,
-            perm,
-            t,
-            eps,
-            loss_sum,
-        )
+        self._run(self.flat, self.k, perm, t, eps, loss_sum)
         self.done += 1
+
+    def _run(self, flat, k, perm, t, eps, loss_sum) -> None:
+        f = flat
+        self.fn(
+            f["params"], f["exp_avg"], f["exp_avg_sq"], f["ema"], k, self.table, self.x_data,
+            perm, t, eps, loss_sum,
+        )  # fmt: skip
+
+    def epoch(self, perm, t, eps, loss_sum, batch: int) -> None:
+        """All of an epoch's steps (`training.epoch_steps`); on a GPU, one CUDA graph replay."""
+        from mosaicdiff.training import epoch_steps
+
+        if perm.device.type != "cuda" or self.graph is False:
+            epoch_steps(self, perm, t, eps, loss_sum, batch)
+            return
+        if self.graph is None or self.graph.shape != tuple(perm.shape):
+            try:
+                self.graph = EpochGraph(self, perm, t, eps, batch)
+            except RuntimeError as e:  # a capture that fails leaves the state untouched
+                warnings.warn(f"CUDA graph capture failed ({e}); stepping one by one", stacklevel=2)
+                self.graph = False
+                epoch_steps(self, perm, t, eps, loss_sum, batch)
+                return
+        self.graph.replay(perm, t, eps, loss_sum)
+        self.done += -(-perm.shape[1] // batch)
 
     def sync(self) -> None:
         """Write the state into the live model, AdamW, OneCycleLR and AveragedModel."""
@@ -206,6 +220,47 @@ class CompiledStep:
             self.sched.last_epoch = k - 1
             self.sched.step()  # sets the group's lr and betas for step k, as eager would
         self.sched._step_count = k + 1
+
+
+class EpochGraph:
+    """A whole epoch of compiled steps captured as one CUDA graph, replayed every epoch.
+
+    On a GPU these steps are tiny: launching their kernels one by one costs more than running
+    them. The graph reads the epoch's draws from static buffers (`replay` copies each epoch's
+    in) and updates the step's flat state in place, exactly as the steps run one by one would.
+    Capturing needs the kernels compiled and warmed up first: that runs on copies of the state,
+    with the CUDA random state put back, so the training itself is untouched.
+    """
+
+    def __init__(self, step: CompiledStep, perm, t, eps, batch: int):
+        from mosaicdiff.training import epoch_steps
+
+        self.shape = tuple(perm.shape)
+        self.perm, self.t, self.eps = perm.clone(), t.clone(), eps.clone()
+        self.loss = torch.zeros(perm.shape[0], device=perm.device)
+
+        def steps(flat, k, loss):
+            epoch_steps(partial(step._run, flat, k), self.perm, self.t, self.eps, loss, batch)
+
+        rng = torch.cuda.get_rng_state(perm.device)
+        side = torch.cuda.Stream(perm.device)
+        side.wait_stream(torch.cuda.current_stream(perm.device))
+        with torch.cuda.stream(side):
+            copies = {kind: f.clone() for kind, f in step.flat.items()}
+            steps(copies, step.k.clone(), self.loss.clone())
+        torch.cuda.current_stream(perm.device).wait_stream(side)
+        torch.cuda.set_rng_state(rng, perm.device)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            steps(step.flat, step.k, self.loss)
+
+    def replay(self, perm, t, eps, loss_sum) -> None:
+        self.perm.copy_(perm)
+        self.t.copy_(t)
+        self.eps.copy_(eps)
+        self.loss.zero_()
+        self.graph.replay()
+        loss_sum.add_(self.loss)
 
 
 def unflatten(flat: torch.Tensor, layout) -> dict[str, torch.Tensor]:
