@@ -15,7 +15,8 @@ from mosaicdiff.config import DiffusionConfig
 
 @dataclass(frozen=True)
 class Schedule:
-    """Linear betas and the quantities derived from them, all (T,) float64 on the CPU."""
+    """Linear betas and the quantities derived from them, all (T,) float64 (on the CPU unless
+    moved with `to`)."""
 
     betas: torch.Tensor
 
@@ -26,6 +27,11 @@ class Schedule:
     @classmethod
     def from_config(cls, cfg: DiffusionConfig) -> Schedule:
         return cls.linear(cfg.T, cfg.beta_start, cfg.beta_end)
+
+    def to(self, device: str | torch.device) -> Schedule:
+        """The same schedule on `device`: a GPU's training step then copies nothing from the
+        CPU (a copy from pageable memory waits for the GPU, and cannot be graph-captured)."""
+        return Schedule(self.betas.to(device))
 
     @property
     def T(self) -> int:

@@ -114,7 +114,7 @@ def train(
     dataset = load_dataset(cfg.data)
     x_data = dataset.images.to(device)  # (N, C, H, W)
     n, shape = len(dataset), dataset.shape
-    schedule = Schedule.from_config(cfg.diffusion)
+    schedule = Schedule.from_config(cfg.diffusion).to(device)
     model = build_model(cfg.model, shape, cfg.diffusion.T, tc.seeds).to(device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay))
     opt = AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, foreach=True)
