@@ -20,6 +20,7 @@ import warnings
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
@@ -99,10 +100,12 @@ def step_table(sched, n_steps: int, ema_decay: float) -> torch.Tensor:
 
 
 class BroadcastAttentionNet(nn.Module):
-    """`PatchNet.forward` for attn and identity with the per-sample N x N attention products
-    written as broadcast sums, which Inductor fuses with the softmax and its backward (the
-    `scaled_dot_product_attention` kernel and batched 4 x 32 GEMMs are slow for N = 4 on a
-    CPU). The same maths; parameters are the wrapped model's, under the prefix "net."."""
+    """`PatchNet.forward` for attn, identity and top1 with the per-sample N x N attention
+    products written as broadcast sums, which Inductor fuses with the softmax (or top1's
+    straight-through Gumbel-softmax, drawing the same noise from the same stream) and their
+    backward: the `scaled_dot_product_attention` kernel and batched 4 x 32 GEMMs are slow for
+    N = 4 on a CPU. The same maths; parameters are the wrapped model's, under the prefix
+    "net."."""
 
     def __init__(self, net):
         super().__init__()
@@ -116,7 +119,10 @@ class BroadcastAttentionNet(nn.Module):
         else:
             q, k, v = (_tokens_matmul(h, w) for w in (net.w_q, net.w_k, net.w_v))
         logits = (q[..., :, None, :] * k[..., None, :, :]).sum(-1) / math.sqrt(net.cfg.hidden)
-        a = logits.softmax(-1)  # (S, B, N, N)
+        if net.cfg.arch == "top1":  # as `PatchNet.attention` in training mode
+            a = F.gumbel_softmax(logits, tau=net.cfg.gumbel_tau, hard=True, dim=-1)
+        else:
+            a = logits.softmax(-1)  # (S, B, N, N)
         h = h + (a[..., None] * v[..., None, :, :]).sum(-2)
         y = _tokens_matmul(h, net.w_out) + net.b_out[:, None, None]  # (S, B, N, C p p)
         return unpatchify(y, net.cfg.patch, net.image_shape)
@@ -157,9 +163,9 @@ class CompiledStep:
         self.done = int(sched.last_epoch)  # optimiser steps taken so far
         self.k = torch.tensor([self.done], device=x_data.device)
         self.table = step_table(sched, sched.total_steps, tc.ema_decay).to(x_data.device)
-        if model.cfg.arch in ("attn", "identity"):
+        if model.cfg.arch in ("attn", "identity", "top1"):
             net, prefix = BroadcastAttentionNet(model), "net."
-        else:  # cnn has no attention; top1 keeps the model's Gumbel draws from the global stream
+        else:  # cnn has no attention
             net, prefix = model, ""
         fn = partial(
             _train_step,
