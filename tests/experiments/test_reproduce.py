@@ -2,6 +2,7 @@ import json
 
 from mosaicdiff.config import override
 from mosaicdiff.experiments import reproduce as rp
+from mosaicdiff.experiments.theory_section import machines_stage
 
 
 def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch):
@@ -56,8 +57,13 @@ def test_models_side_by_side_equal_one_after_another(tmp_path):
     )
     configs = rp.model_configs(base, ("cnn", "attn"))
     one, _ = rp.model_stages(configs, tmp_path / "one", progress=False, jobs=1)
-    two, times = rp.model_stages(configs, tmp_path / "two", progress=False, jobs=2)
-    assert set(times) == {"cnn", "attn"}
+    side = {"machines": (machines_stage, (base, tmp_path / "two", 8))}
+    two, times = rp.model_stages(configs, tmp_path / "two", False, jobs=3, side=side)
+    assert set(two) == {"cnn", "attn"} and set(times) == {"cnn", "attn", "machines"}
+    # The machines sampled beside the models are what the theory stage finds and reuses.
+    machines = json.loads((tmp_path / "two/theory/machines.json").read_text())["machines"]
+    assert machines == machines_stage(base, tmp_path / "one", 8)
+    assert set(machines) == {"ELS", "AttentionELS (soft)", "AttentionELS (top-1)"}
     for arch in configs:
         assert two[arch]["per_seed"] == one[arch]["per_seed"]
         a = (tmp_path / "one/runs" / arch / "samples/default/chunk-00000.npz").read_bytes()

@@ -279,10 +279,13 @@ def render_markdown(configs, baseline, preset, timings, table, figs, sections=""
     for caption, path in figs.items():
         parts.append(f"![{caption}]({path})\n\n*{caption}*\n")
     parts.append("## Time\n")
+    what = {
+        "theory": "machines and agreement",
+        "theory machines": "machine samples, beside the models",
+        "ablation": "the ablation's points",
+    }
     parts.extend(
-        f"- {name}: {sec:.0f} s ("
-        f"{'machines and agreement' if name == 'theory' else 'train + sample + evaluate'}"
-        ", this invocation)\n"
+        f"- {name}: {sec:.0f} s ({what.get(name, 'train + sample + evaluate')}, this invocation)\n"
         for name, sec in timings.items()
     )
     return "\n".join(parts)

@@ -104,10 +104,13 @@ def model_stage(cfg: RunConfig, run_path: Path, progress: bool, threads: int = 0
     return result, time.perf_counter() - tick
 
 
-def model_stages(configs: dict, out: Path, progress: bool, jobs: int) -> tuple[dict, dict]:
+def model_stages(
+    configs: dict, out: Path, progress: bool, jobs: int, side: dict | None = None
+) -> tuple[dict, dict]:
     """Every model's train and sample stages: one after another, or in `jobs` processes at
     once. On a GPU each model's kernels are too small to fill it, so the models run side by
-    side; on a laptop's few cores one at a time is fastest."""
+    side; on a laptop's few cores one at a time is fastest. `side` (name -> (function, args)),
+    run in the pool beside the models, is work that needs none of them; it is timed too."""
     results, timings = {}, {}
     if jobs <= 1:
         for arch, cfg in configs.items():
@@ -117,21 +120,31 @@ def model_stages(configs: dict, out: Path, progress: bool, jobs: int) -> tuple[d
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    jobs = min(jobs, len(configs))
+    side = side or {}
+    jobs = min(jobs, len(configs) + len(side))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     if progress:
-        print(f"training and sampling {', '.join(configs)} in {jobs} processes at once", flush=True)
+        names = ", ".join([*configs, *side])
+        print(f"{names}: {jobs} processes at once", flush=True)
     spawn = multiprocessing.get_context("spawn")  # CUDA cannot be forked
     with ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
         futures = {
             arch: pool.submit(model_stage, cfg, out / "runs" / arch, False, threads)
             for arch, cfg in configs.items()
         }
-        for arch, future in futures.items():
-            results[arch], timings[arch] = future.result()
+        futures |= {name: pool.submit(_timed, fn, *args) for name, (fn, args) in side.items()}
+        for name, future in futures.items():
+            result, timings[name] = future.result()
+            if name in configs:
+                results[name] = result
             if progress:
-                print(f"{arch}: trained and sampled in {timings[arch]:.0f} s", flush=True)
+                print(f"{name}: done in {timings[name]:.0f} s", flush=True)
     return results, timings
+
+
+def _timed(fn, *args):
+    tick = time.perf_counter()
+    return fn(*args), time.perf_counter() - tick
 
 
 def baseline_stage(base: RunConfig, out: Path) -> dict:
@@ -180,7 +193,13 @@ def reproduce(
         },
     )
     on_gpu = base.device.startswith("cuda")
-    results, timings = model_stages(configs, out, progress, jobs or (len(configs) if on_gpu else 1))
+    model_jobs = jobs or (len(configs) + int(theory) if on_gpu else 1)
+    side = {}
+    if theory and model_jobs > 1:  # the machines need no network: sample them meanwhile
+        from mosaicdiff.experiments.theory_section import machines_stage
+
+        side["theory machines"] = (machines_stage, (base, out, THEORY_SIZES[preset][0]))
+    results, timings = model_stages(configs, out, progress, model_jobs, side)
     baseline = baseline_stage(base, out)
     theory_result = None
     if theory:

@@ -29,21 +29,55 @@ PARTNER = {
 }
 
 
-def theory_stage(base: RunConfig, out: Path, archs, n: int, n_agree: int) -> dict:
-    """Sample each machine and compare each trained network with ELS and its partner machine.
-
-    Cached in OUT/theory/theory.json (recomputed when the plan changes)."""
+def _setup(base: RunConfig, n: int):
+    """The dataset, schedule, machines, sampler and the (n, C, H, W) initial noise."""
     from functools import partial
 
     from mosaicdiff.data import load_dataset
-    from mosaicdiff.metrics.consistency import random_baseline_exact
-    from mosaicdiff.runs import load_run
+    from mosaicdiff.diffusion import Schedule
     from mosaicdiff.sampling import sample
-    from mosaicdiff.theory.agreement import sample_agreement
     from mosaicdiff.theory.machines import build_machine
+
+    dataset = load_dataset(base.data)
+    schedule = Schedule.from_config(base.diffusion)
+    machines = {
+        label: build_machine(images=dataset.images, schedule=schedule, patch_size=2, stride=2, **kw)
+        for label, kw in MACHINES.items()
+    }
+    sc = base.sample  # the same sampler as the networks' table
+    sampler = partial(sample, sampler=sc.sampler, steps=sc.steps, eta=sc.eta, noise=sc.noise)
+    x_T = torch.randn((n, *dataset.shape), generator=torch.Generator().manual_seed(0))
+    return dataset, schedule, machines, sampler, x_T
+
+
+def machines_stage(base: RunConfig, out: Path, n: int) -> dict:
+    """Sample each machine n times and measure consistency; needs no trained network, so it
+    can run beside the models' stages. Cached in OUT/theory/machines.json."""
     from mosaicdiff.theory.report import consistency_report
 
     folder = out / "theory"
+    key = {"data": to_dict(base.data), "sample": to_dict(base.sample), "n": n}
+    cache = folder / "machines.json"
+    if cache.is_file() and read_json(cache).get("key") == key:
+        return read_json(cache)["machines"]
+    dataset, schedule, machines, sampler, x_T = _setup(base, n)
+    result = {}
+    for label, machine in machines.items():
+        x0 = sampler(machine, x_T, torch.Generator().manual_seed(1), schedule).float()
+        save_npz(folder / f"{_slug(label)}.npz", samples=x0.numpy())
+        rep = consistency_report(x0, dataset.info["spec"])
+        result[label] = {k: rep[k] for k in ("rate", "ci95", "reasons", "identical_quadrants")}
+    atomic_write_json(cache, {"key": key, "machines": result})
+    return result
+
+
+def theory_stage(base: RunConfig, out: Path, archs, n: int, n_agree: int) -> dict:
+    """Sample each machine (`machines_stage`) and compare each trained network with ELS and its
+    partner machine. Cached in OUT/theory/theory.json (recomputed when the plan changes)."""
+    from mosaicdiff.metrics.consistency import random_baseline_exact
+    from mosaicdiff.runs import load_run
+    from mosaicdiff.theory.agreement import sample_agreement
+
     key = {
         "data": to_dict(base.data),
         "sample": to_dict(base.sample),
@@ -51,34 +85,17 @@ def theory_stage(base: RunConfig, out: Path, archs, n: int, n_agree: int) -> dic
         "n": n,
         "n_agree": n_agree,
     }
-    cache = folder / "theory.json"
+    cache = out / "theory" / "theory.json"
     if cache.is_file() and read_json(cache).get("key") == key:
         return read_json(cache)
-    dataset = load_dataset(base.data)
-    spec = dataset.info["spec"]
-    from mosaicdiff.diffusion import Schedule
-
-    schedule = Schedule.from_config(base.diffusion)
-    machines = {
-        label: build_machine(images=dataset.images, schedule=schedule, patch_size=2, stride=2, **kw)
-        for label, kw in MACHINES.items()
-    }
+    machine_results = machines_stage(base, out, n)
+    dataset, schedule, machines, sampler, x_T = _setup(base, n)
     result = {
         "key": key,
-        "baseline_exact": random_baseline_exact(spec),
-        "machines": {},
+        "baseline_exact": random_baseline_exact(dataset.info["spec"]),
+        "machines": machine_results,
         "agreement": {},
     }
-    sc = base.sample  # the same sampler as the networks' table
-    sampler = partial(sample, sampler=sc.sampler, steps=sc.steps, eta=sc.eta, noise=sc.noise)
-    x_T = torch.randn((n, *dataset.shape), generator=torch.Generator().manual_seed(0))
-    for label, machine in machines.items():
-        x0 = sampler(machine, x_T, torch.Generator().manual_seed(1), schedule).float()
-        save_npz(folder / f"{_slug(label)}.npz", samples=x0.numpy())
-        rep = consistency_report(x0, spec)
-        result["machines"][label] = {
-            k: rep[k] for k in ("rate", "ci95", "reasons", "identical_quadrants")
-        }
     x_T = x_T[:n_agree]
     for arch in archs:
         net = load_run(out / "runs" / arch, device="cpu").model.member(0).as_denoiser()
