@@ -1,7 +1,8 @@
 """Fast paths that compute the same maths as the readable reference code, only faster.
 
 - `train_step.CompiledStep`: the whole training step as one compiled function
-  (`training.train` picks it for long runs).
+  (`training.train` picks it for long runs); on a GPU, `train_step.EpochGraph` replays an
+  epoch of those steps as one CUDA graph.
 - `sampling.fast_denoiser` / `sampling.fast_ddpm_sample`: exact algebraic folding of the score
   networks for sampling and a DDPM loop equal to `sampling.ddpm_sample`.
 """
