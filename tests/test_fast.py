@@ -79,3 +79,12 @@ def test_threefry_noise_does_not_depend_on_the_chunk_size(monkeypatch):
     monkeypatch.setattr(fs, "CHUNK", 7)
     many = FastDDPM(fast_denoiser(model), schedule, compile=False)(x_T, torch.Generator())
     torch.testing.assert_close(one, many, rtol=1e-5, atol=1e-5)
+
+
+def test_chunks_are_one_size_where_they_can_be():
+    from mosaicdiff.fast.sampling import chunk_count
+
+    assert chunk_count(16_384) == 1
+    assert chunk_count(100_000) == 8  # 8 x 12,500 rather than 7 of 14,285 or 14,286
+    assert chunk_count(100_003) == 7  # a prime: the fewest, of two sizes
+    assert chunk_count(1) == 1
