@@ -59,10 +59,11 @@ def matmul_ceiling(torch, reps: int, device: str) -> float:
     """Best dense float32 matmul FLOP/s: the model's (40000 x 32) @ (32 x 32) shape and a
     square one (4096 on a GPU)."""
     rates = []
-    side = 4096 if device.startswith("cuda") else 1024
+    gpu = device.startswith("cuda")
+    side, macs = (4096, 2e10) if gpu else (1024, 2e8)  # multiply-adds timed per rep
     for m, k, n in ((40_000, 32, 32), (side, side, side)):
         a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
-        inner = max(1, int((2e10 if device.startswith("cuda") else 2e8) // (m * k * n)))
+        inner = max(1, int(macs // (m * k * n)))
         a @ b
         t = best_time(lambda a=a, b=b, inner=inner: [a @ b for _ in range(inner)], reps, device)
         rates.append(2 * m * k * n * inner / t)

@@ -50,9 +50,10 @@ def _setup(base: RunConfig, n: int):
     return dataset, schedule, machines, sampler, x_T
 
 
-def machines_stage(base: RunConfig, out: Path, n: int) -> dict:
+def machines_stage(base: RunConfig, out: Path, n: int, setup=None) -> dict:
     """Sample each machine n times and measure consistency; needs no trained network, so it
-    can run beside the models' stages. Cached in OUT/theory/machines.json."""
+    can run beside the models' stages. Cached in OUT/theory/machines.json. `setup`: what
+    `_setup(base, n)` returns, when the caller has it already."""
     from mosaicdiff.theory.report import consistency_report
 
     folder = out / "theory"
@@ -60,7 +61,7 @@ def machines_stage(base: RunConfig, out: Path, n: int) -> dict:
     cache = folder / "machines.json"
     if cache.is_file() and read_json(cache).get("key") == key:
         return read_json(cache)["machines"]
-    dataset, schedule, machines, sampler, x_T = _setup(base, n)
+    dataset, schedule, machines, sampler, x_T = setup or _setup(base, n)
     result = {}
     for label, machine in machines.items():
         x0 = sampler(machine, x_T, torch.Generator().manual_seed(1), schedule).float()
@@ -88,8 +89,9 @@ def theory_stage(base: RunConfig, out: Path, archs, n: int, n_agree: int) -> dic
     cache = out / "theory" / "theory.json"
     if cache.is_file() and read_json(cache).get("key") == key:
         return read_json(cache)
-    machine_results = machines_stage(base, out, n)
-    dataset, schedule, machines, sampler, x_T = _setup(base, n)
+    setup = _setup(base, n)
+    machine_results = machines_stage(base, out, n, setup)
+    dataset, schedule, machines, sampler, x_T = setup
     result = {
         "key": key,
         "baseline_exact": random_baseline_exact(dataset.info["spec"]),

@@ -159,7 +159,7 @@ class FastDDPM:
             raise ValueError("fast DDPM with noise='torch' runs on the CPU only")
         self.net, self.schedule, self.noise = net, schedule, noise
         c_x, c_eps, sigma = ddpm_tables(schedule)
-        self.coef = torch.stack([c_x, c_eps, sigma], 1).float()  # (T, 3)
+        self.coef = torch.stack([c_x, c_eps, sigma], 1).float().to(net.w_in.device)  # (T, 3)
         step = (_ddpm_step_counter if noise == "threefry" else _ddpm_step).__get__(net)
         if compile:
             configure_inductor()
@@ -203,9 +203,8 @@ class FastDDPM:
         index = torch.arange(x_T.shape[0], dtype=torch.int32, device=device)
         i_chunks = index.view(net.n_seeds, -1).tensor_split(len(x_chunks), 1)  # of (S, B)
         t_table = torch.arange(self.schedule.T, dtype=torch.int32, device=device)
-        coefs = self.coef.to(device)
         for t in ts:
-            bias, coef, t_1 = net.bias_t[t][:, None], coefs[t], t_table[t : t + 1]
+            bias, coef, t_1 = net.bias_t[t][:, None], self.coef[t], t_table[t : t + 1]
             for x_c, i_c in zip(x_chunks, i_chunks, strict=True):
                 self.step(x_c, key, t_1, i_c, bias, coef)  # in place; sigma[0] = 0
 

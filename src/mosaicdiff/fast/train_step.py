@@ -185,8 +185,8 @@ class CompiledStep:
         self._run(self.flat, self.k, perm, t, eps, loss_sum)
         self.done += 1
 
-    def _run(self, flat, k, perm, t, eps, loss_sum) -> None:
-        f = flat
+    def _run(self, f, k, perm, t, eps, loss_sum) -> None:
+        """One step on the flat state f and step counter k (the live ones, or copies)."""
         self.fn(
             f["params"], f["exp_avg"], f["exp_avg_sq"], f["ema"], k, self.table, self.x_data,
             perm, t, eps, loss_sum,
@@ -196,19 +196,23 @@ class CompiledStep:
         """All of an epoch's steps (`training.epoch_steps`); on a GPU, one CUDA graph replay."""
         from mosaicdiff.training import epoch_steps
 
-        if perm.device.type != "cuda" or self.graph is False:
+        graph = self._graph(perm, t, eps, batch) if perm.is_cuda else None
+        if graph is None:
             epoch_steps(self, perm, t, eps, loss_sum, batch)
             return
-        if self.graph is None or self.graph.shape != tuple(perm.shape):
+        graph.replay(perm, t, eps, loss_sum)
+        self.done += -(-perm.shape[1] // batch)
+
+    def _graph(self, perm, t, eps, batch: int) -> EpochGraph | None:
+        """The CUDA graph of an epoch of this shape, captured on first use; None for good once
+        a capture has failed."""
+        if self.graph is None or (self.graph and self.graph.shape != tuple(perm.shape)):
             try:
                 self.graph = EpochGraph(self, perm, t, eps, batch)
             except RuntimeError as e:  # a capture that fails leaves the state untouched
-                warnings.warn(f"CUDA graph capture failed ({e}); stepping one by one", stacklevel=2)
+                warnings.warn(f"CUDA graph capture failed ({e}); stepping one by one", stacklevel=3)
                 self.graph = False
-                epoch_steps(self, perm, t, eps, loss_sum, batch)
-                return
-        self.graph.replay(perm, t, eps, loss_sum)
-        self.done += -(-perm.shape[1] // batch)
+        return self.graph or None
 
     def sync(self) -> None:
         """Write the state into the live model, AdamW, OneCycleLR and AveragedModel."""
