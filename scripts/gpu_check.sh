@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every GPU check in one run, for a session lent a GPU machine: the CUDA tests, the paper preset
+# timed end to end, and the quick benchmark. Needs torch with CUDA, pytest, and mosaicdiff
+# importable (for example PYTHONPATH=$PWD/src:$PWD). Short logs and the report go to
+# ${OUT:-gpu-check}/; the samples stay in ${WORK:-/tmp/gpu-check-work}, too big to copy back.
+#
+#   bash scripts/gpu_check.sh            # DEVICE=cpu PRESET=quick to try the script on a CPU
+set -uo pipefail
+out=${OUT:-gpu-check}
+work=${WORK:-/tmp/gpu-check-work}
+device=${DEVICE:-cuda}
+preset=${PRESET:-paper}
+mkdir -p "$out" "$work"
+
+python3 -m pytest tests/test_cuda.py > "$out/test_cuda.log" 2>&1
+echo "tests/test_cuda.py (rc $?): $(tail -1 "$out/test_cuda.log")"
+
+start=$(date +%s)
+python3 -m mosaicdiff reproduce --preset "$preset" --device "$device" --out "$work/$preset" \
+    > "$out/reproduce.log" 2>&1
+rc=$?
+echo "reproduce --preset $preset --device $device (rc $rc): $(($(date +%s) - start)) s"
+cp "$work/$preset/report/report.md" "$out/" 2>/dev/null
+grep -a -A8 "^| model |" "$out/reproduce.log" | tail -9
+
+python3 -m benchmarks --quick --device "$device" --json "$out/bench.json" > "$out/bench.log" 2>&1
+echo "benchmarks --quick --device $device (rc $?):"
+grep -av "done$" "$out/bench.log" | tail -18
