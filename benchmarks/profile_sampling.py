@@ -29,7 +29,7 @@ def profile_arch(arch: str, batch: int, steps: int, top: int) -> list[tuple[floa
     fast(x_T, g, 2)  # compile first
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fast(x_T, g, steps)
-    # The batch splits into chunks of two sizes, each its own compiled graph: add them up.
+    # Chunks of another size are compiled graphs of their own (graph_N_ names): add them up.
     self_time: dict[str, float] = {}
     for r in prof.key_averages():
         name = re.sub(r"^graph_\d+_", "", r.key)

@@ -110,7 +110,8 @@ def model_stages(
     """Every model's train and sample stages: one after another, or in `jobs` processes at
     once. On a GPU each model's kernels are too small to fill it, so the models run side by
     side; on a laptop's few cores one at a time is fastest. `side` (name -> (function, args)),
-    run in the pool beside the models, is work that needs none of them; it is timed too."""
+    run in the pool beside the models, is work that needs none of them; it is timed too. With
+    jobs <= 1 there is no pool and `side` is not run: its caller does that work later."""
     results, timings = {}, {}
     if jobs <= 1:
         for arch, cfg in configs.items():
