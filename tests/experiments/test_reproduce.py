@@ -2,7 +2,11 @@ import json
 
 from mosaicdiff.config import override
 from mosaicdiff.experiments import reproduce as rp
+from mosaicdiff.experiments import theory_section as ts
 from mosaicdiff.experiments.theory_section import machines_stage
+from mosaicdiff.runs import load_run
+from mosaicdiff.theory.agreement import sample_agreement
+from mosaicdiff.theory.machines import build_machine
 
 
 def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch):
@@ -14,6 +18,7 @@ def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch):
             "train.seeds=[0,1]",
             "sample.sampler=ddim",
             "sample.steps=10",
+            "sample.eta=1.0",  # stochastic, so the sampler seeds matter
             "sample.n_runs=2",
             "sample.n_per_run=16",
         ],
@@ -42,6 +47,15 @@ def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch):
         "machines.png",
     } <= set(figures)
     assert (report / "table.csv").read_text().count("\n") == len(rows) + 1
+    # The theory stage samples each network once for all its machines; its r^2 is still the
+    # one sample_agreement gives for the pair.
+    theory = json.loads((tmp_path / "theory/theory.json").read_text())["agreement"]["attn"]
+    dataset, schedule, sampler, x_T = ts._setup(base, 32)
+    kw = ts.MACHINES["AttentionELS (soft)"]
+    machine = build_machine(images=dataset.images, schedule=schedule, patch_size=2, stride=2, **kw)
+    net = load_run(tmp_path / "runs/attn", device="cpu").model.member(0).as_denoiser()
+    direct = sample_agreement(net, machine, schedule, x_T[:8], ts.AGREE_SEED, sampler)
+    assert theory["AttentionELS (soft)"] == {k: direct[k] for k in ("median", "q25", "q75")}
     # A second call reuses every stage: no checkpoint or sample file is rewritten.
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/**/*") if p.is_file()}
     rp.reproduce(base, tmp_path, progress=False)
@@ -57,12 +71,12 @@ def test_models_side_by_side_equal_one_after_another(tmp_path):
     )
     configs = rp.model_configs(base, ("cnn", "attn"))
     one, _ = rp.model_stages(configs, tmp_path / "one", progress=False, jobs=1)
-    side = {"machines": (machines_stage, (base, tmp_path / "two", 8))}
+    side = {"machines": (machines_stage, (base, tmp_path / "two", 8, 4))}
     two, times = rp.model_stages(configs, tmp_path / "two", False, jobs=3, side=side)
     assert set(two) == {"cnn", "attn"} and set(times) == {"cnn", "attn", "machines"}
     # The machines sampled beside the models are what the theory stage finds and reuses.
     machines = json.loads((tmp_path / "two/theory/machines.json").read_text())["machines"]
-    assert machines == machines_stage(base, tmp_path / "one", 8)
+    assert machines == machines_stage(base, tmp_path / "one", 8, 4)
     assert set(machines) == {"ELS", "AttentionELS (soft)", "AttentionELS (top-1)"}
     for arch in configs:
         assert two[arch]["per_seed"] == one[arch]["per_seed"]

@@ -199,7 +199,7 @@ def reproduce(
     if theory and model_jobs > 1:  # the machines need no network: sample them meanwhile
         from mosaicdiff.experiments.theory_section import machines_stage
 
-        side["theory machines"] = (machines_stage, (base, out, THEORY_SIZES[preset][0]))
+        side["theory machines"] = (machines_stage, (base, out, *THEORY_SIZES[preset]))
     results, timings = model_stages(configs, out, progress, model_jobs, side)
     baseline = baseline_stage(base, out)
     theory_result = None

@@ -21,6 +21,7 @@ MACHINES = {  # name -> build_machine keyword arguments
     "AttentionELS (soft)": {"name": "attn", "attention": "soft", "lam": 0.5},
     "AttentionELS (top-1)": {"name": "attn", "attention": "top1", "lam": 0.5},
 }
+AGREE_SEED = 2  # the sampler seed of the agreement's samples, networks and machines alike
 PARTNER = {
     "cnn": "ELS",
     "attn": "AttentionELS (soft)",
@@ -30,42 +31,44 @@ PARTNER = {
 
 
 def _setup(base: RunConfig, n: int):
-    """The dataset, schedule, machines, sampler and the (n, C, H, W) initial noise."""
+    """The dataset, schedule, sampler and the (n, C, H, W) initial noise; the machines and the
+    networks all start from it (agreement from its first n_agree samples)."""
     from functools import partial
 
     from mosaicdiff.data import load_dataset
     from mosaicdiff.diffusion import Schedule
     from mosaicdiff.sampling import sample
-    from mosaicdiff.theory.machines import build_machine
 
     dataset = load_dataset(base.data)
     schedule = Schedule.from_config(base.diffusion)
-    machines = {
-        label: build_machine(images=dataset.images, schedule=schedule, patch_size=2, stride=2, **kw)
-        for label, kw in MACHINES.items()
-    }
     sc = base.sample  # the same sampler as the networks' table
     sampler = partial(sample, sampler=sc.sampler, steps=sc.steps, eta=sc.eta, noise=sc.noise)
     x_T = torch.randn((n, *dataset.shape), generator=torch.Generator().manual_seed(0))
-    return dataset, schedule, machines, sampler, x_T
+    return dataset, schedule, sampler, x_T
 
 
-def machines_stage(base: RunConfig, out: Path, n: int, setup=None) -> dict:
-    """Sample each machine n times and measure consistency; needs no trained network, so it
-    can run beside the models' stages. Cached in OUT/theory/machines.json. `setup`: what
-    `_setup(base, n)` returns, when the caller has it already."""
+def machines_stage(base: RunConfig, out: Path, n: int, n_agree: int) -> dict:
+    """Sample each machine n times and measure consistency, and sample it again from the
+    first n_agree initial noises with the agreement's sampler seed, for `theory_stage` to
+    compare the networks with. Needs no trained network, so it can run beside the models'
+    stages. Cached in OUT/theory/machines.json and one .npz per machine."""
+    from mosaicdiff.theory.machines import build_machine
     from mosaicdiff.theory.report import consistency_report
 
     folder = out / "theory"
-    key = {"data": to_dict(base.data), "sample": to_dict(base.sample), "n": n}
+    key = {"data": to_dict(base.data), "sample": to_dict(base.sample), "n": n, "n_agree": n_agree}
     cache = folder / "machines.json"
     if cache.is_file() and read_json(cache).get("key") == key:
         return read_json(cache)["machines"]
-    dataset, schedule, machines, sampler, x_T = setup or _setup(base, n)
+    dataset, schedule, sampler, x_T = _setup(base, n)
     result = {}
-    for label, machine in machines.items():
+    for label, kw in MACHINES.items():
+        machine = build_machine(
+            images=dataset.images, schedule=schedule, patch_size=2, stride=2, **kw
+        )
         x0 = sampler(machine, x_T, torch.Generator().manual_seed(1), schedule).float()
-        save_npz(folder / f"{_slug(label)}.npz", samples=x0.numpy())
+        agree = sampler(machine, x_T[:n_agree], torch.Generator().manual_seed(AGREE_SEED), schedule)
+        save_npz(folder / f"{_slug(label)}.npz", samples=x0.numpy(), agree=agree.numpy())
         rep = consistency_report(x0, dataset.info["spec"])
         result[label] = {k: rep[k] for k in ("rate", "ci95", "reasons", "identical_quadrants")}
     atomic_write_json(cache, {"key": key, "machines": result})
@@ -74,10 +77,13 @@ def machines_stage(base: RunConfig, out: Path, n: int, setup=None) -> dict:
 
 def theory_stage(base: RunConfig, out: Path, archs, n: int, n_agree: int) -> dict:
     """Sample each machine (`machines_stage`) and compare each trained network with ELS and its
-    partner machine. Cached in OUT/theory/theory.json (recomputed when the plan changes)."""
+    partner machine: r^2 between their final samples from the same initial noise and sampler
+    noise (`theory.agreement`). Each network is sampled once, whatever the machines it meets.
+    Cached in OUT/theory/theory.json (recomputed when the plan changes)."""
+    from mosaicdiff.io import load_npz
     from mosaicdiff.metrics.consistency import random_baseline_exact
     from mosaicdiff.runs import load_run
-    from mosaicdiff.theory.agreement import sample_agreement
+    from mosaicdiff.theory.agreement import r_squared, spread
 
     key = {
         "data": to_dict(base.data),
@@ -89,22 +95,23 @@ def theory_stage(base: RunConfig, out: Path, archs, n: int, n_agree: int) -> dic
     cache = out / "theory" / "theory.json"
     if cache.is_file() and read_json(cache).get("key") == key:
         return read_json(cache)
-    setup = _setup(base, n)
-    machine_results = machines_stage(base, out, n, setup)
-    dataset, schedule, machines, sampler, x_T = setup
+    machine_results = machines_stage(base, out, n, n_agree)
+    dataset, schedule, sampler, x_T = _setup(base, n)
+    x_T = x_T[:n_agree]
     result = {
         "key": key,
         "baseline_exact": random_baseline_exact(dataset.info["spec"]),
         "machines": machine_results,
         "agreement": {},
     }
-    x_T = x_T[:n_agree]
     for arch in archs:
         net = load_run(out / "runs" / arch, device="cpu").model.member(0).as_denoiser()
+        x_net = sampler(net, x_T, torch.Generator().manual_seed(AGREE_SEED), schedule)
         result["agreement"][arch] = {}
         for label in dict.fromkeys(["ELS", PARTNER[arch]]):
-            agree = sample_agreement(net, machines[label], schedule, x_T, 2, sampler)
-            result["agreement"][arch][label] = {k: agree[k] for k in ("median", "q25", "q75")}
+            x_machine = torch.from_numpy(load_npz(out / "theory" / f"{_slug(label)}.npz")["agree"])
+            r2 = spread(r_squared(x_net, x_machine))
+            result["agreement"][arch][label] = {k: r2[k] for k in ("median", "q25", "q75")}
     atomic_write_json(cache, result)
     return result
 
