@@ -92,16 +92,10 @@ def sample_stage(cfg: RunConfig, run_path: Path, progress: bool) -> dict:
     return evaluate_consistency(out, loaded.dataset.info["spec"], list(cfg.train.seeds))
 
 
-def model_stage(cfg: RunConfig, run_path: Path, progress: bool, threads: int = 0):
-    """Train and sample one model; (its results, seconds taken)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    tick = time.perf_counter()
+def model_stage(cfg: RunConfig, run_path: Path, progress: bool) -> dict:
+    """Train and sample one model; its results."""
     train_stage(cfg, run_path, progress)
-    result = sample_stage(cfg, run_path, progress)
-    return result, time.perf_counter() - tick
+    return sample_stage(cfg, run_path, progress)
 
 
 def model_stages(
@@ -110,12 +104,15 @@ def model_stages(
     """Every model's train and sample stages: one after another, or in `jobs` processes at
     once. On a GPU each model's kernels are too small to fill it, so the models run side by
     side; on a laptop's few cores one at a time is fastest. `side` (name -> (function, args)),
-    run in the pool beside the models, is work that needs none of them; it is timed too. With
-    jobs <= 1 there is no pool and `side` is not run: its caller does that work later."""
+    run in the pool beside the models, is work that needs none of them; it is timed too. Each
+    process in the pool gets an equal share of the CPU threads. With jobs <= 1 there is no
+    pool and `side` is not run: its caller does that work later."""
     results, timings = {}, {}
     if jobs <= 1:
         for arch, cfg in configs.items():
-            results[arch], timings[arch] = model_stage(cfg, out / "runs" / arch, progress)
+            results[arch], timings[arch] = _timed(
+                0, model_stage, cfg, out / "runs" / arch, progress
+            )
         return results, timings
     import multiprocessing
     import os
@@ -129,11 +126,11 @@ def model_stages(
         print(f"{names}: {jobs} processes at once", flush=True)
     spawn = multiprocessing.get_context("spawn")  # CUDA cannot be forked
     with ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
+        work = {a: (model_stage, (cfg, out / "runs" / a, False)) for a, cfg in configs.items()}
         futures = {
-            arch: pool.submit(model_stage, cfg, out / "runs" / arch, False, threads)
-            for arch, cfg in configs.items()
+            name: pool.submit(_timed, threads, fn, *args)
+            for name, (fn, args) in (work | side).items()
         }
-        futures |= {name: pool.submit(_timed, fn, *args) for name, (fn, args) in side.items()}
         for name, future in futures.items():
             result, timings[name] = future.result()
             if name in configs:
@@ -143,7 +140,12 @@ def model_stages(
     return results, timings
 
 
-def _timed(fn, *args):
+def _timed(threads: int, fn, *args):
+    """fn(*args) on `threads` CPU threads (0: as many as torch chose): (its result, seconds)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     tick = time.perf_counter()
     return fn(*args), time.perf_counter() - tick
 
