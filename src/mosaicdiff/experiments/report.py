@@ -280,7 +280,7 @@ def render_markdown(configs, baseline, preset, timings, table, figs, sections=""
         parts.append(f"![{caption}]({path})\n\n*{caption}*\n")
     parts.append("## Time\n")
     what = {
-        "theory": "machines and agreement",
+        "theory": "machines, unless sampled beside the models, and agreement",
         "theory machines": "machine samples, beside the models",
         "ablation": "the ablation's points",
     }
