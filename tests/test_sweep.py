@@ -135,7 +135,9 @@ def test_slurm_sweep_runs_the_same_points(tmp_path):
 @slurm
 def test_slurm_cancelled_point_is_finished_by_the_next_call(tmp_path):
     out = tmp_path / "out"
-    spec = tiny_spec(out, {"train.epochs": [1, 3000]})
+    # The long point must outlast scancel's 5 s KillWait (submitit ignores the SIGTERM): 10,000
+    # one-step epochs take ~17 s on one core. At 3,000 it sometimes finished first.
+    spec = tiny_spec(out, {"train.epochs": [1, 10_000]})
     opts = SlurmOptions(partition="debug", time_min=10, cpus_per_task=1, poll_s=1)
     short, long = plan_sweep(spec).points
     with ThreadPoolExecutor(1) as pool:
