@@ -6,7 +6,6 @@ from mosaicdiff.experiments import theory_section as ts
 from mosaicdiff.experiments.theory_section import machines_stage
 from mosaicdiff.runs import load_run
 from mosaicdiff.theory.agreement import sample_agreement
-from mosaicdiff.theory.machines import build_machine
 
 
 def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch):
@@ -51,8 +50,7 @@ def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch):
     # one sample_agreement gives for the pair.
     theory = json.loads((tmp_path / "theory/theory.json").read_text())["agreement"]["attn"]
     dataset, schedule, sampler, x_T = ts._setup(base, 32)
-    kw = ts.MACHINES["AttentionELS (soft)"]
-    machine = build_machine(images=dataset.images, schedule=schedule, patch_size=2, stride=2, **kw)
+    machine = ts.build("AttentionELS (soft)", dataset, schedule)
     net = load_run(tmp_path / "runs/attn", device="cpu").model.member(0).as_denoiser()
     direct = sample_agreement(net, machine, schedule, x_T[:8], ts.AGREE_SEED, sampler)
     assert theory["AttentionELS (soft)"] == {k: direct[k] for k in ("median", "q25", "q75")}

@@ -47,12 +47,19 @@ def _setup(base: RunConfig, n: int):
     return dataset, schedule, sampler, x_T
 
 
+def build(label: str, dataset, schedule):
+    """The machine `label` of MACHINES on the dataset's images: 2x2 patches, stride 2."""
+    from mosaicdiff.theory.machines import build_machine
+
+    kw = MACHINES[label]
+    return build_machine(images=dataset.images, schedule=schedule, patch_size=2, stride=2, **kw)
+
+
 def machines_stage(base: RunConfig, out: Path, n: int, n_agree: int) -> dict:
     """Sample each machine n times and measure consistency, and sample it again from the
     first n_agree initial noises with the agreement's sampler seed, for `theory_stage` to
     compare the networks with. Needs no trained network, so it can run beside the models'
     stages. Cached in OUT/theory/machines.json and one .npz per machine."""
-    from mosaicdiff.theory.machines import build_machine
     from mosaicdiff.theory.report import consistency_report
 
     folder = out / "theory"
@@ -62,10 +69,8 @@ def machines_stage(base: RunConfig, out: Path, n: int, n_agree: int) -> dict:
         return read_json(cache)["machines"]
     dataset, schedule, sampler, x_T = _setup(base, n)
     result = {}
-    for label, kw in MACHINES.items():
-        machine = build_machine(
-            images=dataset.images, schedule=schedule, patch_size=2, stride=2, **kw
-        )
+    for label in MACHINES:
+        machine = build(label, dataset, schedule)
         x0 = sampler(machine, x_T, torch.Generator().manual_seed(1), schedule).float()
         agree = sampler(machine, x_T[:n_agree], torch.Generator().manual_seed(AGREE_SEED), schedule)
         save_npz(folder / f"{_slug(label)}.npz", samples=x0.numpy(), agree=agree.numpy())
@@ -104,13 +109,16 @@ def theory_stage(base: RunConfig, out: Path, archs, n: int, n_agree: int) -> dic
         "machines": machine_results,
         "agreement": {},
     }
+    x_machines = {  # each machine's agreement samples, read once for every network
+        label: torch.from_numpy(load_npz(out / "theory" / f"{_slug(label)}.npz")["agree"])
+        for label in MACHINES
+    }
     for arch in archs:
         net = load_run(out / "runs" / arch, device="cpu").model.member(0).as_denoiser()
         x_net = sampler(net, x_T, torch.Generator().manual_seed(AGREE_SEED), schedule)
         result["agreement"][arch] = {}
         for label in dict.fromkeys(["ELS", PARTNER[arch]]):
-            x_machine = torch.from_numpy(load_npz(out / "theory" / f"{_slug(label)}.npz")["agree"])
-            r2 = spread(r_squared(x_net, x_machine))
+            r2 = spread(r_squared(x_net, x_machines[label]))
             result["agreement"][arch][label] = {k: r2[k] for k in ("median", "q25", "q75")}
     atomic_write_json(cache, result)
     return result
