@@ -114,9 +114,9 @@ def model_stages(
                 0, model_stage, cfg, out / "runs" / arch, progress
             )
         return results, timings
-    import multiprocessing
     import os
-    from concurrent.futures import ProcessPoolExecutor
+
+    from mosaicdiff.pool import process_pool
 
     side = side or {}
     jobs = min(jobs, len(configs) + len(side))
@@ -124,8 +124,7 @@ def model_stages(
     if progress:
         names = ", ".join([*configs, *side])
         print(f"{names}: {jobs} processes at once", flush=True)
-    spawn = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-    with ProcessPoolExecutor(jobs, mp_context=spawn) as pool:
+    with process_pool(jobs) as pool:
         work = {a: (model_stage, (cfg, out / "runs" / a, False)) for a, cfg in configs.items()}
         futures = {
             name: pool.submit(_timed, threads, fn, *args)

@@ -25,13 +25,13 @@ ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", 
 
 def run_local(specs: list[dict], jobs: int, log=print) -> dict[str, dict]:
     """Run `run_point` on every spec in `jobs` spawned processes (one thread each when > 1)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
     from mosaicdiff.experiments.sweep import run_point
+    from mosaicdiff.pool import process_pool
 
     outcomes = {}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+    with process_pool(jobs) as pool:
         futures = {pool.submit(run_point, s): s["name"] for s in specs}
         for fut in as_completed(futures):
             name = futures[fut]
