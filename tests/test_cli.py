@@ -70,6 +70,8 @@ def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
         (["--device", "cuda:7"], "cuda"),
         (["--set", "model.patch=3"], "model.patch"),
         (["--config", "/no/file.yaml"], "--config"),
+        (["--sample-seed", "99999999999999999999"], "sample.seed"),
+        (["--seeds", "0,3000000000"], "train.seeds"),
     ],
 )
 def test_bad_values_give_one_line_exit_2_and_write_nothing(tmp_path, capsys, args, needle):
@@ -110,7 +112,16 @@ def test_train_sample_evaluate_end_to_end(tmp_path):
     assert sum(res["per_seed"][0]["reasons"].values()) == 60
     # Asking for other sampling settings under the same name is refused.
     r = run_cli("sample", str(out), "--runs", "4", "--per-run", "20", "--sampler", "ddim")
-    assert r.returncode == 2 and "other settings" in r.stderr
+    assert r.returncode == 2 and "other settings (sample.n_runs: 3 -> 4)" in r.stderr
+    # sample changes sampling only, and writes only inside RUN/samples/.
+    for args, needle in [
+        (["--set", "model.arch=cnn"], 'model.arch: "attn" -> "cnn"'),
+        (["--name", "../escape"], "--name '../escape'"),
+        (["--name", ""], "--name ''"),
+    ]:
+        r = run_cli("sample", str(out), "--sampler", "ddim", *args)
+        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.splitlines()) == 1
+    assert not (out / "escape").exists()
 
 
 def test_resume_flag_continues_a_run(tmp_path):
@@ -128,3 +139,21 @@ def test_resume_flag_continues_a_run(tmp_path):
     assert main(base) == 0
     assert main(base) == 2  # refuses to overwrite
     assert main(base + ["--resume"]) == 0
+
+
+def test_malformed_config_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochs: 3\n")
+    assert main(["train", "--out", str(tmp_path / "r"), "--config", str(bad), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.yaml" in err and "line 2" in err
+
+
+def test_an_unusable_out_path_is_one_line(tmp_path, capsys):
+    taken = tmp_path / "afile"
+    taken.write_text("not a folder")
+    for out in (taken, taken / "sub"):
+        assert main(["train", "--out", str(out), "--epochs", "1", "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(out) in err and "Traceback" not in err
+    assert taken.read_text() == "not a folder"

@@ -107,6 +107,21 @@ def test_dry_run_lists_points(tmp_path, capsys):
     ]
 
 
+@pytest.mark.parametrize(
+    "flags, needle",
+    [(["--jobs", "0"], "--jobs=0"), (["--time", "-5"], "--time=-5"), (["--retries", "-1"], "-1")],
+)
+def test_dry_run_refuses_what_the_run_would(tmp_path, flags, needle):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps(tiny_spec(tmp_path / "out")))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["sweep", str(spec), "--dry-run", *flags])
+    with pytest.raises(UserError, match=needle):
+        args.handler(args)
+    assert not (tmp_path / "out").exists()
+
+
 def test_local_sweep_runs_and_skips_finished_points(tmp_path):
     out = tmp_path / "out"
     plan = plan_sweep(tiny_spec(out))

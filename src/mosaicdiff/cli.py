@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from mosaicdiff.config import RunConfig, from_dict, override, to_dict
+from mosaicdiff.config import RunConfig, differences, from_dict, override, read_mapping, to_dict
 from mosaicdiff.errors import UserError, check
 
 SET_HELP = "override any config field, e.g. --set train.lr=3e-4 (repeatable; see --dry-run)"
@@ -20,24 +19,7 @@ SET_HELP = "override any config field, e.g. --set train.lr=3e-4 (repeatable; see
 
 def load_config_file(path: str) -> dict:
     """A partial RunConfig as JSON, YAML or TOML."""
-    p = Path(path)
-    check(p.is_file(), f"--config {path!r} is not a file")
-    text = p.read_text()
-    try:
-        if p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        elif p.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except Exception as e:  # the parsers' own error types differ
-        raise UserError(f"--config {path!r} could not be parsed ({e})") from None
-    check(isinstance(data, dict), f"--config {path!r} must hold a mapping of config sections")
-    return data
+    return read_mapping(path, "--config")
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -185,7 +167,13 @@ def cmd_sample(args) -> int:
     from mosaicdiff.generate import draw_samples
     from mosaicdiff.runs import RunDir, load_run
 
-    cfg = resolve_config(args, RunDir(args.run).read_config())
+    run = RunDir(args.run)
+    stored = run.read_config()
+    run.samples_dir(args.name)  # a bad --name fails before anything runs
+    cfg = resolve_config(args, stored)
+    diffs = differences(to_dict(stored), to_dict(cfg))
+    trained = [d for d in diffs if not d.startswith(("sample.", "device:"))]
+    check(not trained, f"sample changes only sample.* and device, not the trained run's {trained}")
     if args.dry_run:
         print(json.dumps(to_dict(cfg.sample), indent=2))
         return 0
@@ -229,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"mosaicdiff: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path the user gave that cannot be used: a file where a folder goes
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"mosaicdiff: error: {where}{e.strerror or e}; choose another path", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("mosaicdiff: interrupted; run the same command again to continue", file=sys.stderr)
+        again = "add --resume to" if getattr(args, "resume", True) is False else "run"
+        print(f"mosaicdiff: interrupted; {again} the same command to continue", file=sys.stderr)
         return 130

@@ -12,11 +12,13 @@ import json
 import math
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from mosaicdiff.errors import UserError, check
 
 Pairing = tuple[str, str]
+MAX_SEED = 2**31 - 1  # every seed: data, train, sample
 
 PAPER_PATTERN_TYPES: tuple[tuple[Pairing, ...], ...] = (
     (("red", "green"), ("yellow", "blue")),
@@ -40,6 +42,7 @@ class DataConfig:
     def __post_init__(self):
         _check_literals(self)
         check(self.n_images >= 1, f"data.n_images={self.n_images} must be at least 1")
+        _check_seed("data.seed", self.seed)
         check(
             1 <= self.quadrants_per_side <= 64,
             f"data.quadrants_per_side={self.quadrants_per_side} must be between 1 and 64",
@@ -107,7 +110,8 @@ class TrainConfig:
         check(0 <= self.ema_decay < 1, f"train.ema_decay={self.ema_decay} must be in [0, 1)")
         check(len(self.seeds) >= 1, "train.seeds must name at least one seed")
         check(len(set(self.seeds)) == len(self.seeds), f"train.seeds={self.seeds} repeats a seed")
-        check(all(s >= 0 for s in self.seeds), f"train.seeds={self.seeds} must be >= 0")
+        for seed in self.seeds:
+            _check_seed("train.seeds", seed)
         check(self.checkpoint_every >= 1, "train.checkpoint_every must be at least 1")
 
 
@@ -130,6 +134,13 @@ class SampleConfig:
         check(self.n_runs >= 1, f"sample.n_runs={self.n_runs} must be at least 1")
         check(self.n_per_run >= 1, f"sample.n_per_run={self.n_per_run} must be at least 1")
         check(self.chunk_size >= 1, f"sample.chunk_size={self.chunk_size} must be at least 1")
+        _check_seed("sample.seed", self.seed)
+
+
+def _check_seed(name: str, seed: int) -> None:
+    """Seeds are mixed into other seeds by products (`generate.chunk_seed`,
+    `training.data_seed`) that must stay within torch's 64-bit generator seeds."""
+    check(0 <= seed <= MAX_SEED, f"{name}: seed {seed} must be between 0 and {MAX_SEED}")
 
 
 @dataclass(frozen=True)
@@ -159,6 +170,34 @@ class RunConfig:
 
 
 # --- (de)serialisation and overrides -------------------------------------------------------
+
+
+def read_mapping(path: str | Path, what: str) -> dict:
+    """A mapping from a YAML (.yaml, .yml), TOML (.toml) or JSON (any other) file. `what` names
+    the file in the one-line errors, e.g. "--config"."""
+    p = Path(path)
+    check(p.is_file(), f"{what} {str(p)!r} is not a file")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # the parsers' own error types differ
+        mark = getattr(e, "problem_mark", None)  # YAML's message spans lines, with a caret
+        detail = f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else e
+        raise UserError(f"{what} {str(p)!r} could not be parsed ({detail})") from None
+    data = {} if data is None else data  # an empty YAML file
+    check(
+        isinstance(data, dict), f"{what} {str(p)!r} must hold a mapping, not {type(data).__name__}"
+    )
+    return data
 
 
 def to_dict(cfg: Any) -> dict:
@@ -192,6 +231,18 @@ def matches(stored: dict, cfg: Any) -> bool:
         return to_dict(from_dict(type(cfg), stored)) == to_dict(cfg)
     except UserError:
         return False
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The fields where two `to_dict`s differ, as 'key: old -> new' (nested keys dotted)."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {json.dumps(a)} -> {json.dumps(b)}")
+    return out
 
 
 def stored_sample(stored: dict) -> dict:

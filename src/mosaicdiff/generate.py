@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mosaicdiff.config import SampleConfig, from_dict, stored_sample, to_dict
+from mosaicdiff.config import SampleConfig, differences, from_dict, stored_sample, to_dict
 from mosaicdiff.errors import UserError
 from mosaicdiff.io import atomic_write_json, load_npz, read_json, save_npz
 from mosaicdiff.runs import LoadedRun
@@ -78,7 +78,8 @@ def draw_samples(
         old = from_dict(SampleConfig, stored_sample(read_json(meta_path)["sample"]))
         if old != scfg:
             raise UserError(
-                f"{out} holds samples drawn with other settings ({to_dict(old)}); "
+                f"{out} holds samples drawn with other settings "
+                f"({'; '.join(differences(to_dict(old), to_dict(scfg), 'sample.'))}); "
                 "choose another --name or delete that folder"
             )
     s = loaded.model.n_seeds

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mosaicdiff.config import RunConfig, from_dict, to_dict
+from mosaicdiff.config import RunConfig, differences, from_dict, to_dict
 from mosaicdiff.data import ImageDataset, load_dataset
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError, check
@@ -46,6 +46,11 @@ class RunDir:
         return self.path / "checkpoints"
 
     def samples_dir(self, name: str = "default") -> Path:
+        """RUN/samples/NAME; NAME is one folder name, so samples stay inside samples/."""
+        check(
+            bool(name) and name not in (".", "..") and not set("/\\") & set(name),
+            f"--name {name!r} must be a plain folder name (no '/' or '\\', not '.' or '..')",
+        )
         return self.path / "samples" / name
 
     # --- config ---------------------------------------------------------------------------
@@ -59,6 +64,17 @@ class RunDir:
     def read_config(self) -> RunConfig:
         check(self.exists(), f"{self.path} is not a run directory (no config.json)")
         return from_dict(RunConfig, read_json(self.config_path))
+
+    def check_continues(self, cfg: RunConfig) -> None:
+        """A UserError naming every differing field unless this run, if any, was started with
+        `cfg`: a run is only ever continued with the settings it began with."""
+        if self.exists():
+            diffs = differences(to_dict(self.read_config()), to_dict(cfg))
+            check(
+                not diffs,
+                f"{self.path} holds a run with other settings ({'; '.join(diffs)}); "
+                "use a new --out",
+            )
 
     # --- metrics --------------------------------------------------------------------------
 

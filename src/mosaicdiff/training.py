@@ -101,11 +101,8 @@ def train(
     run = RunDir(out)
     if run.exists() and not resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it")
-    if resume and run.exists():
-        check(
-            to_dict(run.read_config()) == to_dict(cfg),
-            f"--resume: the config differs from {run.config_path}; use a new --out",
-        )
+    if resume:
+        run.check_continues(cfg)
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(cfg)
 

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from mosaicdiff.config import override
 from mosaicdiff.experiments import reproduce as rp
 from mosaicdiff.experiments import theory_section as ts
@@ -81,3 +83,15 @@ def test_models_side_by_side_equal_one_after_another(tmp_path):
         a = (tmp_path / "one/runs" / arch / "samples/default/chunk-00000.npz").read_bytes()
         b = (tmp_path / "two/runs" / arch / "samples/default/chunk-00000.npz").read_bytes()
         assert a == b
+
+
+def test_rerun_with_other_settings_is_refused_before_writing(tmp_path):
+    from mosaicdiff.errors import UserError
+    from mosaicdiff.runs import RunDir
+
+    base = rp.preset_config("quick")
+    earlier = override(rp.model_configs(base, ("cnn",))["cnn"], ["train.epochs=7"])
+    RunDir(tmp_path / "runs/cnn").write_config(earlier)
+    with pytest.raises(UserError, match=r"other settings \(train.epochs: 7 -> "):
+        rp.reproduce(base, tmp_path, ("cnn",), "quick", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no plan.json, no baseline

@@ -183,8 +183,13 @@ def reproduce(
     With `ablation`, also run `ablation.py`'s one-change-at-a-time points (in `jobs` parallel
     processes) for every model more than ablation.GAP points from the paper."""
     check(base.data.kind == "pairings", "reproduce needs data.kind=pairings (the paper's data)")
+    check(len(models) > 0, f"reproduce needs at least one of {list(PAPER_MODELS)}")
     out = Path(out)
+    from mosaicdiff.runs import RunDir
+
     configs = model_configs(base, tuple(models))
+    for arch, cfg in configs.items():  # before plan.json: a refused rerun leaves OUT as it was
+        RunDir(out / "runs" / arch).check_continues(cfg)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
         out / "plan.json",
@@ -271,14 +276,15 @@ def cmd_reproduce(args) -> int:
     base = resolve_config(args, base)
     check(args.model is None, "reproduce trains every model of --models; --model is for train")
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    check(models, f"--models {args.models!r} names no model; give some of {list(PAPER_MODELS)}")
     for m in models:
         check(m in PAPER_MODELS, f"--models: {m!r} is not one of {list(PAPER_MODELS)}")
+    check(args.jobs is None or args.jobs >= 1, f"--jobs {args.jobs} must be at least 1")
     out = Path(args.out or f"reports/{args.preset}")
     if args.dry_run:
         print(json.dumps({a: to_dict(c) for a, c in model_configs(base, models).items()}, indent=2))
         return 0
     tick = time.perf_counter()
-    check(args.jobs is None or args.jobs >= 1, f"--jobs {args.jobs} must be at least 1")
     report = reproduce(
         base,
         out,

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mosaicdiff.config import RunConfig, from_dict, matches, override, to_dict
+from mosaicdiff.config import RunConfig, from_dict, matches, override, read_mapping, to_dict
 from mosaicdiff.errors import UserError, check
 from mosaicdiff.io import atomic_write_json, read_json
 
@@ -62,21 +62,8 @@ class Plan:
 def load_spec(path: str | Path) -> dict:
     """A sweep spec from a YAML (.yaml, .yml) or TOML (.toml) file, checked for unknown keys."""
     p = Path(path)
-    check(p.is_file(), f"sweep spec {str(p)!r} is not a file")
     check(p.suffix in (".yaml", ".yml", ".toml"), f"sweep spec {p.name!r} must be .yaml or .toml")
-    try:
-        if p.suffix == ".toml":
-            import tomllib
-
-            spec = tomllib.loads(p.read_text())
-        else:
-            import yaml
-
-            spec = yaml.safe_load(p.read_text()) or {}
-    except Exception as e:  # the parsers' own error types differ
-        raise UserError(f"sweep spec {p.name!r} could not be parsed ({e})") from None
-    check(isinstance(spec, dict), f"sweep spec {p.name!r} must hold a mapping")
-    return spec
+    return read_mapping(p, "sweep spec")
 
 
 def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) -> Plan:
@@ -270,16 +257,23 @@ def register(sub) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from mosaicdiff.experiments.sweep_executors import SlurmOptions
+    from mosaicdiff.experiments.sweep_executors import SlurmOptions, import_submitit
 
     plan = plan_sweep(load_spec(args.spec), args.out, args.set or [])
+    check(args.jobs is None or args.jobs >= 1, f"--jobs={args.jobs} must be at least 1")
+    for flag in ("time", "cpus_per_task", "array_parallelism"):
+        value = getattr(args, flag)
+        check(value >= 1, f"--{flag.replace('_', '-')}={value} must be at least 1")
+    check(args.gpus_per_node >= 0, f"--gpus-per-node={args.gpus_per_node} must be 0 or more")
+    check(args.retries >= 0, f"--retries={args.retries} must be 0 or more")
+    extra = dict(a.split("=", 1) for a in args.slurm_arg or [] if "=" in a)
+    check(len(extra) == len(args.slurm_arg or []), "--slurm-arg must look like KEY=VALUE")
+    if args.executor == "slurm":
+        import_submitit()  # before anything is written
     if args.dry_run:
         for p in plan.points:
             print(f"{p.name}: {' '.join(f'{k}={json.dumps(v)}' for k, v in p.values.items())}")
         return 0
-    check(args.jobs is None or args.jobs >= 1, f"--jobs={args.jobs} must be at least 1")
-    extra = dict(a.split("=", 1) for a in args.slurm_arg or [] if "=" in a)
-    check(len(extra) == len(args.slurm_arg or []), "--slurm-arg must look like KEY=VALUE")
     slurm = SlurmOptions(
         args.partition,
         args.time,
