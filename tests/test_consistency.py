@@ -71,3 +71,13 @@ def test_monte_carlo_baseline_within_three_standard_errors():
     mc = random_baseline_monte_carlo(SPEC, n_runs=20, n_per_run=5000, seed=1)
     assert abs(mc["mean"] - 3 / 81) < 3 * mc["se"] + 1e-12
     assert mc["se"] > 0
+
+
+def test_intervals_of_rates_stay_within_0_and_1():
+    from mosaicdiff.evaluate import across_seeds
+    from mosaicdiff.metrics.consistency import summarize_rates
+
+    near_zero = summarize_rates([0.0, 0.0, 0.0, 0.3])  # the normal interval reaches below 0
+    assert near_zero["ci95"][0] == 0.0 and 0.075 < near_zero["ci95"][1] < 1
+    seeds = across_seeds([0.99, 1.0, 0.9])  # the t interval over 3 seeds reaches above 1
+    assert seeds["ci95"][1] == 1.0 and seeds["ci95"][0] < seeds["mean"]

@@ -27,14 +27,16 @@ def t95(df: int) -> float:
 
 
 def across_seeds(values: list[float]) -> dict:
-    """Mean over training seeds with a 95 % Student-t interval (None for one seed)."""
+    """Mean rate over training seeds with a 95 % Student-t interval, clipped to [0, 1] (None
+    for one seed): over few seeds the interval can overshoot what a rate can be."""
     v = np.asarray(values, dtype=np.float64)
     mean = float(v.mean())
     if len(v) < 2:
         return {"mean": mean, "std": None, "ci95": None, "n": len(v)}
     std = float(v.std(ddof=1))
     half = t95(len(v) - 1) * std / math.sqrt(len(v))
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": len(v)}
+    ci95 = [max(mean - half, 0.0), min(mean + half, 1.0)]
+    return {"mean": mean, "std": std, "ci95": ci95, "n": len(v)}
 
 
 def evaluate_consistency(samples_dir: Path, spec, seeds: list[int]) -> dict:

@@ -125,7 +125,8 @@ def random_baseline_monte_carlo(
 
 
 def summarize_rates(rates: list[float]) -> dict:
-    """Mean, standard deviation, standard error and a 95 % normal interval of per-run rates."""
+    """Mean, standard deviation, standard error and a 95 % normal interval of per-run rates
+    (clipped to [0, 1]: near 0 or 1 the normal interval overshoots what a rate can be)."""
     r = torch.tensor(rates, dtype=torch.float64)
     mean = float(r.mean())
     std = float(r.std()) if len(rates) > 1 else 0.0
@@ -134,7 +135,7 @@ def summarize_rates(rates: list[float]) -> dict:
         "mean": mean,
         "std": std,
         "se": se,
-        "ci95": [mean - 1.96 * se, mean + 1.96 * se],
+        "ci95": [max(mean - 1.96 * se, 0.0), min(mean + 1.96 * se, 1.0)],
         "n": len(rates),
         "rates": [float(x) for x in rates],
     }
