@@ -125,6 +125,8 @@ def train(
     latest = run.load_latest() if resume else None
     if latest is not None:
         start_epoch = restore(latest, model, ema, opt, sched, gens)
+        if progress:
+            tqdm.write(f"{out}: resuming from the checkpoint at epoch {start_epoch} of {tc.epochs}")
     if resume:
         run.truncate_metrics(start_epoch)  # drop lines logged after that checkpoint
 
