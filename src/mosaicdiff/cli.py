@@ -80,10 +80,18 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def add_config_options(p: argparse.ArgumentParser, training: bool = True) -> None:
+def add_config_options(p: argparse.ArgumentParser, training: bool = True, model: bool = True):
+    """The options every config-driven command shares. An option left out keeps the value from
+    the stored run, preset or --config; --dry-run prints every resolved value."""
+    p = p.add_argument_group(
+        "config",
+        "An option left out keeps the value of the run, preset or --config file "
+        "(the paper's setup unless changed); --dry-run prints them all.",
+    )
     p.add_argument("--config", help="a JSON, YAML or TOML file with config sections to override")
+    if training and model:
+        p.add_argument("--model", help="architecture: cnn (default), attn, identity, top1, ...")
     if training:
-        p.add_argument("--model", help="architecture: cnn, attn, identity, top1 (and others)")
         p.add_argument("--epochs", type=int, help="training epochs (paper: 5000; top1 10000)")
         p.add_argument("--seeds", help="training seeds: a count (3 -> 0,1,2) or a list (0,4,7)")
     p.add_argument("--runs", type=int, help="sampling runs (paper: 100)")

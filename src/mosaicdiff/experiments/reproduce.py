@@ -265,7 +265,7 @@ def register(sub) -> None:
         action="store_true",
         help="skip the section comparing the networks with closed-form machines",
     )
-    add_config_options(p)
+    add_config_options(p, model=False)
     p.set_defaults(handler=cmd_reproduce)
 
 
@@ -274,7 +274,6 @@ def cmd_reproduce(args) -> int:
 
     base = preset_config(args.preset)
     base = resolve_config(args, base)
-    check(args.model is None, "reproduce trains every model of --models; --model is for train")
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     check(models, f"--models {args.models!r} names no model; give some of {list(PAPER_MODELS)}")
     for m in models:
