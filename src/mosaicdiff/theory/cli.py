@@ -9,6 +9,7 @@ Bad values raise `UserError` (the main CLI prints one line and exits 2).
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -21,12 +22,20 @@ from mosaicdiff.theory.machines import MACHINES
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 
 
+class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each option's default, except None (its help says what None means)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def register(subparsers) -> None:
     """Add the `theory` command and its subcommands to the main parser's subparsers."""
     p = subparsers.add_parser("theory", help="closed-form score machines (IS, LS, ELS, attention)")
     sub = p.add_subparsers(dest="theory_command", required=True)
 
-    s = sub.add_parser("sample", help="sample a machine on a dataset")
+    shows_defaults = {"formatter_class": _ShowDefaults}
+    s = sub.add_parser("sample", help="sample a machine on a dataset", **shows_defaults)
     s.add_argument("--data", default="pairings", help="dataset: pairings or digits")
     s.add_argument("--n-images", type=int, default=2048, help="pairings: training images")
     s.add_argument("--data-seed", type=int, default=0, help="pairings: dataset seed")
@@ -40,18 +49,18 @@ def register(subparsers) -> None:
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(handler=cmd_sample)
 
-    for name, text in (
-        ("calibrate", "per-step patch sizes for a run"),
-        ("compare", "agreement of a run's networks with a machine"),
+    for name, text, out in (
+        ("calibrate", "per-step patch sizes for a run", "output JSON file"),
+        ("compare", "agreement of a run's networks with a machine", "output folder"),
     ):
-        c = sub.add_parser(name, help=text)
+        c = sub.add_parser(name, help=text, **shows_defaults)
         c.add_argument("run", help="trained run directory (see `mosaicdiff train`)")
         _machine_options(c)
         c.add_argument("--n", type=int, default=16, help="trajectories (samples) per seed")
         c.add_argument("--every", type=int, default=10, help="evaluate every n-th timestep")
         c.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise")
-        c.add_argument("--member", type=int, default=None, help="model seed index (default all)")
-        c.add_argument("--out", required=True, help="output JSON file (calibrate) or folder")
+        c.add_argument("--member", type=int, help="model seed index (default: all)")
+        c.add_argument("--out", required=True, help=out)
     sub.choices["calibrate"].add_argument(
         "--candidates", default="1,3,5,7", help="comma-separated patch sizes to try"
     )
