@@ -106,6 +106,7 @@ def test_train_sample_evaluate_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     r = run_cli("evaluate", str(out))
     assert r.returncode == 0, r.stderr
+    assert r.stdout.count("  samples: consistent ") == 2  # each seed's split by reason
     res = json.loads((out / "samples" / "default" / "results.json").read_text())
     assert [p["seed"] for p in res["per_seed"]] == [0, 1]
     assert all(p["n"] == 3 and 0 <= p["mean"] <= 1 for p in res["per_seed"])

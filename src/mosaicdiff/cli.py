@@ -208,6 +208,9 @@ def cmd_evaluate(args) -> int:
             f"seed {p['seed']}: consistency {100 * p['mean']:.2f}% "
             f"(95% CI over {p['n']} runs {100 * lo:.2f}-{100 * hi:.2f})"
         )
+        total = sum(p["reasons"].values()) or 1
+        why = ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in p["reasons"].items())
+        print(f"  samples: {why}")
     print(f"results -> {samples / 'results.json'}")
     return 0
 
