@@ -179,8 +179,11 @@ def cmd_sample(args) -> int:
     stored = run.read_config()
     run.samples_dir(args.name)  # a bad --name fails before anything runs
     cfg = resolve_config(args, stored)
-    diffs = differences(to_dict(stored), to_dict(cfg))
-    trained = [d for d in diffs if not d.startswith(("sample.", "device:"))]
+    free = ("sample", "device")  # all that sampling may change; the rest is the trained run
+    trained = differences(
+        {k: v for k, v in to_dict(stored).items() if k not in free},
+        {k: v for k, v in to_dict(cfg).items() if k not in free},
+    )
     check(not trained, f"sample changes only sample.* and device, not the trained run's {trained}")
     if args.dry_run:
         print(json.dumps(to_dict(cfg.sample), indent=2))
@@ -233,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mosaicdiff: error: {where}{e.strerror or e}; choose another path", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        again = "add --resume to" if getattr(args, "resume", True) is False else "run"
+        resumes = args.command != "train" or args.resume  # train refuses a run it isn't told to
+        again = "run" if resumes else "add --resume to"
         print(f"mosaicdiff: interrupted; {again} the same command to continue", file=sys.stderr)
         return 130

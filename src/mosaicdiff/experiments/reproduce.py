@@ -182,11 +182,11 @@ def reproduce(
 
     With `ablation`, also run `ablation.py`'s one-change-at-a-time points (in `jobs` parallel
     processes) for every model more than ablation.GAP points from the paper."""
+    from mosaicdiff.runs import RunDir
+
     check(base.data.kind == "pairings", "reproduce needs data.kind=pairings (the paper's data)")
     check(len(models) > 0, f"reproduce needs at least one of {list(PAPER_MODELS)}")
     out = Path(out)
-    from mosaicdiff.runs import RunDir
-
     configs = model_configs(base, tuple(models))
     for arch, cfg in configs.items():  # before plan.json: a refused rerun leaves OUT as it was
         RunDir(out / "runs" / arch).check_continues(cfg)

@@ -261,19 +261,8 @@ def cmd_sweep(args) -> int:
 
     plan = plan_sweep(load_spec(args.spec), args.out, args.set or [])
     check(args.jobs is None or args.jobs >= 1, f"--jobs={args.jobs} must be at least 1")
-    for flag in ("time", "cpus_per_task", "array_parallelism"):
-        value = getattr(args, flag)
-        check(value >= 1, f"--{flag.replace('_', '-')}={value} must be at least 1")
-    check(args.gpus_per_node >= 0, f"--gpus-per-node={args.gpus_per_node} must be 0 or more")
-    check(args.retries >= 0, f"--retries={args.retries} must be 0 or more")
     extra = dict(a.split("=", 1) for a in args.slurm_arg or [] if "=" in a)
     check(len(extra) == len(args.slurm_arg or []), "--slurm-arg must look like KEY=VALUE")
-    if args.executor == "slurm":
-        import_submitit()  # before anything is written
-    if args.dry_run:
-        for p in plan.points:
-            print(f"{p.name}: {' '.join(f'{k}={json.dumps(v)}' for k, v in p.values.items())}")
-        return 0
     slurm = SlurmOptions(
         args.partition,
         args.time,
@@ -284,6 +273,12 @@ def cmd_sweep(args) -> int:
         args.retries,
         extra,
     )
+    if args.executor == "slurm":
+        import_submitit()  # before anything is written
+    if args.dry_run:
+        for p in plan.points:
+            print(f"{p.name}: {' '.join(f'{k}={json.dumps(v)}' for k, v in p.values.items())}")
+        return 0
     tick = time.perf_counter()
     outcomes = sweep(plan, args.executor, args.jobs, slurm)
     bad = sorted(n for n, o in outcomes.items() if o["status"] != "done")

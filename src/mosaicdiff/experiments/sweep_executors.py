@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mosaicdiff.errors import UserError
+from mosaicdiff.errors import UserError, check
 from mosaicdiff.io import atomic_write_json, read_json
 
 # Ended without a result for reasons outside the point: resubmitted within the same call.
@@ -57,6 +57,16 @@ class SlurmOptions:
     retries: int = 1  # resubmissions of points that ended in a RETRY_STATES state
     extra: dict = field(default_factory=dict)  # any other sbatch option, e.g. {"account": "x"}
     poll_s: float = 5.0
+
+    def __post_init__(self):
+        for flag, value in (
+            ("time", self.time_min),
+            ("cpus-per-task", self.cpus_per_task),
+            ("array-parallelism", self.array_parallelism),
+        ):
+            check(value >= 1, f"--{flag}={value} must be at least 1")
+        check(self.gpus_per_node >= 0, f"--gpus-per-node={self.gpus_per_node} must be 0 or more")
+        check(self.retries >= 0, f"--retries={self.retries} must be 0 or more")
 
 
 def import_submitit():
