@@ -88,3 +88,19 @@ def test_chunks_are_one_size_where_they_can_be():
     assert chunk_count(100_000) == 8  # 8 x 12,500 rather than 7 of 14,285 or 14,286
     assert chunk_count(100_003) == 7  # a prime: the fewest, of two sizes
     assert chunk_count(1) == 1
+    assert chunk_count(12_500, seeds=8) == 10  # at most 2,048 per seed: 10 x 1,250, not 7
+    assert chunk_count(5, seeds=10**5) == 5  # more seeds than CHUNK: one sample per seed
+
+
+def test_a_call_holds_at_most_chunk_samples_over_all_seeds(monkeypatch):
+    """Seeds share each compiled call's budget: 3 seeds x 50 with CHUNK 40 run in 5 calls of
+    3 x 10, not in 2 of 3 x 25."""
+    import mosaicdiff.fast.sampling as fs
+
+    monkeypatch.setattr(fs, "CHUNK", 40)
+    schedule = Schedule.linear(T=3)
+    fast = FastDDPM(fast_denoiser(_model("cnn", T=3, seeds=(0, 1, 2))), schedule, compile=False)
+    shapes, step = [], fast.step
+    fast.step = lambda x, *rest: shapes.append(tuple(x.shape[:2])) or step(x, *rest)
+    fast(torch.randn(3 * 50, *SHAPE), torch.Generator().manual_seed(0))
+    assert shapes == [(3, 10)] * 5 * schedule.T

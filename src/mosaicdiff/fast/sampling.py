@@ -38,17 +38,21 @@ from mosaicdiff.models.patchnet import ACTIVATIONS, PatchNet, patchify, unpatchi
 from mosaicdiff.noise import Noise, check_counter_range, check_kind, counter_normal, draw_key
 from mosaicdiff.sampling import ddpm_tables
 
-# Samples per seed in one compiled call. With the noise made in the kernel, larger chunks
-# amortise the per-call work: on 2 cores, 16,384 gave cnn 3.8-4.0 and attn 5.3 min per 1M
-# samples x 1,000 steps, 4,096 gave 4.9-5.1 and 5.7-6.1.
+# Samples in one compiled call, over all seeds of the group. With the noise made in the kernel,
+# larger chunks amortise the per-call work: on 2 cores, 16,384 gave cnn 3.8-4.0 and attn 5.3 min
+# per 1M samples x 1,000 steps, 4,096 gave 4.9-5.1 and 5.7-6.1. Much larger calls lose to the
+# allocator: intermediates of tens of MB are mapped and page-faulted afresh on every call
+# (glibc's mmap threshold): 8 seeds x 12,500 per call (`sample`'s default chunk of 100,000)
+# ran 1.8-2.2x (cnn) and 2.2-2.4x (attn) slower than 8 x 1,250.
 CHUNK = 16_384
 
 
-def chunk_count(b: int) -> int:
-    """How many chunks of at most CHUNK samples to split b into: the fewest that make them all
-    one size, if at most twice the fewest chunks do, since each size is a compilation of its
-    own (~20 s on 2 cores); else the fewest (two sizes)."""
-    fewest = -(-b // CHUNK)
+def chunk_count(b: int, seeds: int = 1) -> int:
+    """How many chunks to split b samples per seed into, each at most CHUNK samples over all
+    `seeds`: the fewest that make them all one size, if at most twice the fewest chunks do,
+    since each size is a compilation of its own (~20 s on 2 cores); else the fewest (two
+    sizes)."""
+    fewest = -(-b // max(1, CHUNK // seeds))
     return next((n for n in range(fewest, 2 * fewest + 1) if b % n == 0), fewest)
 
 
@@ -185,7 +189,7 @@ class FastDDPM:
         b_all = x_T.shape[0] // s
         x = patchify(x_T.reshape(s, b_all, *x_T.shape[1:]), net.patch).contiguous()
         # A GPU takes the whole batch at once; a CPU works through cache-sized chunks.
-        n_chunks = 1 if x.is_cuda else chunk_count(b_all)
+        n_chunks = 1 if x.is_cuda else chunk_count(b_all, s)
         x_chunks = x.tensor_split(n_chunks, 1)
         T = self.schedule.T
         ts = list(range(T - 1, -1 if n_steps is None else T - 1 - n_steps, -1))
