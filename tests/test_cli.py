@@ -142,6 +142,15 @@ def test_resume_flag_continues_a_run(tmp_path):
     assert main(base + ["--resume"]) == 0
 
 
+def test_resume_says_where_it_starts(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--out", str(out), "--epochs", "2", "--set", "data.n_images=64", "--resume"]
+    assert main(base) == 0  # nothing to resume yet: a new run, and it says so
+    assert "no checkpoint to resume from; starting at epoch 0" in capsys.readouterr().out
+    assert main(base) == 0
+    assert "resuming from the checkpoint at epoch 2 of 2" in capsys.readouterr().out
+
+
 def test_malformed_config_file_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {epochs: 3\n")

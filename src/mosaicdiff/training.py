@@ -127,6 +127,8 @@ def train(
         start_epoch = restore(latest, model, ema, opt, sched, gens)
         if progress:
             tqdm.write(f"{out}: resuming from the checkpoint at epoch {start_epoch} of {tc.epochs}")
+    elif resume and progress:  # --resume on a new folder, or one stopped before its first save
+        tqdm.write(f"{out}: no checkpoint to resume from; starting at epoch 0")
     if resume:
         run.truncate_metrics(start_epoch)  # drop lines logged after that checkpoint
 
