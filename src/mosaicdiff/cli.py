@@ -17,11 +17,6 @@ from mosaicdiff.errors import UserError, check
 SET_HELP = "override any config field, e.g. --set train.lr=3e-4 (repeatable; see --dry-run)"
 
 
-def load_config_file(path: str) -> dict:
-    """A partial RunConfig as JSON, YAML or TOML."""
-    return read_mapping(path, "--config")
-
-
 def parse_seeds(text: str) -> tuple[int, ...]:
     """'3' -> (0, 1, 2); '4,7' -> (4, 7)."""
     try:
@@ -39,7 +34,7 @@ def resolve_config(args, base: RunConfig | None = None) -> RunConfig:
     """base (or defaults) <- --config file <- flags <- --set."""
     cfg = base or RunConfig()
     if getattr(args, "config", None):
-        merged = _deep_merge(to_dict(cfg), load_config_file(args.config))
+        merged = _deep_merge(to_dict(cfg), read_mapping(args.config, "--config"))
         cfg = from_dict(RunConfig, merged)
     sets = []
     for flag, key in [
