@@ -48,6 +48,29 @@ def test_grouped_equals_each_seed_alone(arch):
     assert group.member(1).n_seeds == 1 and group.n_seeds == 2
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_sampling_evaluates_big_batches_in_slices_with_the_same_result(arch, monkeypatch):
+    from mosaicdiff.models import grouped
+
+    model = _build(arch, [0, 1]).eval()
+    x, t = torch.randn(2, 10, 1, 8, 8), torch.randint(1000, (2, 10))
+    whole = model(x, t, return_attention=True)  # gradients on: one call per member
+    # 3 samples x 64 pixels x width 8 per call: slices of 3, 3, 3 and 1 per member
+    monkeypatch.setattr(grouped, "CPU_SLICE_VALUES", 3 * 64 * 8 + 7)
+    calls = []
+    for m in model.members:
+        m.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        sliced = model(x, t, return_attention=True)
+        torch.testing.assert_close(model(x, torch.tensor([7])), model(x, torch.full((2, 10), 7)))
+    assert calls[:8] == [3, 3, 3, 1] * 2
+    torch.testing.assert_close(sliced[0], whole[0].detach())
+    if whole[1] is None:
+        assert sliced[1] is None
+    else:
+        torch.testing.assert_close(sliced[1], whole[1].detach())
+
+
 def test_building_leaves_the_global_rng_alone():
     state = torch.get_rng_state()
     _build("resnet", [3, 5])
