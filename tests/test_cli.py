@@ -111,6 +111,11 @@ def test_train_sample_evaluate_end_to_end(tmp_path):
     assert [p["seed"] for p in res["per_seed"]] == [0, 1]
     assert all(p["n"] == 3 and 0 <= p["mean"] <= 1 for p in res["per_seed"])
     assert sum(res["per_seed"][0]["reasons"].values()) == 60
+    # The creativity metrics apply to the colour pairings too, on request.
+    r = run_cli("evaluate", str(out), "--metric", "creativity", "--limit", "30")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "samples" / "default" / "results-creativity.json").read_text())
+    assert [(p["seed"], p["n_samples"]) for p in res["per_seed"]] == [(0, 30), (1, 30)]
     # Asking for other sampling settings under the same name is refused.
     r = run_cli("sample", str(out), "--runs", "4", "--per-run", "20", "--sampler", "ddim")
     assert r.returncode == 2 and "other settings (sample.n_runs: 3 -> 4)" in r.stderr

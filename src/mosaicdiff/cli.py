@@ -125,9 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="default", help="samples subfolder name")
     add_config_options(p, training=False)
 
-    p = sub.add_parser("evaluate", help="measure consistency of a run's samples")
+    p = sub.add_parser("evaluate", help="measure consistency or creativity of a run's samples")
     p.add_argument("run", help="run directory")
     p.add_argument("--name", default="default", help="samples subfolder name")
+    p.add_argument(
+        "--metric",
+        choices=["auto", "consistency", "creativity"],
+        default="auto",
+        help="consistency (colour pairings only) or creativity: memorization, novelty, mosaics "
+        "(default: consistency on pairings, creativity otherwise)",
+    )
+    p.add_argument("--patch", type=int, default=3, help="creativity: mosaic patch side")
+    p.add_argument("--limit", type=int, default=10_000, help="creativity: samples per seed")
 
     from mosaicdiff.experiments.reproduce import register as register_reproduce
 
@@ -195,8 +204,15 @@ def cmd_evaluate(args) -> int:
     loaded = load_run(args.run)
     samples = RunDir(args.run).samples_dir(args.name)
     check((samples / "sample.json").is_file(), f"{samples} has no samples; run sample first")
-    if loaded.cfg.data.kind != "pairings":
-        raise UserError("evaluate measures consistency, which needs data.kind=pairings")
+    pairings = loaded.cfg.data.kind == "pairings"
+    metric = args.metric if args.metric != "auto" else "consistency" if pairings else "creativity"
+    if metric == "creativity":
+        return _evaluate_creativity(args, loaded, samples)
+    if not pairings:
+        raise UserError(
+            f"--metric consistency needs data.kind=pairings, not {loaded.cfg.data.kind}; "
+            "use --metric creativity"
+        )
     from mosaicdiff.evaluate import evaluate_consistency
 
     res = evaluate_consistency(samples, loaded.dataset.info["spec"], list(loaded.cfg.train.seeds))
@@ -210,6 +226,27 @@ def cmd_evaluate(args) -> int:
         why = ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in p["reasons"].items())
         print(f"  samples: {why}")
     print(f"results -> {samples / 'results.json'}")
+    return 0
+
+
+def _evaluate_creativity(args, loaded, samples) -> int:
+    from mosaicdiff.evaluate import CREATIVITY_RESULTS, evaluate_creativity_samples
+
+    side = min(loaded.dataset.shape[-2:])
+    check(1 <= args.patch <= side, f"--patch {args.patch} must be between 1 and {side}")
+    check(args.limit >= 1, f"--limit {args.limit} must be at least 1")
+    res = evaluate_creativity_samples(
+        samples, loaded.dataset.images, list(loaded.cfg.train.seeds), args.patch, args.limit
+    )
+    for p in res["per_seed"]:
+        mosaic = "n/a" if p["mosaic_ratio"] is None else f"{p['mosaic_ratio']:.3f}"
+        print(
+            f"seed {p['seed']}: {p['n_samples']} samples; "
+            f"memorized {100 * p['memorization_rate']:.1f}%, "
+            f"mosaics {100 * p['mosaic_rate']:.1f}%, novelty {p['novelty']:.3f} "
+            f"(RMS to the nearest training image), mosaic ratio {mosaic}"
+        )
+    print(f"results -> {samples / CREATIVITY_RESULTS}, figure -> {samples / 'nearest.png'}")
     return 0
 
 

@@ -1,7 +1,9 @@
-"""Evaluating drawn samples: consistency per seed and per sampling run, with intervals.
+"""Evaluating drawn samples: consistency per seed and per sampling run, with intervals; or,
+on any data, the creativity metrics (memorization, novelty, mosaics; `metrics/creativity.py`).
 
-Two spreads are reported, as SPEC asks: over sampling runs within a seed (how precisely a
-model's rate is measured) and over training seeds (how much the rate depends on the seed).
+Two spreads are reported for consistency, as SPEC asks: over sampling runs within a seed (how
+precisely a model's rate is measured) and over training seeds (how much the rate depends on the
+seed).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mosaicdiff.generate import iter_chunks
+from mosaicdiff.generate import iter_chunks, load_samples
 from mosaicdiff.io import atomic_write_json, read_json
 from mosaicdiff.metrics.consistency import REASONS, consistency, summarize_rates
 
@@ -74,4 +76,45 @@ def evaluate_consistency(samples_dir: Path, spec, seeds: list[int]) -> dict:
         "n_samples_per_seed": int(counts[0].sum()),
     }
     atomic_write_json(samples_dir / "results.json", result)
+    return result
+
+
+CREATIVITY_RESULTS = "results-creativity.json"
+
+
+def evaluate_creativity_samples(
+    samples_dir: Path, train_images: torch.Tensor, seeds: list[int], patch: int, limit: int
+) -> dict:
+    """The creativity metrics of each seed's first `limit` samples against the training set,
+    and their mean and standard deviation over seeds.
+
+    Writes SAMPLES/results-creativity.json and SAMPLES/nearest.png (the first samples of the
+    first seed above their nearest training images), and returns the results.
+    """
+    from mosaicdiff import plots
+    from mosaicdiff.metrics.creativity import evaluate_creativity, nearest
+
+    samples = torch.from_numpy(load_samples(samples_dir, limit))  # (S, n, C, H, W)
+    per_seed = [
+        {"seed": seed, **evaluate_creativity(x, train_images, patch=patch)}
+        for seed, x in zip(seeds, samples, strict=True)
+    ]
+    over_seeds = {}
+    for key, value in per_seed[0].items():
+        values = [p[key] for p in per_seed]
+        if key != "seed" and isinstance(value, float) and None not in values:
+            v = np.asarray(values)
+            over_seeds[key] = {
+                "mean": float(v.mean()),
+                "std": float(v.std(ddof=1)) if len(v) > 1 else None,
+            }
+    result = {"metric": "creativity", "per_seed": per_seed, "over_seeds": over_seeds}
+    shown = samples[0, :16]
+    _, index = nearest(shown.flatten(1), train_images.flatten(1), k=1)
+    fig = plots.grids(
+        {"samples": shown.numpy(), "nearest training image": train_images[index[:, 0]].numpy()},
+        title=f"seed {seeds[0]}: samples and their nearest training images",
+    )
+    plots.save(fig, samples_dir / "nearest.png")
+    atomic_write_json(samples_dir / CREATIVITY_RESULTS, result)
     return result

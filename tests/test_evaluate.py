@@ -1,0 +1,51 @@
+import json
+
+import torch
+
+from mosaicdiff.cli import main
+from mosaicdiff.io import load_npz, save_npz
+from mosaicdiff.metrics.creativity import evaluate_creativity
+from mosaicdiff.runs import load_run
+
+
+def _digits_run(path, capsys):
+    args = ["--set", "data.kind=digits", "--set", "model.hidden=4", "--no-progress"]
+    assert main(["train", "--out", str(path), "--model", "resnet", "--epochs", "1", *args]) == 0
+    sample = ["--runs", "2", "--per-run", "6", "--sampler", "ddim", "--steps", "2"]
+    assert main(["sample", str(path), *sample, "--no-progress"]) == 0
+    capsys.readouterr()
+    return path / "samples" / "default"
+
+
+def test_evaluate_scores_creativity_on_natural_data(tmp_path, capsys):
+    folder = _digits_run(tmp_path / "run", capsys)
+    assert main(["evaluate", str(tmp_path / "run"), "--limit", "10"]) == 0  # auto: creativity
+    res = json.loads((folder / "results-creativity.json").read_text())
+    assert (folder / "nearest.png").stat().st_size > 0
+    samples = torch.from_numpy(load_npz(folder / "chunk-00000.npz")["samples"][0, :10])
+    want = evaluate_creativity(samples, load_run(tmp_path / "run").dataset.images)
+    assert res["per_seed"][0] == {"seed": 0, **want}
+    assert res["over_seeds"]["novelty"] == {"mean": want["novelty"], "std": None}
+    assert "seed 0: 10 samples; memorized" in capsys.readouterr().out
+    # The metric sees through to the samples: training images as samples are all memorized.
+    chunk = load_npz(folder / "chunk-00000.npz")
+    images = load_run(tmp_path / "run").dataset.images
+    chunk["samples"] = images[None, 100:112].numpy()
+    save_npz(folder / "chunk-00000.npz", **chunk)
+    assert main(["evaluate", str(tmp_path / "run")]) == 0
+    res = json.loads((folder / "results-creativity.json").read_text())["per_seed"][0]
+    assert res["n_samples"] == 12 and res["memorization_rate"] == res["copy_rate"] == 1.0
+    assert res["novelty"] < 1e-6
+
+
+def test_evaluate_refuses_what_the_data_cannot_answer(tmp_path, capsys):
+    _digits_run(tmp_path / "run", capsys)
+    for args, needle in [
+        (["--metric", "consistency"], "needs data.kind=pairings, not digits"),
+        (["--patch", "9"], "--patch 9 must be between 1 and 8"),
+        (["--limit", "0"], "--limit 0 must be at least 1"),
+    ]:
+        assert main(["evaluate", str(tmp_path / "run"), *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run" / "samples" / "default" / "results-creativity.json").exists()
