@@ -136,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: consistency on pairings, creativity otherwise)",
     )
     p.add_argument("--patch", type=int, default=3, help="creativity: mosaic patch side")
-    p.add_argument("--limit", type=int, default=10_000, help="creativity: samples per seed")
+    p.add_argument(
+        "--limit", type=int, default=1000, help="creativity: the first N samples of each seed"
+    )
 
     from mosaicdiff.experiments.reproduce import register as register_reproduce
 
