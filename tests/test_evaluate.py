@@ -26,6 +26,7 @@ def test_evaluate_scores_creativity_on_natural_data(tmp_path, capsys):
     want = evaluate_creativity(samples, load_run(tmp_path / "run").dataset.images)
     assert res["per_seed"][0] == {"seed": 0, **want}
     assert res["over_seeds"]["novelty"] == {"mean": want["novelty"], "std": None}
+    assert "memorization_rate" in res["over_seeds"] and "copy_atol" not in res["over_seeds"]
     assert "seed 0: 10 samples; memorized" in capsys.readouterr().out
     # The metric sees through to the samples: training images as samples are all memorized.
     chunk = load_npz(folder / "chunk-00000.npz")

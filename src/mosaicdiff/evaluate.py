@@ -89,7 +89,7 @@ def evaluate_creativity_samples(
     and their mean and standard deviation over seeds.
 
     Writes SAMPLES/results-creativity.json and SAMPLES/nearest.png (the first samples of the
-    first seed above their nearest training images), and returns the results.
+    first seed beside their nearest training images), and returns the results.
     """
     from mosaicdiff import plots
     from mosaicdiff.metrics.creativity import evaluate_creativity, nearest
@@ -99,10 +99,11 @@ def evaluate_creativity_samples(
         {"seed": seed, **evaluate_creativity(x, train_images, patch=patch)}
         for seed, x in zip(seeds, samples, strict=True)
     ]
+    settings = ("memorization_ratio", "copy_atol", "duplicate_atol", "mosaic_threshold")
     over_seeds = {}
     for key, value in per_seed[0].items():
         values = [p[key] for p in per_seed]
-        if key != "seed" and isinstance(value, float) and None not in values:
+        if isinstance(value, float) and key not in settings and None not in values:
             v = np.asarray(values)
             over_seeds[key] = {
                 "mean": float(v.mean()),
