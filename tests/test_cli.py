@@ -104,6 +104,7 @@ def test_train_sample_evaluate_end_to_end(tmp_path):
         "sample", str(out), "--runs", "3", "--per-run", "20", "--sampler", "ddim", "--no-progress"
     )
     assert r.returncode == 0, r.stderr
+    assert (out / "samples" / "default" / "samples.png").read_bytes()[:4] == b"\x89PNG"
     r = run_cli("evaluate", str(out))
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("  samples: consistent ") == 2  # each seed's split by reason

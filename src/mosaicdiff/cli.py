@@ -178,7 +178,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from mosaicdiff.generate import draw_samples
+    from mosaicdiff.generate import draw_samples, save_preview
     from mosaicdiff.runs import RunDir, load_run
 
     run = RunDir(args.run)
@@ -196,7 +196,8 @@ def cmd_sample(args) -> int:
         return 0
     loaded = load_run(args.run, device=cfg.device)
     out = draw_samples(loaded, cfg.sample, args.name, progress=not args.no_progress)
-    print(f"samples -> {out}")
+    preview = save_preview(out, list(cfg.train.seeds))
+    print(f"samples -> {out}; a look at them: {preview}")
     return 0
 
 

@@ -144,3 +144,14 @@ def load_samples(out: Path, limit: int | None = None) -> np.ndarray:
         if limit is not None and n >= limit:
             break
     return np.concatenate(parts, 1)[:, :limit]
+
+
+def save_preview(out: Path, seeds: list[int], n: int = 32, max_seeds: int = 4) -> Path:
+    """OUT/samples.png: the first `n` samples of the first `max_seeds` seeds, a panel each."""
+    from mosaicdiff import plots
+
+    samples = load_samples(out, n)
+    panels = {f"seed {seed}": x for seed, x in zip(seeds[:max_seeds], samples, strict=False)}
+    path = out / "samples.png"
+    plots.save(plots.grids(panels, title=f"first {samples.shape[1]} samples"), path)
+    return path
