@@ -3,8 +3,9 @@
     RUN/config.json                    the resolved RunConfig, written before training starts
     RUN/metrics.jsonl                  one JSON line per epoch (loss per seed, lr, steps/s)
     RUN/checkpoints/epoch-000100.safetensors (+ .safetensors.json: step, epoch, config, sha256)
-    RUN/samples/NAME/                  sample chunks (.npz with their seeds); evaluate's
-                                       results.json (consistency) or results-creativity.json
+    RUN/samples/NAME/                  sample chunks (.npz with their seeds), samples.png;
+                                       evaluate's results.json (consistency) or
+                                       results-creativity.json and nearest.png
 
 Checkpoints are plain tensors (safetensors) plus JSON metadata: nothing is unpickled, and the
 files alone rebuild the model. The newest checkpoint whose checksum verifies is used; a
