@@ -235,8 +235,6 @@ def cmd_evaluate(args) -> int:
 def _evaluate_creativity(args, loaded, samples) -> int:
     from mosaicdiff.evaluate import CREATIVITY_RESULTS, evaluate_creativity_samples
 
-    side = min(loaded.dataset.shape[-2:])
-    check(1 <= args.patch <= side, f"--patch {args.patch} must be between 1 and {side}")
     check(args.limit >= 1, f"--limit {args.limit} must be at least 1")
     res = evaluate_creativity_samples(
         samples, loaded.dataset.images, list(loaded.cfg.train.seeds), args.patch, args.limit

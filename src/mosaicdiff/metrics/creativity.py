@@ -168,7 +168,8 @@ def creativity_scores(
         f"training images {tuple(train.shape[1:])} differ in shape",
     )
     check(len(samples) >= 1 and len(train) >= 1, "need at least one sample and training image")
-    check(1 <= patch <= min(train.shape[-2:]), f"patch={patch} must fit the images")
+    side = min(train.shape[-2:])
+    check(1 <= patch <= side, f"patch={patch} must be between 1 and {side}, the image side")
     d, idx = nearest(samples.flatten(1), train.flatten(1), k=2, chunk=chunk)
     copy = d[:, 0] <= copy_atol
     # With one training image there is no second nearest and only the copy rule applies.
