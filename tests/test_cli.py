@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from mosaicdiff.cli import main
+from mosaicdiff.config import defaults_for, override, to_dict
 
 
 def run_cli(*args):
@@ -53,6 +54,61 @@ def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
     assert cfg["model"]["arch"] == "attn" and cfg["train"]["epochs"] == 7
     assert cfg["train"]["seeds"] == [0, 1, 2] and cfg["train"]["lr"] == 0.002
     assert not (tmp_path / "r").exists()
+
+
+def dry_run_sample(capsys, *args) -> dict:
+    assert main([*args, "--dry-run"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    return printed.get("sample", printed)
+
+
+def test_new_runs_on_natural_data_sample_a_thousand_clipped_ddim_images(tmp_path, capsys):
+    out = ["train", "--out", str(tmp_path / "r")]
+    paper = dry_run_sample(capsys, *out)
+    assert (paper["sampler"], paper["steps"], paper["n_runs"], paper["n_per_run"]) == (
+        "ddpm",
+        1000,
+        100,
+        10_000,
+    )
+    assert not paper["clip_x0"]
+    digits = dry_run_sample(capsys, *out, "--set", "data.kind=digits")
+    assert (digits["sampler"], digits["steps"], digits["n_runs"], digits["n_per_run"]) == (
+        "ddim",
+        50,
+        1,
+        1000,
+    )
+    assert digits["clip_x0"]
+    config = tmp_path / "digits.yaml"
+    config.write_text("data: {kind: digits}\n")
+    assert dry_run_sample(capsys, *out, "--config", str(config)) == digits
+    # what is given still wins over the data kind's defaults
+    given = dry_run_sample(
+        capsys, *out, "--set", "data.kind=digits", "--runs", "3", "--steps", "20"
+    )
+    assert (given["sampler"], given["steps"], given["n_runs"]) == ("ddim", 20, 3)
+    unclipped = dry_run_sample(
+        capsys, *out, "--set", "data.kind=digits", "--set", "sample.clip_x0=false"
+    )
+    assert not unclipped["clip_x0"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_sampler_without_steps_takes_its_own_step_count(tmp_path, capsys):
+    out = ["train", "--out", str(tmp_path / "r"), "--set", "data.kind=digits"]
+    assert dry_run_sample(capsys, *out, "--sampler", "ddpm")["steps"] == 1000
+    short = ["--sampler", "ddpm", "--set", "diffusion.T=300"]
+    assert dry_run_sample(capsys, *out, *short)["steps"] == 300
+    paper = ["train", "--out", str(tmp_path / "r"), "--sampler", "ddim"]
+    assert dry_run_sample(capsys, *paper)["steps"] == 50
+    # a stored run that samples with DDIM, resampled with DDPM
+    run = tmp_path / "stored"
+    run.mkdir()
+    stored = override(defaults_for("digits"), ["data.kind=digits"])
+    (run / "config.json").write_text(json.dumps(to_dict(stored)))
+    assert dry_run_sample(capsys, "sample", str(run), "--sampler", "ddpm")["steps"] == 1000
+    assert dry_run_sample(capsys, "sample", str(run))["steps"] == 50
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from mosaicdiff.config import RunConfig, SampleConfig, override, to_dict
+from mosaicdiff.config import NATURAL_SAMPLE, RunConfig, SampleConfig, override, to_dict
 from mosaicdiff.errors import check
 from mosaicdiff.io import atomic_write_json, read_json
 
@@ -73,19 +73,13 @@ PRESETS: dict[str, dict] = {
     "quick": {
         "model": {"hidden": 16},  # measured: 28.5 min with the other core busy, one thread
         "train": {"epochs": 100, "seeds": (0, 1), "ema_decay": 0.995, "checkpoint_every": 50},
-        "sample": {"sampler": "ddim", "steps": 50, "n_runs": 1, "n_per_run": 256, "clip_x0": True},
+        "sample": {**NATURAL_SAMPLE, "n_per_run": 256},
         "study": {},
     },
     "full": {
         "model": {"hidden": 64},
         "train": {"epochs": 400, "seeds": (0, 1, 2), "ema_decay": 0.999},
-        "sample": {
-            "sampler": "ddim",
-            "steps": 100,
-            "n_runs": 1,
-            "n_per_run": 1000,
-            "clip_x0": True,
-        },
+        "sample": {**NATURAL_SAMPLE, "steps": 100},
         "study": {"n_samples": 1000, "agree_samples": 64, "agree_steps": 100, "calib_samples": 16},
     },
 }
