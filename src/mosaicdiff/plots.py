@@ -27,10 +27,13 @@ def mosaic(images: np.ndarray, ncols: int = 8, pad: int = 1) -> np.ndarray:
 
 
 def grids(panels: dict[str, np.ndarray], ncols: int = 8, title: str | None = None):
-    """Side-by-side image grids, one panel per name."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9), squeeze=False)
-    for ax, (name, images) in zip(axes[0], panels.items(), strict=True):
-        ax.imshow(mosaic(images, ncols), interpolation="nearest")
+    """Side-by-side image grids, one panel per name, the figure as tall as the grids need."""
+    tiles = {name: mosaic(images, ncols) for name, images in panels.items()}
+    aspect = max(t.shape[0] / t.shape[1] for t in tiles.values())
+    height = 2.6 * aspect + 0.4 + (0.3 if title else 0)  # the grids, their names, the title
+    fig, axes = plt.subplots(1, len(tiles), figsize=(2.6 * len(tiles), height), squeeze=False)
+    for ax, (name, tile) in zip(axes[0], tiles.items(), strict=True):
+        ax.imshow(tile, interpolation="nearest")
         ax.set_title(name, fontsize=10)
         ax.axis("off")
     if title:
