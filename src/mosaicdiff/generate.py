@@ -83,46 +83,56 @@ def draw_samples(
                 "choose another --name or delete that folder"
             )
     s = loaded.model.n_seeds
-    per_chunk = max(1, scfg.chunk_size // s)
     total = scfg.n_runs * scfg.n_per_run
-    n_chunks = math.ceil(total / per_chunk)
-    atomic_write_json(
-        meta_path,
-        {
-            "sample": to_dict(scfg),
-            "seeds": list(loaded.cfg.train.seeds),
-            "n_chunks": n_chunks,
-            "per_chunk": per_chunk,
-            "epoch": loaded.epoch,
-        },
-    )
-    done = {p.name for p in chunk_paths(out)}
     sampler = make_sampler(loaded, scfg, total * s)
     device = next(loaded.model.parameters()).device
     shape = loaded.dataset.shape
-    bar = tqdm(
-        total=total * s,
-        desc=f"sample {loaded.cfg.model.arch} x{s}",
-        unit="img",
-        disable=not progress,
-    )
+
+    def draw(n: int, seed: int) -> torch.Tensor:
+        g = torch.Generator(device).manual_seed(seed)
+        x_T = torch.randn((s * n, *shape), generator=g, device=device)
+        return sampler(x_T, g, progress=progress).reshape(s, n, *shape)
+
+    meta = {"sample": to_dict(scfg), "seeds": list(loaded.cfg.train.seeds), "epoch": loaded.epoch}
+    chunk = max(1, scfg.chunk_size // s)
+    desc = f"sample {loaded.cfg.model.arch} x{s}"
+    draw_chunks(out, meta, draw, total, chunk, scfg.seed, scfg.n_per_run, s, desc, progress)
+    return out
+
+
+def draw_chunks(
+    out: Path,
+    meta: dict,
+    draw,
+    total: int,
+    per_chunk: int,
+    seed: int,
+    n_per_run: int,
+    n_seeds: int = 1,
+    desc: str = "sample",
+    progress: bool = True,
+) -> None:
+    """Write OUT/sample.json (`meta` and the chunking), then OUT/chunk-J.npz for every chunk
+    not written yet: the samples of indices [J m, (J + 1) m) of `total` (m = `per_chunk`), drawn
+    by `draw(n, chunk_seed(seed, J)) -> (n_seeds, n, C, H, W)`, which seeds a generator of the
+    chunk's own: a chunk does not depend on which chunks ran before it."""
+    n_chunks = math.ceil(total / per_chunk)
+    atomic_write_json(out / "sample.json", {**meta, "n_chunks": n_chunks, "per_chunk": per_chunk})
+    done = {p.name for p in chunk_paths(out)}
+    bar = tqdm(total=total * n_seeds, desc=desc, unit="img", disable=not progress)
     for j in range(n_chunks):
         lo, hi = j * per_chunk, min(total, (j + 1) * per_chunk)
         path = out / f"chunk-{j:05d}.npz"
         if path.name not in done:
-            g = torch.Generator(device).manual_seed(chunk_seed(scfg.seed, j))
-            x_T = torch.randn((s * (hi - lo), *shape), generator=g, device=device)
-            x0 = sampler(x_T, g, progress=progress)
             save_npz(
                 path,
-                samples=x0.reshape(s, hi - lo, *shape).cpu().numpy(),
+                samples=draw(hi - lo, chunk_seed(seed, j)).cpu().numpy(),
                 index=np.arange(lo, hi),
-                run=np.arange(lo, hi) // scfg.n_per_run,
-                seed=np.array(chunk_seed(scfg.seed, j)),
+                run=np.arange(lo, hi) // n_per_run,
+                seed=np.array(chunk_seed(seed, j)),
             )
-        bar.update(s * (hi - lo))
+        bar.update(n_seeds * (hi - lo))
     bar.close()
-    return out
 
 
 def iter_chunks(out: Path):
