@@ -257,20 +257,18 @@ def cmd_evaluate(args) -> int:
 
 
 def _evaluate_creativity(args, loaded, samples) -> int:
-    from mosaicdiff.evaluate import CREATIVITY_RESULTS, evaluate_creativity_samples
+    from mosaicdiff.evaluate import (
+        CREATIVITY_RESULTS,
+        creativity_line,
+        evaluate_creativity_samples,
+    )
 
     check(args.limit >= 1, f"--limit {args.limit} must be at least 1")
     res = evaluate_creativity_samples(
         samples, loaded.dataset.images, list(loaded.cfg.train.seeds), args.patch, args.limit
     )
     for p in res["per_seed"]:
-        mosaic = "n/a" if p["mosaic_ratio"] is None else f"{p['mosaic_ratio']:.3f}"
-        print(
-            f"seed {p['seed']}: {p['n_samples']} samples; "
-            f"memorized {100 * p['memorization_rate']:.1f}%, "
-            f"mosaics {100 * p['mosaic_rate']:.1f}%, novelty {p['novelty']:.3f} "
-            f"(RMS to the nearest training image), mosaic ratio {mosaic}"
-        )
+        print(creativity_line(p))
     print(f"results -> {samples / CREATIVITY_RESULTS}, figure -> {samples / 'nearest.png'}")
     return 0
 

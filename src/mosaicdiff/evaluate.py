@@ -119,3 +119,14 @@ def evaluate_creativity_samples(
     plots.save(fig, samples_dir / "nearest.png")
     atomic_write_json(samples_dir / CREATIVITY_RESULTS, result)
     return result
+
+
+def creativity_line(p: dict) -> str:
+    """One seed's creativity metrics (a `per_seed` entry) as one line of text."""
+    mosaic = "n/a" if p["mosaic_ratio"] is None else f"{p['mosaic_ratio']:.3f}"
+    return (
+        f"seed {p['seed']}: {p['n_samples']} samples; "
+        f"memorized {100 * p['memorization_rate']:.1f}%, "
+        f"mosaics {100 * p['mosaic_rate']:.1f}%, novelty {p['novelty']:.3f} "
+        f"(RMS to the nearest training image), mosaic ratio {mosaic}"
+    )

@@ -39,6 +39,53 @@ def test_sample_digits_with_an_attention_machine(tmp_path):
     assert not (tmp_path / "consistency.json").exists()
 
 
+def test_sample_on_user_arrays_scores_creativity_like_evaluate(tmp_path):
+    import torch
+
+    from mosaicdiff.config import DataConfig
+    from mosaicdiff.data import load_dataset
+    from mosaicdiff.metrics.creativity import evaluate_creativity
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(20, 6, 6), dtype=np.uint8)
+    np.savez(tmp_path / "tiny.npz", images=images)
+    out = tmp_path / "els"
+    args = ["theory", "sample", "--data", "npz", "--data-path", str(tmp_path / "tiny.npz")]
+    args += ["--n", "6", "--batch", "4", "--limit", "5", "--sampler", "ddim", "--steps", "4"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    samples = torch.from_numpy(np.load(out / "samples.npz")["samples"])
+    assert samples.shape == (6, 1, 6, 6)
+    for name in ("samples.png", "nearest.png"):
+        assert (out / name).stat().st_size > 0
+    stored = json.loads((out / "results-creativity.json").read_text())["per_seed"][0]
+    train_images = load_dataset(DataConfig(kind="npz", path=str(tmp_path / "tiny.npz"))).images
+    assert train_images.shape == (20, 1, 6, 6)
+    expected = evaluate_creativity(samples[:5], train_images, patch=3)
+    assert stored == {"seed": 0, **expected} and stored["n_samples"] == 5
+
+
+def test_sample_resumes_its_batches_and_refuses_other_settings(tmp_path, capsys):
+    out = tmp_path / "els"
+    args = ["theory", "sample", "--n", "6", "--batch", "2", "--sampler", "ddim", "--steps", "3"]
+    args += ["--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    whole = np.load(out / "samples.npz")["samples"]
+    assert len(list(out.glob("chunk-*.npz"))) == 3
+    # as if stopped in the second batch: only that batch is drawn again, to the same samples
+    (out / "chunk-00001.npz").unlink()
+    (out / "samples.npz").unlink()
+    first = (out / "chunk-00000.npz").stat().st_mtime_ns
+    assert main(args) == 0
+    assert np.array_equal(np.load(out / "samples.npz")["samples"], whole)
+    assert (out / "chunk-00000.npz").stat().st_mtime_ns == first
+    capsys.readouterr()
+    other = [a if a != "3" else "4" for a in args]
+    assert main(other) == 2
+    err = capsys.readouterr().err.strip()
+    assert "steps: 3 -> 4" in err and "\n" not in err
+    assert np.array_equal(np.load(out / "samples.npz")["samples"], whole)
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -52,6 +99,8 @@ def test_sample_digits_with_an_attention_machine(tmp_path):
         ["--patch", "missing.json"],
         ["--machine", "attn", "--lam", "1.5"],
         ["--precision", "float16"],
+        ["--data", "npz"],
+        ["--limit", "0"],
     ],
 )
 def test_bad_values_exit_with_code_2_and_one_line(bad, tmp_path, capsys):

@@ -8,7 +8,6 @@ whose "patch_size" table is a `PatchSchedule`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from mosaicdiff.denoiser import Denoiser
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import check
+from mosaicdiff.io import atomic_write_json
 from mosaicdiff.theory.agreement import network_trajectory, trajectory_cosines
 
 
@@ -66,4 +66,4 @@ def calibrate_patch_sizes(
 
 def save_calibration(calibration: dict, path: str | Path) -> None:
     """Write a calibration as JSON (loadable by `PatchSchedule.load`)."""
-    Path(path).write_text(json.dumps(calibration))
+    atomic_write_json(path, calibration)

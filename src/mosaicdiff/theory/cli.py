@@ -1,7 +1,10 @@
 """`mosaicdiff theory sample | calibrate | compare`: closed-form score machines from the shell.
 
-- sample: draw from a machine on a dataset (pairings or digits); writes samples.npz and, for
-  pairings, consistency.json.
+- sample: draw from a machine on a dataset (pairings, digits, npz or folder) into a samples
+  folder like `mosaicdiff sample`'s (sample.json, chunk-*.npz, samples.png; resumable) plus
+  samples.npz, all samples in one array; then, on the pairings, consistency.json, and on
+  other data the creativity metrics `mosaicdiff evaluate` computes for networks
+  (results-creativity.json, its "seed" the sampling seed, and nearest.png).
 - calibrate: per-step patch sizes that best match a trained run's network (K&G Sec. 5).
 - compare: per-step eps cosine and final-sample r^2 between a run's networks and a machine.
 Bad values raise `UserError` (the main CLI prints one line and exits 2).
@@ -13,13 +16,13 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mosaicdiff.errors import UserError, check
 from mosaicdiff.theory.machines import MACHINES
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
+DATA_KINDS = ("pairings", "digits", "npz", "folder")
 
 
 class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -36,7 +39,9 @@ def register(subparsers) -> None:
 
     shows_defaults = {"formatter_class": _ShowDefaults}
     s = sub.add_parser("sample", help="sample a machine on a dataset", **shows_defaults)
-    s.add_argument("--data", default="pairings", help="dataset: pairings or digits")
+    s.add_argument("--data", default="pairings", help=f"dataset: {', '.join(DATA_KINDS)}")
+    s.add_argument("--data-path", default="", help="npz or folder: where the images are")
+    s.add_argument("--image-size", type=int, default=0, help="folder: resize to this side")
     s.add_argument("--n-images", type=int, default=2048, help="pairings: training images")
     s.add_argument("--data-seed", type=int, default=0, help="pairings: dataset seed")
     _machine_options(s)
@@ -46,7 +51,11 @@ def register(subparsers) -> None:
     s.add_argument("--steps", type=int, default=50, help="ddim: number of steps")
     s.add_argument("--eta", type=float, default=0.0, help="ddim: noise (0 deterministic)")
     s.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise")
-    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument(
+        "--limit", type=int, default=1000, help="creativity (not pairings): the first N samples"
+    )
+    s.add_argument("--out", required=True, help="output folder (run again to resume)")
+    s.add_argument("--no-progress", action="store_true", help="hide progress bars")
     s.set_defaults(handler=cmd_sample)
 
     for name, text, out in (
@@ -130,38 +139,91 @@ def cmd_sample(args) -> int:
     from mosaicdiff.config import DataConfig
     from mosaicdiff.data import load_dataset
     from mosaicdiff.diffusion import Schedule
+    from mosaicdiff.generate import draw_chunks, load_samples, save_preview
+    from mosaicdiff.io import save_npz
     from mosaicdiff.sampling import sample
 
-    kind = _choice(args.data, "--data", ("pairings", "digits"))
+    kind = _choice(args.data, "--data", DATA_KINDS)
+    check(kind not in ("npz", "folder") or args.data_path, f"--data {kind} needs --data-path")
     sampler = _choice(args.sampler, "--sampler", ("ddpm", "ddim"))
     n, batch = _positive(args.n, "--n"), _positive(args.batch, "--batch")
+    _positive(args.limit, "--limit")
     check(args.eta >= 0, f"--eta={args.eta} must be >= 0")
     schedule = Schedule.linear()
     check(1 <= args.steps <= schedule.T, f"--steps={args.steps} must be in [1, {schedule.T}]")
-    dataset = load_dataset(DataConfig(kind=kind, n_images=args.n_images, seed=args.data_seed))
+    data = DataConfig(
+        kind=kind,
+        n_images=args.n_images,
+        seed=args.data_seed,
+        path=args.data_path,
+        image_size=args.image_size,
+    )
+    dataset = load_dataset(data)
     machine = machine_from_args(args, dataset.images, schedule, kind)
-    g = torch.Generator().manual_seed(args.seed)
-    x_T = torch.randn(n, *dataset.shape, generator=g)
-    out = []
-    for i in range(0, n, batch):
-        out.append(sample(machine, x_T[i : i + batch], g, schedule, sampler, args.steps, args.eta))
-    samples = torch.cat(out)
     folder = Path(args.out)
+    settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
+    _check_same_settings(folder, settings)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {k: v for k, v in vars(args).items() if k != "handler"}
-    np.savez(folder / "samples.npz", samples=samples.numpy(), seed=args.seed, args=json.dumps(meta))
+    progress = not args.no_progress
+
+    def draw(m: int, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        x_T = torch.randn(m, *dataset.shape, generator=g)
+        x0 = sample(machine, x_T, g, schedule, sampler, args.steps, args.eta, progress=progress)
+        return x0[None]  # (1, m, C, H, W): one "seed", as a run's samples folder holds
+
+    desc = f"theory {args.machine}"
+    draw_chunks(folder, {"theory": settings}, draw, n, batch, args.seed, n, 1, desc, progress)
+    samples = torch.from_numpy(load_samples(folder)[0])
+    save_npz(folder / "samples.npz", samples=samples, seed=args.seed, args=json.dumps(settings))
+    save_preview(folder, [args.seed])
     print(f"{n} samples -> {folder / 'samples.npz'}")
     if kind == "pairings":
-        from mosaicdiff.theory.report import consistency_report
-
-        report = {**consistency_report(samples, dataset.info["spec"]), "args": meta}
-        (folder / "consistency.json").write_text(json.dumps(report, indent=2))
-        lo, hi = report["ci95"]
-        print(
-            f"consistency {100 * report['rate']:.2f}% (95% CI {100 * lo:.2f}-{100 * hi:.2f}); "
-            f"exact random baseline {100 * report['baseline_exact']:.2f}%"
+        _consistency(folder, samples, dataset.info["spec"], settings)
+    else:
+        from mosaicdiff.evaluate import (
+            CREATIVITY_RESULTS,
+            creativity_line,
+            evaluate_creativity_samples,
         )
+
+        res = evaluate_creativity_samples(folder, dataset.images, [args.seed], 3, args.limit)
+        print(creativity_line(res["per_seed"][0]))
+        print(f"results -> {folder / CREATIVITY_RESULTS}, figure -> {folder / 'nearest.png'}")
     return 0
+
+
+# Options that do not change the samples: a rerun that differs only in these resumes.
+NOT_SETTINGS = ("handler", "command", "theory_command", "out", "no_progress", "limit")
+
+
+def _check_same_settings(folder: Path, settings: dict) -> None:
+    from mosaicdiff.config import differences
+    from mosaicdiff.io import read_json
+
+    meta = folder / "sample.json"
+    if meta.is_file():
+        old = read_json(meta).get("theory")
+        check(
+            old == settings,
+            f"{folder} holds samples drawn with other settings "
+            f"({'; '.join(differences(old or {}, settings))}); "
+            "choose another --out or delete that folder",
+        )
+
+
+def _consistency(folder: Path, samples: torch.Tensor, spec, settings: dict) -> None:
+    from mosaicdiff.io import atomic_write_json
+    from mosaicdiff.theory.report import consistency_report
+
+    report = {**consistency_report(samples, spec), "args": settings}
+    atomic_write_json(folder / "consistency.json", report)
+    lo, hi = report["ci95"]
+    print(
+        f"consistency {100 * report['rate']:.2f}% (95% CI {100 * lo:.2f}-{100 * hi:.2f}); "
+        f"exact random baseline {100 * report['baseline_exact']:.2f}%"
+    )
+    print(f"results -> {folder / 'consistency.json'}")
 
 
 def _load(args):
@@ -216,6 +278,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from mosaicdiff.io import atomic_write_json
     from mosaicdiff.theory.agreement import eps_agreement, sample_agreement
 
     run, members, x_T = _load(args)
@@ -232,7 +295,7 @@ def cmd_compare(args) -> int:
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in vars(args).items() if k != "handler"}
-    (folder / "agreement.json").write_text(json.dumps({"args": meta, "members": per_member}))
+    atomic_write_json(folder / "agreement.json", {"args": meta, "members": per_member})
     print(f"agreement -> {folder / 'agreement.json'}")
     return 0
 
