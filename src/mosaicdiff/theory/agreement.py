@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from mosaicdiff.denoiser import Denoiser
 from mosaicdiff.diffusion import Schedule
@@ -47,7 +48,12 @@ def spread(values: torch.Tensor) -> dict:
 
 
 def network_trajectory(
-    network: Denoiser, x_T: torch.Tensor, seed: int, schedule: Schedule, steps: Sequence[int]
+    network: Denoiser,
+    x_T: torch.Tensor,
+    seed: int,
+    schedule: Schedule,
+    steps: Sequence[int],
+    progress: bool = False,
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """The network's DDPM trajectory from x_T (B, C, H, W): {t: (x_t, network eps)} at `steps`."""
     keep, record = set(int(t) for t in steps), {}
@@ -56,16 +62,20 @@ def network_trajectory(
         if t in keep:
             record[t] = (x_t.clone(), eps.clone())
 
-    ddpm_sample(network, x_T, torch.Generator().manual_seed(seed), schedule, callback=callback)
+    g = torch.Generator().manual_seed(seed)
+    ddpm_sample(network, x_T, g, schedule, callback=callback, progress=progress)
     return record
 
 
 def trajectory_cosines(
-    trajectory: dict[int, tuple[torch.Tensor, torch.Tensor]], machine: Denoiser
+    trajectory: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    machine: Denoiser,
+    progress: bool = False,
 ) -> dict[int, torch.Tensor]:
     """{t: (B,) cosine(machine eps, network eps)} on the recorded network states."""
     out = {}
-    for t, (x_t, eps) in sorted(trajectory.items()):
+    states = sorted(trajectory.items())
+    for t, (x_t, eps) in tqdm(states, desc="machine eps", disable=not progress, leave=False):
         t_tensor = torch.tensor([t], dtype=torch.long)
         with torch.inference_mode():
             out[t] = cosine(machine(x_t, t_tensor), eps)
@@ -79,6 +89,7 @@ def eps_agreement(
     x_T: torch.Tensor,
     seed: int = 0,
     steps: Sequence[int] | None = None,
+    progress: bool = False,
 ) -> dict:
     """Per-step cosine similarity of eps along the network's DDPM trajectories.
 
@@ -90,7 +101,8 @@ def eps_agreement(
         {"t": [...], "median": [...], "q25": [...], "q75": [...]} over the B samples per step.
     """
     steps = list(range(schedule.T)) if steps is None else sorted(set(steps))
-    cos = trajectory_cosines(network_trajectory(network, x_T, seed, schedule, steps), machine)
+    trajectory = network_trajectory(network, x_T, seed, schedule, steps, progress)
+    cos = trajectory_cosines(trajectory, machine, progress)
     rows = [spread(cos[t]) for t in steps]
     return {"t": steps, **{key: [r[key] for r in rows] for key in ("median", "q25", "q75")}}
 
@@ -102,13 +114,16 @@ def sample_agreement(
     x_T: torch.Tensor,
     seed: int = 0,
     sampler: Callable = ddpm_sample,
+    progress: bool = False,
 ) -> dict:
     """r^2 between final samples of network and machine from the same x_T and sampler noise.
 
     Returns:
         {"r2": per-sample list, **spread(r2)}, plus the two sample batches under "samples".
     """
-    x_net = sampler(network, x_T, torch.Generator().manual_seed(seed), schedule)
-    x_machine = sampler(machine, x_T, torch.Generator().manual_seed(seed), schedule)
+    x_net, x_machine = (
+        sampler(d, x_T, torch.Generator().manual_seed(seed), schedule, progress=progress)
+        for d in (network, machine)
+    )
     r2 = r_squared(x_net, x_machine)
     return {"r2": r2.tolist(), **spread(r2), "samples": (x_net, x_machine)}

@@ -28,6 +28,7 @@ def calibrate_patch_sizes(
     x_T: torch.Tensor,
     seed: int = 0,
     every: int = 1,
+    progress: bool = False,
 ) -> dict:
     """Per-step best patch size for `network`.
 
@@ -38,6 +39,7 @@ def calibrate_patch_sizes(
         candidates: patch sizes to try.
         x_T: (B, C, H, W) initial noise of the network trajectories; `seed` seeds their noise.
         every: evaluate every `every`-th step (t = 0, every, 2 every, ...; T - 1 always).
+        progress: show progress bars (the trajectory, then each candidate's machine).
 
     Returns:
         {"patch_size": [k for t in 0..T-1], "candidates": [...], "steps": [evaluated t],
@@ -47,10 +49,10 @@ def calibrate_patch_sizes(
     check(len(candidates) >= 1, "calibration needs at least one candidate patch size")
     check(every >= 1, f"every={every} must be at least 1")
     steps = sorted(set(range(0, schedule.T, every)) | {schedule.T - 1})
-    trajectory = network_trajectory(network, x_T, seed, schedule, steps)
+    trajectory = network_trajectory(network, x_T, seed, schedule, steps, progress)
     table = torch.empty(len(steps), len(candidates), dtype=torch.float64)
     for j, k in enumerate(candidates):
-        cos = trajectory_cosines(trajectory, machine_for(k))
+        cos = trajectory_cosines(trajectory, machine_for(k), progress)
         table[:, j] = torch.stack([cos[t].mean() for t in steps])
     best = [candidates[j] for j in table.argmax(1).tolist()]
     evaluated = torch.tensor(steps)

@@ -70,6 +70,7 @@ def register(subparsers) -> None:
         c.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise")
         c.add_argument("--member", type=int, help="model seed index (default: all)")
         c.add_argument("--out", required=True, help=out)
+        c.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub.choices["calibrate"].add_argument(
         "--candidates", default="1,3,5,7", help="comma-separated patch sizes to try"
     )
@@ -266,6 +267,7 @@ def cmd_calibrate(args) -> int:
                 x_T,
                 args.seed,
                 args.every,
+                progress=not args.no_progress,
             )
         )
     calibration = {**results[0], "machine": args.machine, "members": members}
@@ -287,8 +289,9 @@ def cmd_compare(args) -> int:
     per_member = []
     for m in members:
         network = run.model.member(m).as_denoiser()
-        cos = eps_agreement(network, machine, run.schedule, x_T, args.seed, steps)
-        r2 = sample_agreement(network, machine, run.schedule, x_T, args.seed)
+        progress = not args.no_progress
+        cos = eps_agreement(network, machine, run.schedule, x_T, args.seed, steps, progress)
+        r2 = sample_agreement(network, machine, run.schedule, x_T, args.seed, progress=progress)
         r2.pop("samples")
         per_member.append({"member": m, "eps_cosine": cos, "r2": r2})
         print(f"member {m}: median r^2 {r2['median']:.3f} (IQR {r2['q25']:.3f}-{r2['q75']:.3f})")
