@@ -286,10 +286,9 @@ def cmd_compare(args) -> int:
     run, members, x_T = _load(args)
     machine = machine_from_args(args, run.dataset.images, run.schedule, run.cfg.data.kind)
     steps = sorted(set(range(0, run.schedule.T, args.every)) | {run.schedule.T - 1})
-    per_member = []
+    per_member, progress = [], not args.no_progress
     for m in members:
         network = run.model.member(m).as_denoiser()
-        progress = not args.no_progress
         cos = eps_agreement(network, machine, run.schedule, x_T, args.seed, steps, progress)
         r2 = sample_agreement(network, machine, run.schedule, x_T, args.seed, progress=progress)
         r2.pop("samples")
