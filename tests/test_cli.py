@@ -187,6 +187,16 @@ def test_train_sample_evaluate_end_to_end(tmp_path):
     assert not (out / "escape").exists()
 
 
+def test_a_run_too_short_for_its_ema_is_told_so(tmp_path, capsys):
+    short = ["train", "--out", str(tmp_path / "a"), "--epochs", "2", "--set", "data.n_images=64"]
+    assert main([*short, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "train.ema_decay=0.9999" in out and "takes 2 steps" in out
+    fitting = ["--set", "train.ema_decay=0", "--no-progress"]
+    assert main([*short[:2], str(tmp_path / "b"), *short[3:], *fitting]) == 0
+    assert "ema_decay" not in capsys.readouterr().out
+
+
 def test_resume_flag_continues_a_run(tmp_path):
     out = tmp_path / "run"
     base = [

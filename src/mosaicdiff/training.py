@@ -28,7 +28,7 @@ from torch.optim.lr_scheduler import OneCycleLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from mosaicdiff.config import RunConfig, to_dict
+from mosaicdiff.config import RunConfig, TrainConfig, to_dict
 from mosaicdiff.data import load_dataset
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError, check
@@ -63,6 +63,21 @@ def draw_epoch(g: torch.Generator, n: int, T: int, shape: tuple) -> tuple:
         torch.randperm(n, generator=g),
         torch.randint(T, (n,), generator=g),
         torch.randn((n, *shape), generator=g),
+    )
+
+
+def ema_note(tc: TrainConfig, n_images: int) -> str | None:
+    """A warning when the EMA, which is what gets sampled, averages over more steps than the run
+    takes: its weights then keep more than e^-3 (5 %) of the initial, untrained ones."""
+    total = tc.epochs * math.ceil(n_images / tc.batch_size)
+    horizon = 1 / (1 - tc.ema_decay)  # steps
+    fits = next((d for d in (0.9999, 0.999, 0.995, 0.99, 0.9) if 3 / (1 - d) <= total), 0.0)
+    if 3 * horizon <= total or tc.ema_decay <= fits:
+        return None
+    return (
+        f"train.ema_decay={tc.ema_decay} averages the weights over about {horizon:,.0f} steps "
+        f"but this run takes {total:,} steps, so the EMA weights that are sampled stay near the "
+        f"initial ones; a run this short wants --set train.ema_decay={fits}"
     )
 
 
@@ -111,6 +126,8 @@ def train(
     dataset = load_dataset(cfg.data)
     x_data = dataset.images.to(device)  # (N, C, H, W)
     n, shape = len(dataset), dataset.shape
+    if note := ema_note(tc, n):
+        tqdm.write(f"{out}: note: {note}")
     schedule = Schedule.from_config(cfg.diffusion).to(device)
     model = build_model(cfg.model, shape, cfg.diffusion.T, tc.seeds).to(device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay))
