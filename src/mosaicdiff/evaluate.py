@@ -92,7 +92,7 @@ def evaluate_creativity_samples(
     first seed beside their nearest training images), and returns the results.
     """
     from mosaicdiff import plots
-    from mosaicdiff.metrics.creativity import evaluate_creativity, nearest
+    from mosaicdiff.metrics.creativity import evaluate_creativity
 
     samples = torch.from_numpy(load_samples(samples_dir, limit))  # (S, n, C, H, W)
     per_seed = [
@@ -110,15 +110,22 @@ def evaluate_creativity_samples(
                 "std": float(v.std(ddof=1)) if len(v) > 1 else None,
             }
     result = {"metric": "creativity", "per_seed": per_seed, "over_seeds": over_seeds}
-    shown = samples[0, :16]
-    _, index = nearest(shown.flatten(1), train_images.flatten(1), k=1)
-    fig = plots.grids(
-        {"samples": shown.numpy(), "nearest training image": train_images[index[:, 0]].numpy()},
-        title=f"seed {seeds[0]}: samples and their nearest training images",
-    )
-    plots.save(fig, samples_dir / "nearest.png")
+    title = f"seed {seeds[0]}: samples and their nearest training images"
+    plots.save(nearest_figure(samples[0, :16], train_images, title), samples_dir / "nearest.png")
     atomic_write_json(samples_dir / CREATIVITY_RESULTS, result)
     return result
+
+
+def nearest_figure(
+    samples: torch.Tensor, train_images: torch.Tensor, title: str, label: str = "samples"
+):
+    """Samples (n, C, H, W) beside their nearest training images (RMS), as a figure."""
+    from mosaicdiff import plots
+    from mosaicdiff.metrics.creativity import nearest
+
+    _, index = nearest(samples.flatten(1), train_images.flatten(1), k=1)
+    panels = {label: samples.numpy(), "nearest training image": train_images[index[:, 0]].numpy()}
+    return plots.grids(panels, title=title)
 
 
 def creativity_line(p: dict) -> str:

@@ -111,8 +111,8 @@ def make_figures(out: Path, configs, sc, theory: dict) -> dict[str, str]:
     import matplotlib.pyplot as plt
 
     from mosaicdiff.data import load_dataset
+    from mosaicdiff.evaluate import nearest_figure
     from mosaicdiff.generate import load_samples
-    from mosaicdiff.metrics.creativity import nearest
 
     figs, folder = {}, out / "report" / "figures"
     first = configs[sc.archs[0]]
@@ -124,11 +124,9 @@ def make_figures(out: Path, configs, sc, theory: dict) -> dict[str, str]:
 
     for arch in sc.archs:
         x = torch.from_numpy(load_samples(out / "runs" / arch / "samples" / "study", 16)[0])
-        _, idx = nearest(x.flatten(1), train_images.flatten(1), k=1)
-        panels = {"samples (seed 0)": x.numpy(), "nearest training image": train_images[idx[:, 0]]}
         put(
             f"nearest-{arch}.png",
-            plots.grids({k: np.asarray(v) for k, v in panels.items()}, title=LABELS[arch]),
+            nearest_figure(x, train_images, LABELS[arch], label="samples (seed 0)"),
             f"{LABELS[arch]}: samples beside their nearest training images (RMS distance).",
         )
     machine_panels = {
