@@ -94,9 +94,18 @@ def draw_samples(
         return sampler(x_T, g, progress=progress).reshape(s, n, *shape)
 
     meta = {"sample": to_dict(scfg), "seeds": list(loaded.cfg.train.seeds), "epoch": loaded.epoch}
-    chunk = max(1, scfg.chunk_size // s)
-    desc = f"sample {loaded.cfg.model.arch} x{s}"
-    draw_chunks(out, meta, draw, total, chunk, scfg.seed, scfg.n_per_run, s, desc, progress)
+    draw_chunks(
+        out,
+        meta,
+        draw,
+        total,
+        per_chunk=max(1, scfg.chunk_size // s),
+        seed=scfg.seed,
+        n_per_run=scfg.n_per_run,
+        n_seeds=s,
+        desc=f"sample {loaded.cfg.model.arch} x{s}",
+        progress=progress,
+    )
     return out
 
 

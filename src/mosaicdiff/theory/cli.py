@@ -173,8 +173,17 @@ def cmd_sample(args) -> int:
         x0 = sample(machine, x_T, g, schedule, sampler, args.steps, args.eta, progress=progress)
         return x0[None]  # (1, m, C, H, W): one "seed", as a run's samples folder holds
 
-    desc = f"theory {args.machine}"
-    draw_chunks(folder, {"theory": settings}, draw, n, batch, args.seed, n, 1, desc, progress)
+    draw_chunks(
+        folder,
+        {"theory": settings},
+        draw,
+        n,
+        per_chunk=batch,
+        seed=args.seed,
+        n_per_run=n,  # all one run
+        desc=f"theory {args.machine}",
+        progress=progress,
+    )
     samples = torch.from_numpy(load_samples(folder)[0])
     save_npz(folder / "samples.npz", samples=samples, seed=args.seed, args=json.dumps(settings))
     save_preview(folder, [args.seed])
