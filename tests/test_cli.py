@@ -214,6 +214,24 @@ def test_resume_flag_continues_a_run(tmp_path):
     assert main(base + ["--resume"]) == 0
 
 
+def test_samples_of_an_older_checkpoint_are_not_mixed_with_newer(tmp_path, capsys):
+    out = tmp_path / "run"
+    train = ["train", "--out", str(out), "--epochs", "2", "--set", "data.n_images=64"]
+    assert main([*train, "--set", "train.checkpoint_every=1", "--no-progress"]) == 0
+    for f in (out / "checkpoints").glob("epoch-000002.*"):
+        f.unlink()  # as if stopped after epoch 1
+    draw = ["sample", str(out), "--runs", "1", "--per-run", "4", "--sampler", "ddim"]
+    assert main([*draw, "--steps", "5", "--no-progress"]) == 0
+    resume = ["--set", "train.checkpoint_every=1", "--resume", "--no-progress"]
+    assert main([*train, *resume]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    assert "samples are of epoch 1; the run is now at epoch 2" in capsys.readouterr().out
+    assert main([*draw, "--steps", "5", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "other settings (epoch: 1 -> 2)" in err
+
+
 def test_resume_says_where_it_starts(tmp_path, capsys):
     out = tmp_path / "run"
     base = ["train", "--out", str(out), "--epochs", "2", "--set", "data.n_images=64", "--resume"]

@@ -226,11 +226,15 @@ def cmd_sample(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from mosaicdiff.io import read_json
     from mosaicdiff.runs import RunDir, load_run
 
     loaded = load_run(args.run)
     samples = RunDir(args.run).samples_dir(args.name)
     check((samples / "sample.json").is_file(), f"{samples} has no samples; run sample first")
+    drawn = read_json(samples / "sample.json").get("epoch", loaded.epoch)
+    if drawn != loaded.epoch:
+        print(f"note: these samples are of epoch {drawn}; the run is now at epoch {loaded.epoch}")
     pairings = loaded.cfg.data.kind == "pairings"
     metric = args.metric if args.metric != "auto" else "consistency" if pairings else "creativity"
     if metric == "creativity":

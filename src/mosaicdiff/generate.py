@@ -74,14 +74,14 @@ def draw_samples(
     """Sample `loaded` by `scfg` into RUN/samples/NAME/chunk-*.npz; return that folder."""
     out = loaded.run.samples_dir(name)
     meta_path = out / "sample.json"
-    if meta_path.is_file():
-        old = from_dict(SampleConfig, stored_sample(read_json(meta_path)["sample"]))
-        if old != scfg:
-            raise UserError(
-                f"{out} holds samples drawn with other settings "
-                f"({'; '.join(differences(to_dict(old), to_dict(scfg), 'sample.'))}); "
-                "choose another --name or delete that folder"
-            )
+    if meta_path.is_file():  # resume only the same draw: same settings, same weights
+        stored = read_json(meta_path)
+        old = to_dict(from_dict(SampleConfig, stored_sample(stored["sample"])))
+        # A run trained on after these samples were drawn must not mix old chunks with new.
+        was = stored.get("epoch", loaded.epoch)
+        refuse_other_settings(
+            out, {"sample": old, "epoch": was}, {"sample": to_dict(scfg), "epoch": loaded.epoch}
+        )
     s = loaded.model.n_seeds
     total = scfg.n_runs * scfg.n_per_run
     sampler = make_sampler(loaded, scfg, total * s)
@@ -107,6 +107,16 @@ def draw_samples(
         progress=progress,
     )
     return out
+
+
+def refuse_other_settings(out: Path, old: dict, new: dict, other: str = "--name") -> None:
+    """Refuse to add to the samples in OUT, drawn with `old`, ones drawn with `new` settings."""
+    changed = differences(old, new)
+    if changed:
+        raise UserError(
+            f"{out} holds samples drawn with other settings ({'; '.join(changed)}); "
+            f"choose another {other} or delete that folder"
+        )
 
 
 def draw_chunks(

@@ -208,18 +208,12 @@ NOT_SETTINGS = ("handler", "command", "theory_command", "out", "no_progress", "l
 
 
 def _check_same_settings(folder: Path, settings: dict) -> None:
-    from mosaicdiff.config import differences
+    from mosaicdiff.generate import refuse_other_settings
     from mosaicdiff.io import read_json
 
     meta = folder / "sample.json"
     if meta.is_file():
-        old = read_json(meta).get("theory")
-        check(
-            old == settings,
-            f"{folder} holds samples drawn with other settings "
-            f"({'; '.join(differences(old or {}, settings))}); "
-            "choose another --out or delete that folder",
-        )
+        refuse_other_settings(folder, read_json(meta).get("theory") or {}, settings, "--out")
 
 
 def _consistency(folder: Path, samples: torch.Tensor, spec, settings: dict) -> None:
