@@ -14,9 +14,9 @@ import sys
 from mosaicdiff.config import (
     RunConfig,
     assign,
-    defaults_for,
     differences,
     from_dict,
+    new_run_config,
     read_mapping,
     to_dict,
 )
@@ -42,9 +42,9 @@ def resolve_config(args, base: RunConfig | None = None) -> RunConfig:
     """base <- --config file <- flags <- --set. Without a base (a new run) the base is the
     defaults for the data kind these name (`config.defaults_for`)."""
     if base is None:
-        kind = _layered(args, to_dict(RunConfig()))["data"]["kind"]
-        base = defaults_for(kind)
-    cfg = from_dict(RunConfig, _layered(args, to_dict(base)))
+        cfg = new_run_config(lambda data: _layered(args, data))
+    else:
+        cfg = from_dict(RunConfig, _layered(args, to_dict(base)))
     check_device(cfg.device)
     return cfg
 
@@ -235,11 +235,12 @@ def cmd_evaluate(args) -> int:
     drawn = read_json(samples / "sample.json").get("epoch", loaded.epoch)
     if drawn != loaded.epoch:
         print(f"note: these samples are of epoch {drawn}; the run is now at epoch {loaded.epoch}")
-    pairings = loaded.cfg.data.kind == "pairings"
-    metric = args.metric if args.metric != "auto" else "consistency" if pairings else "creativity"
+    from mosaicdiff.evaluate import metric_for
+
+    metric = args.metric if args.metric != "auto" else metric_for(loaded.cfg.data.kind)
     if metric == "creativity":
         return _evaluate_creativity(args, loaded, samples)
-    if not pairings:
+    if loaded.cfg.data.kind != "pairings":
         raise UserError(
             f"--metric consistency needs data.kind=pairings, not {loaded.cfg.data.kind}; "
             "use --metric creativity"

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -189,6 +190,13 @@ def defaults_for(kind: str) -> RunConfig:
     if kind == "pairings":
         return cfg
     return dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, **NATURAL_SAMPLE))
+
+
+def new_run_config(layer: Callable[[dict], dict]) -> RunConfig:
+    """A new run's config: `layer` (a `to_dict` mapping -> it with the user's settings laid
+    over) applied to the defaults for the data kind those settings name."""
+    kind = layer(to_dict(RunConfig()))["data"]["kind"]
+    return from_dict(RunConfig, layer(to_dict(defaults_for(kind))))
 
 
 # --- (de)serialisation and overrides -------------------------------------------------------

@@ -80,6 +80,18 @@ def evaluate_consistency(samples_dir: Path, spec, seeds: list[int]) -> dict:
 
 
 CREATIVITY_RESULTS = "results-creativity.json"
+MOSAIC_PATCH = 3  # side of the patches a sample is a mosaic of, unless the user picks another
+
+
+def metric_for(kind: str) -> str:
+    """What samples of data of `kind` are measured by unless asked otherwise: consistency where
+    the data has rules to obey (the colour pairings), creativity anywhere else."""
+    return "consistency" if kind == "pairings" else "creativity"
+
+
+def results_name(metric: str) -> str:
+    """The file in a samples folder that holds `metric`'s results."""
+    return "results.json" if metric == "consistency" else CREATIVITY_RESULTS
 
 
 def evaluate_creativity_samples(

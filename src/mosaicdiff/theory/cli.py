@@ -193,11 +193,13 @@ def cmd_sample(args) -> int:
     else:
         from mosaicdiff.evaluate import (
             CREATIVITY_RESULTS,
+            MOSAIC_PATCH,
             creativity_line,
             evaluate_creativity_samples,
         )
 
-        res = evaluate_creativity_samples(folder, dataset.images, [args.seed], 3, args.limit)
+        images, seeds = dataset.images, [args.seed]
+        res = evaluate_creativity_samples(folder, images, seeds, MOSAIC_PATCH, args.limit)
         print(creativity_line(res["per_seed"][0]))
         print(f"results -> {folder / CREATIVITY_RESULTS}, figure -> {folder / 'nearest.png'}")
     return 0
