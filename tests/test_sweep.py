@@ -70,7 +70,7 @@ def assert_all_done(out, n_points: int) -> None:
         ({"model.nope": [1]}, "model.nope"),
         ({"model.arch": ["cnn", "transformer"]}, "transformer"),
         ({"train.epochs": [1, 0]}, "train.epochs=0"),
-        ({"data.kind": ["digits"]}, "data.kind=pairings"),
+        ({"data.kind": ["pairings", "digits"]}, "measured by consistency and creativity"),
         ({"train.seeds": 3}, "train.seeds"),
     ],
 )
@@ -133,6 +133,35 @@ def test_local_sweep_runs_and_skips_finished_points(tmp_path):
     sweep(plan_sweep(tiny_spec(out)), "local", jobs=2, log=lines.append)
     assert "2 finished, 0 to run" in lines[0]
     assert stamps == {p.name: p.done_path.stat().st_mtime_ns for p in plan.points}
+
+
+def test_a_sweep_on_digits_measures_creativity(tmp_path, capsys):
+    spec = tiny_spec(tmp_path / "out", {"model.hidden": [8, 16]})
+    spec["base"] = {"data": {"kind": "digits"}, "train": {"epochs": 1, "ema_decay": 0}}
+    spec["base"]["sample"] = {"steps": 5, "n_per_run": 12}
+    plan = plan_sweep(spec)
+    # A new run's defaults on natural data, under the base: 1 run of DDIM with x0 clipped.
+    scfg = plan.points[0].cfg.sample
+    assert (scfg.sampler, scfg.steps, scfg.n_runs, scfg.n_per_run, scfg.clip_x0) == (
+        "ddim",
+        5,
+        1,
+        12,
+        True,
+    )
+    assert {o["status"] for o in sweep(plan, "local", jobs=1).values()} == {"done"}
+    rows = read_table(tmp_path / "out")
+    assert [r["point"] for r in rows] == ["hidden=8", "hidden=16"]
+    for r, p in zip(rows, plan.points, strict=True):  # the table holds each point's evaluation
+        results = json.loads((p.run_path / "samples/default/results-creativity.json").read_text())
+        (seed,) = results["per_seed"]
+        assert float(r["novelty"]) == pytest.approx(seed["novelty"]) and seed["novelty"] > 0
+        assert int(r["n_samples"]) == 12 and 0 <= float(r["mosaic_rate"]) <= 1
+        assert {"samples.png", "nearest.png"} <= {f.name for f in p.run_path.rglob("*.png")}
+    with open(tmp_path / "out" / "points.csv") as f:
+        points = list(csv.DictReader(f))
+    assert [float(p["novelty_mean"]) for p in points] == [float(r["novelty"]) for r in rows]
+    assert (tmp_path / "out" / "summary.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slurm

@@ -78,18 +78,28 @@ def train_stage(cfg: RunConfig, run_path: Path, progress: bool) -> None:
 
 
 def sample_stage(cfg: RunConfig, run_path: Path, progress: bool) -> dict:
-    from mosaicdiff.evaluate import evaluate_consistency
-    from mosaicdiff.generate import draw_samples
+    """Sample a trained run (and `samples.png`) and measure its samples: consistency on the
+    colour pairings, creativity (of every sample) on other data; reused when measured with
+    these settings."""
+    from mosaicdiff import evaluate
+    from mosaicdiff.generate import draw_samples, save_preview
     from mosaicdiff.runs import load_run
 
     loaded = load_run(run_path, device=cfg.device)
     out = loaded.run.samples_dir()
-    results = out / "results.json"
+    metric = evaluate.metric_for(cfg.data.kind)
+    results = out / evaluate.results_name(metric)
     stored = read_json(out / "sample.json")["sample"] if results.is_file() else None
     if stored is not None and matches(stored_sample(stored), cfg.sample):
         return read_json(results)
     draw_samples(loaded, cfg.sample, progress=progress)
-    return evaluate_consistency(out, loaded.dataset.info["spec"], list(cfg.train.seeds))
+    seeds = list(cfg.train.seeds)
+    save_preview(out, seeds)
+    if metric == "consistency":
+        return evaluate.evaluate_consistency(out, loaded.dataset.info["spec"], seeds)
+    n = cfg.sample.n_runs * cfg.sample.n_per_run
+    images = loaded.dataset.images
+    return evaluate.evaluate_creativity_samples(out, images, seeds, evaluate.MOSAIC_PATCH, n)
 
 
 def model_stage(cfg: RunConfig, run_path: Path, progress: bool) -> dict:

@@ -7,10 +7,16 @@ sampled and evaluated by `run_point` exactly as `reproduce` does one model. The 
 validated before anything runs, finished points are skipped, and the executor (`local`
 processes or `slurm` job arrays through submitit) is the only thing that differs.
 
+A point is configured as a new run is: from the defaults of its data kind
+(`config.defaults_for`), then the base, --set and its grid values. Its samples are measured
+by consistency on the colour pairings and by the creativity metrics on other data; one sweep
+holds one of the two.
+
     OUT/sweep.json          the resolved plan: spec, one RunConfig per point
     OUT/points/NAME/        a run directory per point (runs.py) and point.json once finished
     OUT/table.csv           one row per point and training seed (sweep_table.py)
-    OUT/summary.png         consistency per point with 95 % intervals
+    OUT/points.csv          one row per finished point: the mean over its seeds
+    OUT/summary.png         the metric per point and seed
     OUT/slurm/              submitit's scripts and logs, jobs.json (executor slurm)
 """
 
@@ -25,7 +31,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mosaicdiff.config import RunConfig, from_dict, matches, override, read_mapping, to_dict
+from mosaicdiff.config import (
+    RunConfig,
+    assign,
+    from_dict,
+    matches,
+    new_run_config,
+    read_mapping,
+    to_dict,
+)
 from mosaicdiff.errors import UserError, check
 from mosaicdiff.io import atomic_write_json, read_json
 
@@ -58,6 +72,13 @@ class Plan:
     out: Path
     points: tuple[Point, ...]
 
+    @property
+    def metric(self) -> str:
+        """What every point's samples are measured by: consistency or creativity."""
+        from mosaicdiff.evaluate import metric_for
+
+        return metric_for(self.points[0].cfg.data.kind)
+
 
 def load_spec(path: str | Path) -> dict:
     """A sweep spec from a YAML (.yaml, .yml) or TOML (.toml) file, checked for unknown keys."""
@@ -89,28 +110,35 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
     check(bool(out), "sweep spec: name an output folder with out: (or --out)")
     out = Path(out)
     from mosaicdiff.cli import _deep_merge  # the --config merge, shared
+    from mosaicdiff.evaluate import metric_for
+
+    def resolve(values: dict) -> RunConfig:
+        """A new run's config (defaults of its data kind) <- base <- --set <- `values`."""
+        assignments = [*sets, *(f"{k}={json.dumps(v)}" for k, v in values.items())]
+        return new_run_config(lambda data: assign(_deep_merge(data, base_part), assignments))
 
     try:
-        base = from_dict(RunConfig, _deep_merge(to_dict(RunConfig()), base_part))
-        base = override(base, list(sets))
+        resolve({})
     except UserError as e:
         raise UserError(f"sweep base: {e}") from None
     labels = _labels(list(grid))
-    points, names = [], {}
+    points, names, metrics = [], {}, {}
     for combo in itertools.product(*grid.values()):
         values = dict(zip(grid, combo, strict=True))
         name = "__".join(f"{labels[k]}={_slug(v)}" for k, v in values.items())
         try:
-            cfg = override(base, [f"{k}={json.dumps(v)}" for k, v in values.items()])
+            cfg = resolve(values)
         except UserError as e:
             raise UserError(f"sweep grid point {name}: {e}") from None
-        check(
-            cfg.data.kind == "pairings",
-            f"sweep grid point {name}: consistency needs data.kind=pairings, not {cfg.data.kind}",
-        )
         check(name not in names, f"sweep grid: points {values} and {names.get(name)} share {name}")
         names[name] = values
+        metrics.setdefault(metric_for(cfg.data.kind), name)
         points.append(Point(name, values, cfg, out / "points" / name))
+    check(
+        len(metrics) == 1,
+        f"sweep grid: points {' and '.join(metrics.values())} are measured by "
+        f"{' and '.join(metrics)}, which one table cannot hold; sweep the data kinds separately",
+    )
     for p in points:
         cfg_path = p.run_path / "config.json"
         if cfg_path.is_file() and not matches(read_json(cfg_path), p.cfg):

@@ -1,11 +1,14 @@
 """A sweep's results gathered from its run directories: OUT/table.csv, OUT/points.csv and
-OUT/summary.png.
+OUT/summary.png, for the sweep's metric (`Plan.metric`).
 
-table.csv has one row per grid point and training seed: the point's grid values, consistency
-over sampling runs (mean and 95 % interval, see evaluate.py), wall time and status. Points that
-did not finish get one row with their status (failed, CANCELLED, pending, ...) and the error.
-points.csv has one row per finished point: the mean over its training seeds with a 95 %
-Student-t interval over seeds, and the share of samples failing by each reason.
+table.csv has one row per grid point and training seed: the point's grid values, the metric's
+columns, wall time and status. Consistency is the mean over sampling runs with its 95 %
+interval (see evaluate.py); creativity is novelty (RMS to the nearest training image) and the
+memorized and mosaic shares (metrics/creativity.py). Points that did not finish get one row
+with their status (failed, CANCELLED, pending, ...) and the error.
+points.csv has one row per finished point: the mean over its training seeds, for consistency
+with a 95 % Student-t interval over seeds and the share of samples failing by each reason, for
+creativity with each metric's standard deviation over seeds.
 """
 
 from __future__ import annotations
@@ -15,7 +18,29 @@ import io
 
 from mosaicdiff.io import atomic_write_bytes, atomic_write_text, read_json
 
-FIELDS = ("consistency_mean", "ci95_low", "ci95_high", "n_runs", "wall_s", "status", "error")
+# Per metric: table.csv's columns of one seed's results.
+COLUMNS = {
+    "consistency": ("consistency_mean", "ci95_low", "ci95_high", "n_runs"),
+    "creativity": ("novelty", "memorization_rate", "mosaic_rate", "mosaic_ratio", "n_samples"),
+}
+STATUS = ("wall_s", "status", "error")
+# Per metric: summary.png's panels, (column, scale, axis label).
+PANELS = {
+    "consistency": (("consistency_mean", 100, "consistency (%)"),),
+    "creativity": (
+        ("novelty", 1, "novelty (RMS to nearest)"),
+        ("memorization_rate", 100, "memorized (%)"),
+        ("mosaic_rate", 100, "mosaics (%)"),
+    ),
+}
+
+
+def seed_cells(metric: str, s: dict) -> dict:
+    """table.csv's metric columns from one `per_seed` entry of a point's results."""
+    if metric == "creativity":
+        return {k: s[k] for k in COLUMNS[metric]}
+    lo, hi = s["ci95"] if s.get("ci95") else (None, None)
+    return {"consistency_mean": s["mean"], "ci95_low": lo, "ci95_high": hi, "n_runs": s["n"]}
 
 
 def table_rows(plan, outcomes: dict[str, dict]) -> list[dict]:
@@ -25,28 +50,17 @@ def table_rows(plan, outcomes: dict[str, dict]) -> list[dict]:
         head = {"point": p.name, **{k: _cell(v) for k, v in p.values.items()}}
         if p.finished():
             record = read_json(p.done_path)
+            wall = round(record["wall_s"], 2)
+            done = {"wall_s": wall, "status": "done", "error": ""}
             for s in record["results"]["per_seed"]:
-                lo, hi = s["ci95"] if s.get("ci95") else (None, None)
-                rows.append(
-                    {
-                        **head,
-                        "seed": s["seed"],
-                        "consistency_mean": s["mean"],
-                        "ci95_low": lo,
-                        "ci95_high": hi,
-                        "n_runs": s["n"],
-                        "wall_s": round(record["wall_s"], 2),
-                        "status": "done",
-                        "error": "",
-                    }
-                )
+                rows.append({**head, "seed": s["seed"], **seed_cells(plan.metric, s), **done})
         else:
             outcome = outcomes.get(p.name, {"status": "pending"})
             rows.append(
                 {
                     **head,
                     "seed": "",
-                    **dict.fromkeys(FIELDS, ""),
+                    **dict.fromkeys((*COLUMNS[plan.metric], *STATUS), ""),
                     "status": outcome["status"],
                     "error": outcome.get("error", ""),
                 }
@@ -55,31 +69,41 @@ def table_rows(plan, outcomes: dict[str, dict]) -> list[dict]:
 
 
 def point_rows(plan) -> list[dict]:
-    """One row per finished point: consistency over its seeds and its failure reasons."""
+    """One row per finished point: the metric over its seeds (see the module docstring)."""
     rows = []
     for p in plan.points:
-        if not p.finished():
-            continue
-        res = read_json(p.done_path)["results"]
-        over = res["over_seeds"]
-        lo, hi = over["ci95"] or (None, None)
-        reasons: dict[str, int] = {}
-        for s in res["per_seed"]:
-            for k, v in s["reasons"].items():
-                reasons[k] = reasons.get(k, 0) + v
-        total = sum(reasons.values())
-        rows.append(
-            {
-                "point": p.name,
-                **{k: _cell(v) for k, v in p.values.items()},
-                "n_seeds": over["n"],
-                "consistency_mean": over["mean"],
-                "ci95_seeds_low": lo,
-                "ci95_seeds_high": hi,
-                **{f"share_{k}": v / total for k, v in reasons.items()},
-            }
-        )
+        if p.finished():
+            res = read_json(p.done_path)["results"]
+            over = _over_seeds(res) if plan.metric == "consistency" else _spread(res)
+            rows.append({"point": p.name, **{k: _cell(v) for k, v in p.values.items()}, **over})
     return rows
+
+
+def _over_seeds(res: dict) -> dict:
+    """Consistency over a point's seeds, with its interval and the failure reasons' shares."""
+    over = res["over_seeds"]
+    lo, hi = over["ci95"] or (None, None)
+    reasons: dict[str, int] = {}
+    for s in res["per_seed"]:
+        for k, v in s["reasons"].items():
+            reasons[k] = reasons.get(k, 0) + v
+    total = sum(reasons.values())
+    return {
+        "n_seeds": over["n"],
+        "consistency_mean": over["mean"],
+        "ci95_seeds_low": lo,
+        "ci95_seeds_high": hi,
+        **{f"share_{k}": v / total for k, v in reasons.items()},
+    }
+
+
+def _spread(res: dict) -> dict:
+    """Each creativity metric's mean and standard deviation over a point's seeds."""
+    cells = {"n_seeds": len(res["per_seed"])}
+    for key in COLUMNS["creativity"][:-1]:
+        over = res["over_seeds"].get(key) or {}
+        cells[f"{key}_mean"], cells[f"{key}_std"] = over.get("mean"), over.get("std")
+    return cells
 
 
 def _csv(rows: list[dict], columns: list[str]) -> str:
@@ -93,59 +117,77 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
 def write_outputs(plan, outcomes: dict[str, dict]) -> list[dict]:
     """Write OUT/table.csv, OUT/points.csv and OUT/summary.png; return table.csv's rows."""
     rows = table_rows(plan, outcomes)
-    atomic_write_text(
-        plan.out / "table.csv", _csv(rows, ["point", *plan.points[0].values, "seed", *FIELDS])
-    )
+    columns = ["point", *plan.points[0].values, "seed", *COLUMNS[plan.metric], *STATUS]
+    atomic_write_text(plan.out / "table.csv", _csv(rows, columns))
     points = point_rows(plan)
     if points:
         columns = list(dict.fromkeys(k for r in points for k in r))
         atomic_write_text(plan.out / "points.csv", _csv(points, columns))
-    atomic_write_bytes(plan.out / "summary.png", summary_png(rows))
+    atomic_write_bytes(plan.out / "summary.png", summary_png(rows, plan.metric))
     return rows
 
 
 def format_points(plan) -> str:
-    """points.csv as aligned text lines for the terminal (consistency in %)."""
+    """points.csv as aligned text lines for the terminal."""
     lines, rows = [], point_rows(plan)
     width = max((len(r["point"]) for r in rows), default=0)
     for r in rows:
-        lo, hi = r["ci95_seeds_low"], r["ci95_seeds_high"]
-        ci = f"  (95% CI over {r['n_seeds']} seeds {100 * lo:.2f}-{100 * hi:.2f})" if lo else ""
-        lines.append(f"{r['point']:<{width}s} {100 * r['consistency_mean']:6.2f}%{ci}")
+        if plan.metric == "creativity":
+            sd = r["novelty_std"]
+            spread = f" +- {sd:.3f} over {r['n_seeds']} seeds" if sd is not None else ""
+            text = (
+                f"novelty {r['novelty_mean']:.3f}{spread}, "
+                f"memorized {100 * r['memorization_rate_mean']:.1f}%, "
+                f"mosaics {100 * r['mosaic_rate_mean']:.1f}%"
+            )
+        else:
+            lo, hi = r["ci95_seeds_low"], r["ci95_seeds_high"]
+            ci = f"  (95% CI over {r['n_seeds']} seeds {100 * lo:.2f}-{100 * hi:.2f})" if lo else ""
+            text = f"{100 * r['consistency_mean']:6.2f}%{ci}"
+        lines.append(f"{r['point']:<{width}s} {text}")
     return "\n".join(lines)
 
 
-def summary_png(rows: list[dict]) -> bytes:
-    """Consistency (%) per point and seed with its 95 % interval; unfinished points marked x."""
+def summary_png(rows: list[dict], metric: str = "consistency") -> bytes:
+    """The metric per point and seed, a panel per number (consistency with its 95 % interval
+    over runs); unfinished points marked x."""
     from mosaicdiff.plots import plt
 
     points = list(dict.fromkeys(r["point"] for r in rows))
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(points) + 2), 3.6))
-    top, seen = 1.0, {}
+    panels = PANELS[metric]
+    side = max(3.5, 0.7 * len(points) + 1.5)  # a panel's width
+    fig, axes = plt.subplots(1, len(panels), figsize=(side * len(panels), 3.6), squeeze=False)
+    for ax, (key, scale, label) in zip(axes[0], panels, strict=True):
+        _panel(ax, rows, points, key, scale, label)
+    interval = " (95 % CI over runs)" if metric == "consistency" else ""
+    fig.suptitle(f"{metric} per point and seed{interval}; x: unfinished", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _panel(ax, rows: list[dict], points: list[str], key: str, scale: float, label: str) -> None:
+    top, seen = 0.01 * scale, {}
     for r in rows:
         k = seen[r["point"]] = seen.get(r["point"], -1) + 1
         x = points.index(r["point"]) + 0.08 * k  # seeds of a point side by side
         if r["status"] != "done":
             ax.plot(x, 0, "x", color="grey")
             continue
-        m = 100 * r["consistency_mean"]
-        if r["ci95_low"] is not None:
-            err = [[m - 100 * r["ci95_low"]], [100 * r["ci95_high"] - m]]
+        m = scale * r[key]
+        if r.get("ci95_low") is not None:
+            err = [[m - scale * r["ci95_low"]], [scale * r["ci95_high"] - m]]
             ax.errorbar(x, m, yerr=err, fmt="o", color="C0", capsize=3, alpha=0.8)
-            top = max(top, 100 * r["ci95_high"])
+            top = max(top, scale * r["ci95_high"])
         else:
             ax.plot(x, m, "o", color="C0")
         top = max(top, m)
     ax.set_xticks(range(len(points)), points, rotation=30, ha="right", fontsize=8)
     ax.set_xlim(-0.5, len(points) - 0.5)
     ax.set_ylim(0, 1.1 * top)
-    ax.set_ylabel("consistency (%)")
-    ax.set_title("consistency per point and seed (95 % CI over runs; x: unfinished)", fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    ax.set_ylabel(label)
 
 
 def _cell(value):
