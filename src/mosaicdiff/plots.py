@@ -1,5 +1,6 @@
-"""Figures shared by every report: image grids, consistency bars, loss curves, failure reasons,
-attention maps. Each function takes plain arrays and returns a matplotlib Figure."""
+"""Figures shared by every report: image grids, consistency bars, loss curves, eps cosine
+curves, failure reasons, attention maps. Each function takes plain arrays and returns a
+matplotlib Figure."""
 
 from __future__ import annotations
 
@@ -72,6 +73,21 @@ def loss_curves(curves: dict[str, np.ndarray]):
     ax.set_xlabel("epoch")
     ax.set_ylabel("weighted eps MSE")
     ax.set_yscale("log")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cosine_curves(curves: dict[str, dict]):
+    """Per-step cosine of two eps predictions, one line per name: a dict with t, median,
+    q25 and q75 (`theory.agreement.eps_agreement`), the band the interquartile range."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name, c in curves.items():
+        ax.plot(c["t"], c["median"], label=name, lw=1.2)
+        ax.fill_between(c["t"], c["q25"], c["q75"], alpha=0.2)
+    ax.set_xlabel("timestep t (T-1 is pure noise)")
+    ax.set_ylabel("cosine(network eps, machine eps)")
+    ax.set_ylim(top=1.0)
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig

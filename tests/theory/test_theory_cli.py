@@ -134,4 +134,6 @@ def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny):
     )
     result = json.loads((out / "agreement.json").read_text())["members"][0]
     assert 0 <= result["r2"]["median"] <= 1 and len(result["eps_cosine"]["t"]) == 5
+    for figure in ("samples.png", "eps_cosine.png"):
+        assert (out / figure).read_bytes()[:4] == b"\x89PNG"
     assert main(["theory", "compare", str(tmp_path / "none"), "--out", str(out)]) == 2

@@ -291,20 +291,35 @@ def cmd_compare(args) -> int:
     run, members, x_T = _load(args)
     machine = machine_from_args(args, run.dataset.images, run.schedule, run.cfg.data.kind)
     steps = sorted(set(range(0, run.schedule.T, args.every)) | {run.schedule.T - 1})
-    per_member, progress = [], not args.no_progress
+    per_member, pairs, progress = [], {}, not args.no_progress
     for m in members:
         network = run.model.member(m).as_denoiser()
         cos = eps_agreement(network, machine, run.schedule, x_T, args.seed, steps, progress)
         r2 = sample_agreement(network, machine, run.schedule, x_T, args.seed, progress=progress)
-        r2.pop("samples")
+        pairs[m] = r2.pop("samples")
         per_member.append({"member": m, "eps_cosine": cos, "r2": r2})
         print(f"member {m}: median r^2 {r2['median']:.3f} (IQR {r2['q25']:.3f}-{r2['q75']:.3f})")
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in vars(args).items() if k != "handler"}
     atomic_write_json(folder / "agreement.json", {"args": meta, "members": per_member})
-    print(f"agreement -> {folder / 'agreement.json'}")
+    _compare_figures(folder, args.machine, per_member, pairs)
+    print(f"agreement -> {folder / 'agreement.json'}, figures -> samples.png, eps_cosine.png")
     return 0
+
+
+def _compare_figures(folder: Path, machine: str, per_member: list[dict], pairs: dict) -> None:
+    """FOLDER/samples.png: the first member's samples beside the machine's from the same noise;
+    FOLDER/eps_cosine.png: each member's eps cosine with the machine over t."""
+    from mosaicdiff import plots
+
+    first = per_member[0]
+    x_net, x_machine = (x[:16].numpy() for x in pairs[first["member"]])
+    title = f"the same noise through both: median r^2 {first['r2']['median']:.3f}"
+    panels = {f"network (member {first['member']})": x_net, f"machine ({machine})": x_machine}
+    plots.save(plots.grids(panels, title=title), folder / "samples.png")
+    curves = {f"member {p['member']}": p["eps_cosine"] for p in per_member}
+    plots.save(plots.cosine_curves(curves), folder / "eps_cosine.png")
 
 
 def _runs(table: list[int]) -> str:
