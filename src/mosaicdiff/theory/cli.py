@@ -6,7 +6,8 @@
   other data the creativity metrics `mosaicdiff evaluate` computes for networks
   (results-creativity.json, its "seed" the sampling seed, and nearest.png).
 - calibrate: per-step patch sizes that best match a trained run's network (K&G Sec. 5).
-- compare: per-step eps cosine and final-sample r^2 between a run's networks and a machine.
+- compare: per-step eps cosine and final-sample r^2 between a run's networks and a machine
+  (agreement.json), drawn as samples.png (both from the same noise) and eps_cosine.png.
 Bad values raise `UserError` (the main CLI prints one line and exits 2).
 """
 
