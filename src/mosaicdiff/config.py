@@ -314,6 +314,12 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
         check(value in args, f"{name}={value!r} is not one of {list(args)}")
         return value
     if origin is tuple:
+        # --seeds 3 is a count (seeds 0, 1, 2); a bare train.seeds=3 would silently be seed 3.
+        check(
+            name != "train.seeds" or not isinstance(value, int),
+            f"train.seeds={value!r} is ambiguous: write [{value!r}] for that one seed, or "
+            f"--seeds {value!r} for {value!r} seeds",
+        )
         if isinstance(value, (int, float, str)) and args and args[-1] is Ellipsis:
             value = [value] if not isinstance(value, str) else _split(value)
         check(isinstance(value, (list, tuple)), f"{name}={value!r} must be a list")
