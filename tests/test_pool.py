@@ -15,9 +15,14 @@ def test_interrupt_terminates_running_and_queued_work():
             workers = list(pool._processes.values())
             raise KeyboardInterrupt
     assert len(workers) == 2
-    # The executor's own thread may reap a worker first, so its status can lag a moment.
+    # The executor's own thread reaps the workers and fails their running tasks, so their
+    # status can lag a moment behind the interrupt.
     deadline = time.monotonic() + 30
-    while any(w.is_alive() for w in workers) and time.monotonic() < deadline:
+
+    def settled() -> bool:
+        return not any(w.is_alive() for w in workers) and all(f.done() for f in futures)
+
+    while not settled() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(w.is_alive() for w in workers)
     assert all(w.exitcode is not None and w.exitcode < 0 for w in workers)  # killed by signal
