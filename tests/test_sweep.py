@@ -13,13 +13,15 @@ import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from mosaicdiff.errors import UserError
-from mosaicdiff.experiments.sweep import plan_sweep, register, sweep
+from mosaicdiff.experiments.sweep import load_spec, plan_sweep, register, sweep
 from mosaicdiff.experiments.sweep_executors import SlurmOptions
 
+EXAMPLES = Path(__file__).parents[1] / "examples"
 slurm = pytest.mark.skipif(
     shutil.which("sbatch") is None or os.environ.get("MOSAICDIFF_SLURM_TESTS") != "1",
     reason="needs sbatch on PATH and MOSAICDIFF_SLURM_TESTS=1 (see .ci/slurm)",
@@ -78,6 +80,15 @@ def test_bad_grid_fails_before_anything_runs(tmp_path, grid, named):
     with pytest.raises(UserError, match=named.replace(".", r"\.")):
         plan_sweep(tiny_spec(tmp_path / "out", grid))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "name, points, metric",
+    [("sweep.yaml", 8, "consistency"), ("sweep_digits.yaml", 4, "creativity")],
+)
+def test_the_example_specs_plan(tmp_path, name, points, metric):
+    plan = plan_sweep(load_spec(EXAMPLES / name), tmp_path / "out")
+    assert (len(plan.points), plan.metric) == (points, metric)
 
 
 def test_point_names_follow_the_overrides(tmp_path):
