@@ -226,6 +226,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from mosaicdiff.evaluate import CONSISTENCY_RESULTS, evaluate_consistency, metric_for
     from mosaicdiff.io import read_json
     from mosaicdiff.runs import RunDir, load_run
 
@@ -235,8 +236,6 @@ def cmd_evaluate(args) -> int:
     drawn = read_json(samples / "sample.json").get("epoch", loaded.epoch)
     if drawn != loaded.epoch:
         print(f"note: these samples are of epoch {drawn}; the run is now at epoch {loaded.epoch}")
-    from mosaicdiff.evaluate import metric_for
-
     metric = args.metric if args.metric != "auto" else metric_for(loaded.cfg.data.kind)
     if metric == "creativity":
         return _evaluate_creativity(args, loaded, samples)
@@ -245,8 +244,6 @@ def cmd_evaluate(args) -> int:
             f"--metric consistency needs data.kind=pairings, not {loaded.cfg.data.kind}; "
             "use --metric creativity"
         )
-    from mosaicdiff.evaluate import evaluate_consistency
-
     res = evaluate_consistency(samples, loaded.dataset.info["spec"], list(loaded.cfg.train.seeds))
     for p in res["per_seed"]:
         lo, hi = p["ci95"]
@@ -257,7 +254,7 @@ def cmd_evaluate(args) -> int:
         total = sum(p["reasons"].values()) or 1
         why = ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in p["reasons"].items())
         print(f"  samples: {why}")
-    print(f"results -> {samples / 'results.json'}")
+    print(f"results -> {samples / CONSISTENCY_RESULTS}")
     return 0
 
 

@@ -75,10 +75,11 @@ def evaluate_consistency(samples_dir: Path, spec, seeds: list[int]) -> dict:
         "over_seeds": across_seeds([p["mean"] for p in per_seed]),
         "n_samples_per_seed": int(counts[0].sum()),
     }
-    atomic_write_json(samples_dir / "results.json", result)
+    atomic_write_json(samples_dir / CONSISTENCY_RESULTS, result)
     return result
 
 
+CONSISTENCY_RESULTS = "results.json"  # the file name predates the creativity metrics
 CREATIVITY_RESULTS = "results-creativity.json"
 MOSAIC_PATCH = 3  # side of the patches a sample is a mosaic of, unless the user picks another
 
@@ -91,7 +92,7 @@ def metric_for(kind: str) -> str:
 
 def results_name(metric: str) -> str:
     """The file in a samples folder that holds `metric`'s results."""
-    return "results.json" if metric == "consistency" else CREATIVITY_RESULTS
+    return CONSISTENCY_RESULTS if metric == "consistency" else CREATIVITY_RESULTS
 
 
 def evaluate_creativity_samples(

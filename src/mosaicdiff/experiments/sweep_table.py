@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 
-from mosaicdiff.io import atomic_write_bytes, atomic_write_text, read_json
+from mosaicdiff.io import atomic_write_text, read_json
 
 # Per metric: table.csv's columns of one seed's results.
 COLUMNS = {
@@ -116,6 +116,8 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
 
 def write_outputs(plan, outcomes: dict[str, dict]) -> list[dict]:
     """Write OUT/table.csv, OUT/points.csv and OUT/summary.png; return table.csv's rows."""
+    from mosaicdiff import plots
+
     rows = table_rows(plan, outcomes)
     columns = ["point", *plan.points[0].values, "seed", *COLUMNS[plan.metric], *STATUS]
     atomic_write_text(plan.out / "table.csv", _csv(rows, columns))
@@ -123,7 +125,7 @@ def write_outputs(plan, outcomes: dict[str, dict]) -> list[dict]:
     if points:
         columns = list(dict.fromkeys(k for r in points for k in r))
         atomic_write_text(plan.out / "points.csv", _csv(points, columns))
-    atomic_write_bytes(plan.out / "summary.png", summary_png(rows, plan.metric))
+    plots.save(summary_figure(rows, plan.metric), plan.out / "summary.png")
     return rows
 
 
@@ -148,7 +150,7 @@ def format_points(plan) -> str:
     return "\n".join(lines)
 
 
-def summary_png(rows: list[dict], metric: str = "consistency") -> bytes:
+def summary_figure(rows: list[dict], metric: str = "consistency"):
     """The metric per point and seed, a panel per number (consistency with its 95 % interval
     over runs); unfinished points marked x."""
     from mosaicdiff.plots import plt
@@ -162,10 +164,7 @@ def summary_png(rows: list[dict], metric: str = "consistency") -> bytes:
     interval = " (95 % CI over runs)" if metric == "consistency" else ""
     fig.suptitle(f"{metric} per point and seed{interval}; x: unfinished", fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    return fig
 
 
 def _panel(ax, rows: list[dict], points: list[str], key: str, scale: float, label: str) -> None:
