@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import re
 
+from mosaicdiff.allocator import hold_freed_memory
+
 
 def profile_arch(arch: str, batch: int, steps: int, top: int) -> list[tuple[float, str]]:
     import torch
@@ -53,6 +55,7 @@ def main(argv=None) -> int:
 
     inductor_config.cpp.enable_kernel_profile = True
     torch.set_flush_denormal(True)
+    hold_freed_memory()  # for the plain and our code alike
     for arch in args.archs.split(","):
         for share, name in profile_arch(arch, args.batch, args.steps, args.top):
             print(f"{arch:9}{share:6.1f}%  {name[:100]}")

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mosaicdiff.allocator import hold_freed_memory
+
 ARCHS = ("cnn", "attn", "identity", "top1")
 D, N_TOK, P = 32, 4, 12  # hidden width, tokens, values per token of the paper's networks
 
@@ -211,6 +213,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    hold_freed_memory()  # for the plain and our code alike
     started = time.perf_counter()
     if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
         p.error(f"--device {args.device}: no such device here; use cpu")

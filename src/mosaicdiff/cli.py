@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from mosaicdiff.allocator import hold_freed_memory
 from mosaicdiff.config import (
     RunConfig,
     assign,
@@ -276,6 +277,7 @@ def _evaluate_creativity(args, loaded, samples) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    hold_freed_memory()  # for this process and the workers it starts
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

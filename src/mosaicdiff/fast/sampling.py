@@ -39,11 +39,11 @@ from mosaicdiff.noise import Noise, check_counter_range, check_kind, counter_nor
 from mosaicdiff.sampling import ddpm_tables
 
 # Samples in one compiled call, over all seeds of the group. With the noise made in the kernel,
-# larger chunks amortise the per-call work: on 2 cores, 16,384 gave cnn 3.8-4.0 and attn 5.3 min
-# per 1M samples x 1,000 steps, 4,096 gave 4.9-5.1 and 5.7-6.1. Much larger calls lose to the
-# allocator: intermediates of tens of MB are mapped and page-faulted afresh on every call
-# (glibc's mmap threshold): 8 seeds x 12,500 per call (`sample`'s default chunk of 100,000)
-# ran 1.8-2.2x (cnn) and 2.2-2.4x (attn) slower than 8 x 1,250.
+# larger chunks amortise the per-call work (~70 us on 2 cores): 16,384 gave cnn 3.8-4.0 and
+# attn 5.3 min per 1M samples x 1,000 steps, 4,096 gave 4.9-5.1 and 5.7-6.1. Much larger calls
+# lose again: 8 seeds x 12,500 per call (`sample`'s default chunk of 100,000) ran ~2x slower
+# than 16,384 per call, since their intermediates (tens of MB) leave the caches. Steady speed at
+# any size also needs `allocator.hold_freed_memory` (set by `configure_inductor`).
 CHUNK = 16_384
 
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
+from mosaicdiff.allocator import hold_freed_memory
 from mosaicdiff.models.patchnet import _tokens_matmul, unpatchify
 
 # Columns of the per-step table.
@@ -33,10 +34,12 @@ LR, BETA1, STEP_SIZE, BC2_SQRT, DECAY, EMA_W = range(6)
 def configure_inductor() -> None:
     """Settings every compiled path here needs (see PERF-NOTES.md): ATen's random numbers
     (Inductor's own are slow on CPU and differ from eager's stream), and one inductor cache per
-    process unless the user chose one (two processes compiling one graph can corrupt it)."""
+    process unless the user chose one (two processes compiling one graph can corrupt it), and
+    an allocator that keeps freed memory (`allocator.hold_freed_memory`)."""
     import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
 
+    hold_freed_memory()
     inductor_config.fallback_random = True
     # Each run compiles its step anew (new weights, new guards). A process that runs many (a
     # sweep worker, a study) would hit dynamo's default limit of 8 and, with fullgraph=True,
