@@ -44,7 +44,7 @@ def test_evaluate_refuses_what_the_data_cannot_answer(tmp_path, capsys):
     for args, needle in [
         (["--metric", "consistency"], "needs data.kind=pairings, not digits"),
         (["--patch", "9"], "patch=9 must be between 1 and 8"),
-        (["--limit", "0"], "--limit 0 must be at least 1"),
+        (["--limit", "0"], "--limit=0 must be at least 1"),
     ]:
         assert main(["evaluate", str(tmp_path / "run"), *args]) == 2
         err = capsys.readouterr().err.strip()

@@ -17,6 +17,7 @@ FIELDS = {
     "train.batch_size": (st.integers(-3, 3), lambda v: v >= 1),
     "train.lr": (st.floats(-1, 1, allow_nan=False), lambda v: v > 0),
     "train.ema_decay": (st.floats(-0.5, 1.5, allow_nan=False), lambda v: 0 <= v < 1),
+    "train.checkpoint_every": (st.integers(-3, 3), lambda v: v >= 1),
     "sample.n_runs": (st.integers(-3, 3), lambda v: v >= 1),
     "sample.n_per_run": (st.integers(-3, 3), lambda v: v >= 1),
     "sample.eta": (st.floats(-2, 2, allow_nan=False), lambda v: v >= 0),
@@ -54,6 +55,7 @@ def test_each_field_accepts_exactly_its_valid_values(tmp_path, capsys, data):
         err = captured.err.strip()
         assert code == 2 and len(err.splitlines()) == 1, err
         assert key.split(".")[1] in err and "Traceback" not in err
+        assert (f"={value!r}" if isinstance(value, str) else f"={value}") in err, err
 
 
 @settings(

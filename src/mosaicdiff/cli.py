@@ -266,7 +266,7 @@ def _evaluate_creativity(args, loaded, samples) -> int:
         evaluate_creativity_samples,
     )
 
-    check(args.limit >= 1, f"--limit {args.limit} must be at least 1")
+    check(args.limit >= 1, f"--limit={args.limit} must be at least 1")
     res = evaluate_creativity_samples(
         samples, loaded.dataset.images, list(loaded.cfg.train.seeds), args.patch, args.limit
     )

@@ -114,7 +114,10 @@ class TrainConfig:
         check(len(set(self.seeds)) == len(self.seeds), f"train.seeds={self.seeds} repeats a seed")
         for seed in self.seeds:
             _check_seed("train.seeds", seed)
-        check(self.checkpoint_every >= 1, "train.checkpoint_every must be at least 1")
+        check(
+            self.checkpoint_every >= 1,
+            f"train.checkpoint_every={self.checkpoint_every} must be at least 1",
+        )
 
 
 @dataclass(frozen=True)

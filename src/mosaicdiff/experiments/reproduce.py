@@ -288,7 +288,7 @@ def cmd_reproduce(args) -> int:
     check(models, f"--models {args.models!r} names no model; give some of {list(PAPER_MODELS)}")
     for m in models:
         check(m in PAPER_MODELS, f"--models: {m!r} is not one of {list(PAPER_MODELS)}")
-    check(args.jobs is None or args.jobs >= 1, f"--jobs {args.jobs} must be at least 1")
+    check(args.jobs is None or args.jobs >= 1, f"--jobs={args.jobs} must be at least 1")
     out = Path(args.out or f"reports/{args.preset}")
     if args.dry_run:
         print(json.dumps({a: to_dict(c) for a, c in model_configs(base, models).items()}, indent=2))
