@@ -101,3 +101,16 @@ def test_cli_dry_run_and_study_overrides(capsys):
     assert plan["resnet"]["train"]["seeds"] == [0, 1, 2]
     assert plan["rf-d1-k1"]["train"]["seeds"] == [0]
     assert plan["dit"]["data"]["kind"] == "digits"
+
+
+def test_bad_study_settings_name_their_value(capsys):
+    from mosaicdiff.cli import main
+
+    for assignment, needle in [
+        ("study.archs=unet,resnet", "study.archs=['unet', 'resnet'] must start with resnet"),
+        ("data.kind=pairings", "data.kind=digits, not pairings"),
+        ("study.calib_every=0", "study.calib_every=0 must be >= 1"),
+    ]:
+        assert main(["study", "digits", "--set", assignment, "--dry-run"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err

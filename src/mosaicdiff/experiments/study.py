@@ -65,7 +65,10 @@ class StudyConfig:
         check(len(self.archs) >= 1, "study.archs must name at least one architecture")
         for arch in self.archs:
             check(arch in ARCHS, f"study.archs: {arch!r} is not one of {list(ARCHS)}")
-        check(self.archs[0] == "resnet", "study.archs must start with resnet (calibration)")
+        check(
+            self.archs[0] == "resnet",
+            f"study.archs={list(self.archs)} must start with resnet (calibration)",
+        )
 
 
 # Presets list only what differs from the defaults (RunConfig sections, and "study").
@@ -100,6 +103,7 @@ def preset_configs(name: str) -> tuple[RunConfig, StudyConfig]:
 
 def run_configs(base: RunConfig, sc: StudyConfig) -> dict[str, RunConfig]:
     """One RunConfig per run directory: the architectures, then the sweep points (seed 0)."""
+    check(base.data.kind == "digits", f"study digits needs data.kind=digits, not {base.data.kind}")
     out = {arch: override(base, [f"model.arch={arch}", *ARCH_SETS[arch]]) for arch in sc.archs}
     for depth, kernel in sc.sweep:
         cfg = override(
@@ -211,7 +215,6 @@ def study(
     from mosaicdiff.experiments.reproduce import train_stage
     from mosaicdiff.experiments.study_report import write_study_report
 
-    check(base.data.kind == "digits", "study digits needs data.kind=digits")
     out = Path(out)
     configs = run_configs(base, sc)
     out.mkdir(parents=True, exist_ok=True)
