@@ -27,13 +27,15 @@ def test_evaluate_scores_creativity_on_natural_data(tmp_path, capsys):
     assert res["per_seed"][0] == {"seed": 0, **want}
     assert res["over_seeds"]["novelty"] == {"mean": want["novelty"], "std": None}
     assert "memorization_rate" in res["over_seeds"] and "copy_atol" not in res["over_seeds"]
-    assert "seed 0: 10 samples; memorized" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "seed 0: 10 samples; memorized" in captured.out and "creativity" in captured.err
     # The metric sees through to the samples: training images as samples are all memorized.
     chunk = load_npz(folder / "chunk-00000.npz")
     images = load_run(tmp_path / "run").dataset.images
     chunk["samples"] = images[None, 100:112].numpy()
     save_npz(folder / "chunk-00000.npz", **chunk)
-    assert main(["evaluate", str(tmp_path / "run")]) == 0
+    assert main(["evaluate", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
     res = json.loads((folder / "results-creativity.json").read_text())["per_seed"][0]
     assert res["n_samples"] == 12 and res["memorization_rate"] == res["copy_rate"] == 1.0
     assert res["novelty"] < 1e-6

@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--limit", type=int, default=1000, help="creativity: the first N samples of each seed"
     )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     from mosaicdiff.experiments.reproduce import register as register_reproduce
 
@@ -267,8 +268,9 @@ def _evaluate_creativity(args, loaded, samples) -> int:
     )
 
     check(args.limit >= 1, f"--limit={args.limit} must be at least 1")
+    seeds = list(loaded.cfg.train.seeds)
     res = evaluate_creativity_samples(
-        samples, loaded.dataset.images, list(loaded.cfg.train.seeds), args.patch, args.limit
+        samples, loaded.dataset.images, seeds, args.patch, args.limit, not args.no_progress
     )
     for p in res["per_seed"]:
         print(creativity_line(p))

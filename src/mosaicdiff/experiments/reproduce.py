@@ -99,7 +99,8 @@ def sample_stage(cfg: RunConfig, run_path: Path, progress: bool) -> dict:
         return evaluate.evaluate_consistency(out, loaded.dataset.info["spec"], seeds)
     n = cfg.sample.n_runs * cfg.sample.n_per_run
     images = loaded.dataset.images
-    return evaluate.evaluate_creativity_samples(out, images, seeds, evaluate.MOSAIC_PATCH, n)
+    patch = evaluate.MOSAIC_PATCH
+    return evaluate.evaluate_creativity_samples(out, images, seeds, patch, n, progress)
 
 
 def model_stage(cfg: RunConfig, run_path: Path, progress: bool) -> dict:

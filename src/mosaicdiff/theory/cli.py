@@ -200,7 +200,9 @@ def cmd_sample(args) -> int:
         )
 
         images, seeds = dataset.images, [args.seed]
-        res = evaluate_creativity_samples(folder, images, seeds, MOSAIC_PATCH, args.limit)
+        res = evaluate_creativity_samples(
+            folder, images, seeds, MOSAIC_PATCH, args.limit, not args.no_progress
+        )
         print(creativity_line(res["per_seed"][0]))
         print(f"results -> {folder / CREATIVITY_RESULTS}, figure -> {folder / 'nearest.png'}")
     return 0
