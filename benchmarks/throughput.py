@@ -213,13 +213,14 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    hold_freed_memory()  # for the plain and our code alike
+    held = hold_freed_memory()  # for the plain and our code alike
     started = time.perf_counter()
     if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
         p.error(f"--device {args.device}: no such device here; use cpu")
     ceiling = matmul_ceiling(torch, 3, args.device)
     results = {
         "threads": torch.get_num_threads(),
+        "malloc_thresholds_fixed": held,
         "load_average_1min": os.getloadavg()[0],
         "cpus": os.cpu_count(),
         "device": args.device
@@ -253,6 +254,7 @@ def report(res: dict) -> str:
         f"device={res.get('device', 'cpu')} "
         f"threads={res['threads']} of {res['cpus']} cpus (load {res['load_average_1min']:.1f}) "
         f"torch={res['torch']} quick={res['quick']} "
+        f"malloc thresholds {'fixed' if res.get('malloc_thresholds_fixed') else 'default'} "
         f"matmul ceiling {ceil / 1e9:.0f} GFLOP/s, wall {res.get('wall_s', 0):.0f} s",
     ]
     if any("train" in r for r in res["archs"].values()):
