@@ -93,6 +93,29 @@ def cosine_curves(curves: dict[str, dict]):
     return fig
 
 
+def knob_curve(rows: list[dict], attention: str):
+    """Consistency (%) of the attention machine against its mixing weight lam, with its 95 %
+    interval, beside the share of samples with identical quadrants and the random baseline;
+    rows as `theory.knob` writes them."""
+    rows = sorted(rows, key=lambda r: r["lam"])
+    lam = np.array([r["lam"] for r in rows])
+    rate = 100 * np.array([r["consistency"] for r in rows])
+    low, high = (100 * np.array([r[k] for r in rows]) for k in ("ci95_low", "ci95_high"))
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(lam, rate, "o-", color="#4C72B0", label="consistent")
+    ax.fill_between(lam, low, high, color="#4C72B0", alpha=0.2, label="95% interval")
+    identical = 100 * np.array([r["identical_quadrants"] for r in rows])
+    ax.plot(lam, identical, "s--", color="#C44E52", lw=1, label="all quadrants identical")
+    ax.axhline(100 * rows[0]["baseline"], color="gray", ls=":", lw=1, label="random (exact)")
+    ax.set_xlabel("lam: weight of the in-image mixture (0 = ELS)")
+    ax.set_ylabel("samples (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"AttentionELS ({attention}) on the colour pairings", fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def failure_reasons(names, reason_names, fractions):
     """Stacked bars: how each model's samples split into consistent and failure kinds."""
     fig, ax = plt.subplots(figsize=(6, 3.4))

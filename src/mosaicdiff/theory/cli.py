@@ -1,10 +1,12 @@
-"""`mosaicdiff theory sample | calibrate | compare`: closed-form score machines from the shell.
+"""`mosaicdiff theory sample | knob | calibrate | compare`: closed-form machines from the shell.
 
 - sample: draw from a machine on a dataset (pairings, digits, npz or folder) into a samples
   folder like `mosaicdiff sample`'s (sample.json, chunk-*.npz, samples.png; resumable) plus
   samples.npz, all samples in one array; then, on the pairings, consistency.json, and on
   other data the creativity metrics `mosaicdiff evaluate` computes for networks
   (results-creativity.json, its "seed" the sampling seed, and nearest.png).
+- knob: `sample` of the attention machine at several mixing weights lam on the pairings, and
+  its consistency against lam (`theory/knob.py`).
 - calibrate: per-step patch sizes that best match a trained run's network (K&G Sec. 5).
 - compare: per-step eps cosine and final-sample r^2 between a run's networks and a machine
   (agreement.json), drawn as samples.png (both from the same noise) and eps_cosine.png.
@@ -20,6 +22,7 @@ from pathlib import Path
 import torch
 
 from mosaicdiff.errors import UserError, check
+from mosaicdiff.theory.knob import cmd_knob
 from mosaicdiff.theory.machines import MACHINES
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
@@ -40,24 +43,19 @@ def register(subparsers) -> None:
 
     shows_defaults = {"formatter_class": _ShowDefaults}
     s = sub.add_parser("sample", help="sample a machine on a dataset", **shows_defaults)
-    s.add_argument("--data", default="pairings", help=f"dataset: {', '.join(DATA_KINDS)}")
-    s.add_argument("--data-path", default="", help="npz or folder: where the images are")
-    s.add_argument("--image-size", type=int, default=0, help="folder: resize to this side")
-    s.add_argument("--n-images", type=int, default=2048, help="pairings: training images")
-    s.add_argument("--data-seed", type=int, default=0, help="pairings: dataset seed")
-    _machine_options(s)
-    s.add_argument("--n", type=int, default=1000, help="number of samples")
-    s.add_argument("--batch", type=int, default=1000, help="samples per sampler call")
-    s.add_argument("--sampler", default="ddpm", help="ddpm (all T steps) or ddim")
-    s.add_argument("--steps", type=int, default=50, help="ddim: number of steps")
-    s.add_argument("--eta", type=float, default=0.0, help="ddim: noise (0 deterministic)")
-    s.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise")
-    s.add_argument(
-        "--limit", type=int, default=1000, help="creativity (not pairings): the first N samples"
-    )
-    s.add_argument("--out", required=True, help="output folder (run again to resume)")
-    s.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _sample_options(s)
     s.set_defaults(handler=cmd_sample)
+    k = sub.add_parser(
+        "knob",
+        help="consistency of the attention machine over its mixing weight lam",
+        description="Sample AttentionELS on the colour pairings at each --lams weight (a "
+        "`theory sample` folder each, OUT/lam=X) and write OUT/knob.csv and OUT/knob.png. "
+        "DDIM-50 by default (~40 s a weight on 2 cores); --sampler ddpm is the paper's sampler.",
+        **shows_defaults,
+    )
+    _sample_options(k)
+    k.add_argument("--lams", default="0,0.1,0.25,0.5,0.75,1", help="weights lam in [0, 1]")
+    k.set_defaults(handler=cmd_knob, machine="attn", lam=None, sampler="ddim")  # lam: see --lams
 
     for name, text, out in (
         ("calibrate", "per-step patch sizes for a run", "output JSON file"),
@@ -77,6 +75,27 @@ def register(subparsers) -> None:
     )
     sub.choices["calibrate"].set_defaults(handler=cmd_calibrate)
     sub.choices["compare"].set_defaults(handler=cmd_compare)
+
+
+def _sample_options(s) -> None:
+    """The options of `theory sample` (and of `theory knob`, which runs it once per lam)."""
+    s.add_argument("--data", default="pairings", help=f"dataset: {', '.join(DATA_KINDS)}")
+    s.add_argument("--data-path", default="", help="npz or folder: where the images are")
+    s.add_argument("--image-size", type=int, default=0, help="folder: resize to this side")
+    s.add_argument("--n-images", type=int, default=2048, help="pairings: training images")
+    s.add_argument("--data-seed", type=int, default=0, help="pairings: dataset seed")
+    _machine_options(s)
+    s.add_argument("--n", type=int, default=1000, help="number of samples")
+    s.add_argument("--batch", type=int, default=1000, help="samples per sampler call")
+    s.add_argument("--sampler", default="ddpm", help="ddpm (all T steps) or ddim")
+    s.add_argument("--steps", type=int, default=50, help="ddim: number of steps")
+    s.add_argument("--eta", type=float, default=0.0, help="ddim: noise (0 deterministic)")
+    s.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise")
+    s.add_argument(
+        "--limit", type=int, default=1000, help="creativity (not pairings): the first N samples"
+    )
+    s.add_argument("--out", required=True, help="output folder (run again to resume)")
+    s.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _machine_options(p) -> None:
