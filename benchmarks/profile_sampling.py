@@ -55,7 +55,7 @@ def main(argv=None) -> int:
 
     inductor_config.cpp.enable_kernel_profile = True
     torch.set_flush_denormal(True)
-    hold_freed_memory()  # for the plain and our code alike
+    hold_freed_memory()  # as every mosaicdiff command does
     for arch in args.archs.split(","):
         for share, name in profile_arch(arch, args.batch, args.steps, args.top):
             print(f"{arch:9}{share:6.1f}%  {name[:100]}")
