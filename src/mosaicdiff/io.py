@@ -7,6 +7,7 @@ Tensors are stored with safetensors (no pickle); arrays as `.npz` read with `all
 
 from __future__ import annotations
 
+import csv
 import glob
 import hashlib
 import io
@@ -57,6 +58,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except FileNotFoundError:
         pass
     atomic_write_bytes(path, data)
+
+
+def atomic_write_csv(path: str | Path, rows: list[dict], columns) -> None:
+    """Write `rows` (dicts keyed by `columns`) as CSV with a header line, atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def atomic_write_json(path: str | Path, obj) -> None:

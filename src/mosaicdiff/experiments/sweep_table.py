@@ -13,10 +13,7 @@ creativity with each metric's standard deviation over seeds.
 
 from __future__ import annotations
 
-import csv
-import io
-
-from mosaicdiff.io import atomic_write_text, read_json
+from mosaicdiff.io import atomic_write_csv, read_json
 
 # Per metric: table.csv's columns of one seed's results.
 COLUMNS = {
@@ -106,25 +103,17 @@ def _spread(res: dict) -> dict:
     return cells
 
 
-def _csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def write_outputs(plan, outcomes: dict[str, dict]) -> list[dict]:
     """Write OUT/table.csv, OUT/points.csv and OUT/summary.png; return table.csv's rows."""
     from mosaicdiff import plots
 
     rows = table_rows(plan, outcomes)
     columns = ["point", *plan.points[0].values, "seed", *COLUMNS[plan.metric], *STATUS]
-    atomic_write_text(plan.out / "table.csv", _csv(rows, columns))
+    atomic_write_csv(plan.out / "table.csv", rows, columns)
     points = point_rows(plan)
     if points:
         columns = list(dict.fromkeys(k for r in points for k in r))
-        atomic_write_text(plan.out / "points.csv", _csv(points, columns))
+        atomic_write_csv(plan.out / "points.csv", points, columns)
     plots.save(summary_figure(rows, plan.metric), plan.out / "summary.png")
     return rows
 

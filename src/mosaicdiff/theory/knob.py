@@ -15,8 +15,6 @@ whose quadrants are all identical (consistency by copy-and-paste) and the random
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 from pathlib import Path
 
 from mosaicdiff.errors import UserError, check
@@ -39,7 +37,7 @@ def parse_lams(text: str) -> list[float]:
 
 def cmd_knob(args) -> int:
     from mosaicdiff import plots
-    from mosaicdiff.io import atomic_write_text, read_json
+    from mosaicdiff.io import atomic_write_csv, read_json
     from mosaicdiff.theory.cli import cmd_sample
 
     lams = parse_lams(args.lams)
@@ -55,13 +53,19 @@ def cmd_knob(args) -> int:
         one = {k: v for k, v in vars(args).items() if k != "lams"}
         cmd_sample(argparse.Namespace(**{**one, "lam": lam, "out": str(folder)}))
         r = read_json(folder / "consistency.json")
-        values = (lam, r["n"], r["rate"], *r["ci95"], r["identical_quadrants"])
-        rows.append(dict(zip(COLUMNS, (*values, r["baseline_exact"]), strict=True)))
-    table = io.StringIO()
-    writer = csv.DictWriter(table, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "knob.csv", table.getvalue())
+        low, high = r["ci95"]
+        rows.append(
+            {
+                "lam": lam,
+                "n": r["n"],
+                "consistency": r["rate"],
+                "ci95_low": low,
+                "ci95_high": high,
+                "identical_quadrants": r["identical_quadrants"],
+                "baseline": r["baseline_exact"],
+            }
+        )
+    atomic_write_csv(out / "knob.csv", rows, COLUMNS)
     plots.save(plots.knob_curve(rows, args.attention), out / "knob.png")
     print(f"table -> {out / 'knob.csv'}, figure -> {out / 'knob.png'}")
     return 0
