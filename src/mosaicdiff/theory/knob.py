@@ -45,12 +45,12 @@ def cmd_knob(args) -> int:
     check(args.machine == "attn", f"--machine {args.machine!r}: lam weighs only the attn machine")
     check(args.data == "pairings", f"--data {args.data!r}: consistency needs --data pairings")
     out = Path(args.out)
+    # Each folder has the settings of `theory sample --lam LAM --out FOLDER`: it resumes them.
+    one = {k: v for k, v in vars(args).items() if k != "lams"}
     rows = []
     for lam in lams:
         folder = out / f"lam={lam:g}"
         print(f"lam = {lam:g}:")
-        # The same settings as `theory sample --lam LAM --out FOLDER`: that command resumes it.
-        one = {k: v for k, v in vars(args).items() if k != "lams"}
         cmd_sample(argparse.Namespace(**{**one, "lam": lam, "out": str(folder)}))
         r = read_json(folder / "consistency.json")
         low, high = r["ci95"]
