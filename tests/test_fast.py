@@ -3,8 +3,15 @@ import torch
 
 from mosaicdiff.config import ModelConfig
 from mosaicdiff.diffusion import Schedule
-from mosaicdiff.fast.sampling import FastDDPM, box_muller, fast_ddpm_sample, fast_denoiser
+from mosaicdiff.fast.sampling import (
+    FastDDPM,
+    box_muller,
+    fast_ddpm_sample,
+    fast_denoiser,
+    patchify_pairs,
+)
 from mosaicdiff.models import build_model
+from mosaicdiff.models.patchnet import patchify
 from mosaicdiff.sampling import ddpm_sample
 
 ARCHS = ["cnn", "attn", "identity", "top1"]
@@ -29,6 +36,14 @@ def test_folded_network_equals_the_model(arch, time_embedding):
     for t in (0, 17, 999):
         tt = torch.tensor([t])
         torch.testing.assert_close(folded(x, tt), model.as_denoiser()(x, tt), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,p", [((2, 5, 3, 4, 4), 2), ((7, 1, 8, 8), 4), ((3, 6, 6), 3)])
+def test_patchify_pairs_is_patchify_bit_for_bit(shape, p):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(patchify_pairs(x, p), patchify(x, p))
+    compiled = torch.compile(patchify_pairs, fullgraph=True, dynamic=False)
+    assert torch.equal(compiled(x * 1.5, p), patchify(x * 1.5, p))  # inside a fused kernel
 
 
 def test_box_muller_of_rand_is_randn():

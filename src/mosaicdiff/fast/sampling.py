@@ -124,6 +124,19 @@ def fast_denoiser(model: PatchNet) -> FoldedNet:
     return FoldedNet(model)
 
 
+def patchify_pairs(x: torch.Tensor, p: int) -> torch.Tensor:
+    """`patchify` for a compiled kernel, bit for bit: with p even, moves float32 values two at a
+    time, as int64. Inductor writes patchify's permutation as a scalar copy (its innermost run
+    is p values); halving its loads and stores took 2-3% off a cnn sampling step (same samples)."""
+    if p % 2 or x.dtype != torch.float32 or not x.is_contiguous():
+        return patchify(x, p)
+    *lead, c, h, w = x.shape
+    pairs = x.view(torch.int64).reshape(*lead, c, h // p, p, w // p, p // 2)
+    n = len(lead)
+    pairs = pairs.permute(*range(n), n + 1, n + 3, n, n + 2, n + 4)  # (..., H/p, W/p, C, p, p/2)
+    return pairs.reshape(*lead, (h // p) * (w // p), c * p * p // 2).view(torch.float32)
+
+
 def box_muller(u: torch.Tensor) -> torch.Tensor:
     """What `torch.randn` makes of the uniforms `torch.rand` would draw: u (..., 16k) -> z."""
     blocks = u.reshape(*u.shape[:-1], -1, 2, 8)
@@ -137,7 +150,7 @@ def _ddpm_step(net: FoldedNet, x, u, bias, coef):
     C H W) uniforms in image layout, bias (S, 1, d), coef (3,) = (c_x, c_eps, sigma)."""
     eps = net.eps_tokens(x, bias)
     s, b = u.shape[:2]
-    z = patchify(box_muller(u).view(s, b, *net.image_shape), net.patch)
+    z = patchify_pairs(box_muller(u).view(s, b, *net.image_shape), net.patch)
     return x.copy_(coef[0] * x - coef[1] * eps + coef[2] * z)
 
 
@@ -147,7 +160,7 @@ def _ddpm_step_counter(net: FoldedNet, x, key, t, index, bias, coef):
     eps = net.eps_tokens(x, bias)
     s, b = index.shape
     z = counter_normal(key, t, index, math.prod(net.image_shape)).view(s, b, *net.image_shape)
-    return x.copy_(coef[0] * x - coef[1] * eps + coef[2] * patchify(z, net.patch))
+    return x.copy_(coef[0] * x - coef[1] * eps + coef[2] * patchify_pairs(z, net.patch))
 
 
 class FastDDPM:
