@@ -9,6 +9,7 @@ from mosaicdiff.fast.sampling import (
     fast_ddpm_sample,
     fast_denoiser,
     patchify_pairs,
+    thin_bmm,
 )
 from mosaicdiff.models import build_model
 from mosaicdiff.models.patchnet import patchify
@@ -44,6 +45,23 @@ def test_patchify_pairs_is_patchify_bit_for_bit(shape, p):
     assert torch.equal(patchify_pairs(x, p), patchify(x, p))
     compiled = torch.compile(patchify_pairs, fullgraph=True, dynamic=False)
     assert torch.equal(compiled(x * 1.5, p), patchify(x * 1.5, p))  # inside a fused kernel
+
+
+def test_thin_bmm_is_bmm_and_compiles_without_a_gemm_call():
+    from torch._inductor.utils import run_and_get_code
+
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(2, 300, 12, generator=g), torch.randn(2, 12, 32, generator=g)
+    assert torch.equal(thin_bmm(x, w), torch.bmm(x, w))  # eager: bmm itself
+
+    def net(x, w):  # cnn's shape: matmul, activation, matmul back
+        return thin_bmm(torch.nn.functional.silu(thin_bmm(x, w)), w.mT.contiguous())
+
+    compiled = torch.compile(net, fullgraph=True, dynamic=False)
+    y, code = run_and_get_code(compiled, x, w)
+    expected = torch.bmm(torch.nn.functional.silu(torch.bmm(x, w)), w.mT)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    assert "bmm" not in "".join(code)  # one fused loop, no GEMM between kernels
 
 
 def test_box_muller_of_rand_is_randn():

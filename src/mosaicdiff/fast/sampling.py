@@ -11,6 +11,8 @@ Three exact rewrites, each tested against the reference:
    gather of the winning value row. The timestep embedding plus the first bias is a (T, d)
    table per seed.
 2. Token space throughout: x_t is kept as (S, B, N, P) patches; only x_T and x_0 are converted.
+   cnn's two thin matmuls compile as broadcast sums (`thin_bmm`): one loop over tokens, fused
+   with the update.
 3. The noise. By default it is counter-based (`noise.counter_normal`, Threefry): each chunk's
    step makes its own noise inside the compiled kernel from the sample indices and t, so the
    kernel never waits on a serial generator. With noise="torch": `torch.randn` on a CPU fills
@@ -45,6 +47,20 @@ from mosaicdiff.sampling import ddpm_tables
 # than 16,384 per call, since their intermediates (tens of MB) leave the caches. Steady speed at
 # any size also needs `allocator.hold_freed_memory` (set by `configure_inductor`).
 CHUNK = 16_384
+
+
+def thin_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch.bmm(a, b) for thin matrices: (S, M, K) x (S, K, N) with K, N a few dozen.
+
+    Compiled for a CPU it is a broadcast sum, which Inductor writes as one loop over the rows
+    of a, fused with the bias, activation and update around it: no (M, N) intermediate goes
+    to memory between kernels, as it does around MKL's GEMM. Same maths; only the order of the
+    K-term sums may differ. Eager (where the broadcast would build an M x K x N tensor) and on
+    a GPU it is torch.bmm.
+    """
+    if torch.compiler.is_compiling() and not a.is_cuda:
+        return (a[..., :, None] * b[:, None]).sum(-2)
+    return torch.bmm(a, b)
 
 
 def chunk_count(b: int, seeds: int = 1) -> int:
@@ -90,9 +106,14 @@ class FoldedNet:
     def eps_tokens(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Predicted noise in token space: x (S, B, N, P), bias (S, 1, d) -> (S, B, N, P)."""
         s, b, n, p = x.shape
+        # cnn's h feeds one product, and with `thin_bmm` the whole network compiles into one
+        # kernel: 12% off a cnn sampling step (paired A/B, 240 -> 210 ns per sample). With
+        # attention, h feeds three products, and the fused form measured no faster for attn,
+        # 2.5% slower for top1 and 13x slower for identity (which recomputed h per logit).
+        mm = thin_bmm if self.arch == "cnn" else torch.bmm
         # Biases added outside the GEMMs, where the compiler fuses them with the next kernel.
-        h = self.act(torch.bmm(x.reshape(s, b * n, p), self.w_in) + bias)  # (S, B N, d)
-        y2 = torch.bmm(h, self.w2)  # cnn, identity: h W_out; attn, top1: [h W_out | h W_v W_out]
+        h = self.act(mm(x.reshape(s, b * n, p), self.w_in) + bias)  # (S, B N, d)
+        y2 = mm(h, self.w2)  # cnn, identity: h W_out; attn, top1: [h W_out | h W_v W_out]
         if self.arch == "cnn":
             return y2.view(s, b, n, p) + self.b_out[:, None, None]
         y2 = y2.view(s * b, n, -1)
