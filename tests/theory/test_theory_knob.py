@@ -57,3 +57,9 @@ def test_bad_knob_values_exit_with_code_2_and_write_nothing(bad, needle, tmp_pat
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_knob_help_lists_only_the_options_it_takes(capsys):
+    assert main(["theory", "knob", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--lams" in text and "--machine" not in text and "--lam " not in text

@@ -53,7 +53,7 @@ def register(subparsers) -> None:
         "The defaults (1,000 DDPM samples at 6 weights) take ~30 s on 2 cores.",
         **shows_defaults,
     )
-    _sample_options(k)
+    _sample_options(k, knob=True)
     k.add_argument("--lams", default="0,0.1,0.25,0.5,0.75,1", help="weights lam in [0, 1]")
     k.set_defaults(handler=cmd_knob, machine="attn", lam=None)  # --lams names the weights
 
@@ -77,14 +77,14 @@ def register(subparsers) -> None:
     sub.choices["compare"].set_defaults(handler=cmd_compare)
 
 
-def _sample_options(s) -> None:
+def _sample_options(s, knob: bool = False) -> None:
     """The options of `theory sample` (and of `theory knob`, which runs it once per lam)."""
     s.add_argument("--data", default="pairings", help=f"dataset: {', '.join(DATA_KINDS)}")
     s.add_argument("--data-path", default="", help="npz or folder: where the images are")
     s.add_argument("--image-size", type=int, default=0, help="folder: resize to this side")
     s.add_argument("--n-images", type=int, default=2048, help="pairings: training images")
     s.add_argument("--data-seed", type=int, default=0, help="pairings: dataset seed")
-    _machine_options(s)
+    _machine_options(s, knob)
     s.add_argument("--n", type=int, default=1000, help="number of samples")
     s.add_argument("--batch", type=int, default=1000, help="samples per sampler call")
     s.add_argument("--sampler", default="ddpm", help="ddpm (all T steps) or ddim")
@@ -98,8 +98,14 @@ def _sample_options(s) -> None:
     s.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _machine_options(p) -> None:
-    p.add_argument("--machine", default="els", help=f"one of {', '.join(MACHINES)}")
+def _machine_options(p, knob: bool = False) -> None:
+    """With `knob`, --machine and --lam stay out of the help: knob samples the attn machine at
+    its --lams weights. They are still parsed, so that knob refuses them in words (else
+    argparse would take --lam for an abbreviation of --lams)."""
+    hidden = argparse.SUPPRESS
+    p.add_argument(
+        "--machine", default="els", help=hidden if knob else f"one of {', '.join(MACHINES)}"
+    )
     p.add_argument(
         "--patch",
         default=None,
@@ -108,7 +114,9 @@ def _machine_options(p) -> None:
     )
     p.add_argument("--stride", type=int, default=None, help="grid stride (default: as --patch)")
     p.add_argument("--boundary", default="circular", help="padding: circular or zeros")
-    p.add_argument("--lam", type=float, default=0.5, help="attn: in-image mixture weight")
+    p.add_argument(
+        "--lam", type=float, default=0.5, help=hidden if knob else "attn: in-image mixture weight"
+    )
     p.add_argument("--attention", default="soft", help="attn: soft or top1")
     p.add_argument("--precision", default="float64", help="softmax arithmetic: float64|float32")
 
