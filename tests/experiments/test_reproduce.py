@@ -47,7 +47,9 @@ def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch):
         "dataset.png",
         "machines.png",
     } <= set(figures)
-    assert (report / "table.csv").read_text().count("\n") == len(rows) + 1
+    table_csv = (report / "table.csv").read_bytes().decode()  # as written: "\n" line ends
+    assert table_csv.count("\n") == len(rows) + 1 and "\r" not in table_csv
+    assert table_csv.startswith("model,paper,ours,ci_seeds_lo,ci_seeds_hi,seeds\n")
     # The theory stage samples each network once for all its machines; its r^2 is still the
     # one sample_agreement gives for the pair.
     theory = json.loads((tmp_path / "theory/theory.json").read_text())["agreement"]["attn"]

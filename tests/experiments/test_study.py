@@ -61,6 +61,7 @@ def test_study_end_to_end_then_reuses_everything(tmp_path, tiny_study):
         for label in ("IdealScore", "ELS", "AttentionELS"):
             r2 = r[f"r2_{label}"]
             assert r2 is None if r["arch"].startswith("rf-") else 0 <= r2 <= 1
+    assert b"\r" not in (report / "table.csv").read_bytes()
     with open(report / "table.csv") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == COLUMNS

@@ -5,9 +5,7 @@ self-contained HTML file (figures embedded), plus the table as CSV and JSON."""
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +13,10 @@ import torch
 
 from mosaicdiff import plots
 from mosaicdiff.config import RunConfig, to_dict
-from mosaicdiff.io import atomic_write_json, atomic_write_text
+from mosaicdiff.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from mosaicdiff.metrics.consistency import REASONS
 
+CSV_COLUMNS = ("model", "paper", "ours", "ci_seeds_lo", "ci_seeds_hi", "seeds")
 PAPER = {"random": 5.38, "cnn": 10.88, "top1": 21.64, "identity": 25.44, "attn": 64.03}
 LABELS = {
     "cnn": "CNN",
@@ -240,13 +239,13 @@ def write_report(
     table = markdown_table(rows)
     atomic_write_text(report / "table.md", table)
     atomic_write_json(report / "table.json", {"preset": preset, "rows": rows})
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["model", "paper", "ours", "ci_seeds_lo", "ci_seeds_hi", "seeds"])
-    for r in rows:
-        ci = r["ci_seeds"] or [None, None]
-        writer.writerow([r["model"], r["paper"], f"{r['ours']:.4f}", ci[0], ci[1], r["seeds"]])
-    atomic_write_text(report / "table.csv", buf.getvalue())
+    cells = (
+        (r["model"], r["paper"], f"{r['ours']:.4f}", *(r["ci_seeds"] or [None, None]), r["seeds"])
+        for r in rows
+    )
+    atomic_write_csv(
+        report / "table.csv", [dict(zip(CSV_COLUMNS, c, strict=True)) for c in cells], CSV_COLUMNS
+    )
     figs = make_figures(out, configs, results, rows)
     theory_md = ""
     if theory is not None:

@@ -7,8 +7,6 @@ figures/}. The HTML renderer and the image grids are the reproduce report's (`re
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import torch
 
 from mosaicdiff import plots
 from mosaicdiff.config import RunConfig
-from mosaicdiff.io import atomic_write_json, atomic_write_text
+from mosaicdiff.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
 LABELS = {
     "resnet": "CNN (ResNet)",
@@ -209,11 +207,7 @@ def write_study_report(out: Path, configs, sc, creativity, theory, preset, timin
         report / "table.json",
         {"preset": preset, "rows": rows, "creativity": creativity, "theory": theory},
     )
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
-    atomic_write_text(report / "table.csv", buf.getvalue())
+    atomic_write_csv(report / "table.csv", [{k: r[k] for k in COLUMNS} for r in rows], COLUMNS)
     figs = make_figures(out, configs, sc, theory)
     sweep_figure(rows, out, figs)
     md = render_markdown(configs, sc, rows, table, theory, figs, preset, timings)
