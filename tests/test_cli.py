@@ -95,6 +95,19 @@ def test_new_runs_on_natural_data_sample_a_thousand_clipped_ddim_images(tmp_path
     assert not (tmp_path / "r").exists()
 
 
+def test_a_config_file_is_read_once(tmp_path, capsys, monkeypatch):
+    """A new run lays the file over the defaults twice (once to learn the data kind): one read."""
+    import mosaicdiff.cli as cli
+
+    reads, read = [], cli.read_mapping
+    monkeypatch.setattr(cli, "read_mapping", lambda *a: reads.append(a) or read(*a))
+    path = tmp_path / "digits.yaml"
+    path.write_text("data: {kind: digits}\n")
+    args = ["train", "--out", str(tmp_path / "r"), "--config", str(path)]
+    assert dry_run_sample(capsys, *args)["sampler"] == "ddim"
+    assert len(reads) == 1
+
+
 def test_sampler_without_steps_takes_its_own_step_count(tmp_path, capsys):
     out = ["train", "--out", str(tmp_path / "r"), "--set", "data.kind=digits"]
     assert dry_run_sample(capsys, *out, "--sampler", "ddpm")["steps"] == 1000

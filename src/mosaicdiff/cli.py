@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 
 from mosaicdiff.allocator import hold_freed_memory
 from mosaicdiff.config import (
@@ -42,18 +43,18 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 def resolve_config(args, base: RunConfig | None = None) -> RunConfig:
     """base <- --config file <- flags <- --set. Without a base (a new run) the base is the
     defaults for the data kind these name (`config.defaults_for`)."""
-    if base is None:
-        cfg = new_run_config(lambda data: _layered(args, data))
-    else:
-        cfg = from_dict(RunConfig, _layered(args, to_dict(base)))
+    path = getattr(args, "config", None)
+    layer = partial(_layered, args, read_mapping(path, "--config") if path else None)
+    cfg = new_run_config(layer) if base is None else from_dict(RunConfig, layer(to_dict(base)))
     check_device(cfg.device)
     return cfg
 
 
-def _layered(args, data: dict) -> dict:
-    """`data` with the --config file, the flags and --set laid over it; not yet validated."""
-    if getattr(args, "config", None):
-        data = _deep_merge(data, read_mapping(args.config, "--config"))
+def _layered(args, from_file: dict | None, data: dict) -> dict:
+    """`data` with the --config file's mapping (read once), the flags and --set laid over it;
+    not yet validated."""
+    if from_file is not None:
+        data = _deep_merge(data, from_file)
         for section in ("data", "diffusion", "sample"):
             check(isinstance(data[section], dict), f"--config: {section} must be a mapping")
     sets = []
