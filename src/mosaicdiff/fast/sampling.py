@@ -108,8 +108,9 @@ class FoldedNet:
         s, b, n, p = x.shape
         # cnn's h feeds one product, and with `thin_bmm` the whole network compiles into one
         # kernel: 12% off a cnn sampling step (paired A/B, 240 -> 210 ns per sample). With
-        # attention, h feeds three products, and the fused form measured no faster for attn,
-        # 2.5% slower for top1 and 13x slower for identity (which recomputed h per logit).
+        # attention, h feeds three products; the fused form was 12% faster to 7% slower for
+        # attn (three runs), 2.5% slower for top1, 13x slower for identity (h recomputed per
+        # logit), so they keep bmm.
         mm = thin_bmm if self.arch == "cnn" else torch.bmm
         # Biases added outside the GEMMs, where the compiler fuses them with the next kernel.
         h = self.act(mm(x.reshape(s, b * n, p), self.w_in) + bias)  # (S, B N, d)
