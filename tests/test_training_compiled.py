@@ -1,4 +1,7 @@
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -106,3 +109,58 @@ def test_a_process_may_compile_many_runs():
     configure_inductor()
     limit = getattr(dynamo_config, "recompile_limit", None) or dynamo_config.cache_size_limit
     assert limit >= 1024
+
+
+_CACHE_SCRIPT = """
+import multiprocessing, os, torch
+from mosaicdiff.fast.train_step import configure_inductor
+
+def child(queue):
+    configure_inductor()
+    queue.put(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+
+if __name__ == "__main__":
+    configure_inductor()
+    torch.compile(lambda x: x + 1)(torch.ones(3))  # something in the cache
+    mine = os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    print(mine, len(os.listdir(mine)) > 0)
+    spawn = multiprocessing.get_context("spawn")
+    queue = spawn.Queue()
+    worker = spawn.Process(target=child, args=(queue,))
+    worker.start()
+    print(queue.get())
+    worker.join()
+"""
+
+
+def test_each_process_compiles_into_a_cache_of_its_own_and_removes_it(tmp_path):
+    # A shared cache can be corrupted by two processes compiling one graph; the folders each
+    # process made were left behind (~8 MB a command).
+    script = tmp_path / "script.py"
+    script.write_text(_CACHE_SCRIPT)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    child = subprocess.run(
+        [sys.executable, str(script)],
+        env=env | {"TMPDIR": str(temp)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr
+    (mine, filled), (theirs,) = (line.split() for line in child.stdout.splitlines())
+    assert filled == "True"
+    assert mine != theirs
+    assert {os.path.dirname(mine), os.path.dirname(theirs)} == {str(temp)}
+    # Both removed on exit (torch's own precompiled headers stay in its default folder).
+    assert not os.path.exists(mine) and not os.path.exists(theirs)
+
+
+def test_a_cache_the_user_chose_is_kept(tmp_path, monkeypatch):
+    from mosaicdiff.fast.train_step import configure_inductor
+
+    chosen = str(tmp_path / "chosen")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", chosen)
+    configure_inductor()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == chosen

@@ -13,8 +13,10 @@ scalar state (step counts, scheduler, EMA count) up to date before a checkpoint 
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import shutil
 import tempfile
 import warnings
 from functools import partial
@@ -33,9 +35,9 @@ LR, BETA1, STEP_SIZE, BC2_SQRT, DECAY, EMA_W = range(6)
 
 def configure_inductor() -> None:
     """Settings every compiled path here needs (see PERF-NOTES.md): ATen's random numbers
-    (Inductor's own are slow on CPU and differ from eager's stream), and one inductor cache per
-    process unless the user chose one (two processes compiling one graph can corrupt it), and
-    an allocator that keeps freed memory (`allocator.hold_freed_memory`)."""
+    (Inductor's own are slow on CPU and differ from eager's stream), an inductor cache of this
+    process's own (`use_own_inductor_cache`) and an allocator that keeps freed memory
+    (`allocator.hold_freed_memory`)."""
     import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
 
@@ -47,11 +49,34 @@ def configure_inductor() -> None:
     for name in ("recompile_limit", "cache_size_limit"):  # the name before torch 2.7
         if hasattr(dynamo_config, name):
             setattr(dynamo_config, name, max(getattr(dynamo_config, name), 1024))
+    use_own_inductor_cache()
+
+
+OWN_CACHE_PREFIX = "mosaicdiff-inductor-"
+_own_cache: str | None = None  # the folder `use_own_inductor_cache` made in this process
+
+
+def use_own_inductor_cache() -> None:
+    """Point TORCHINDUCTOR_CACHE_DIR at a new temporary folder, removed when this process exits,
+    unless the user chose a folder: two processes compiling one graph can corrupt a shared cache.
+
+    A spawned worker inherits its parent's variable, so a folder made here counts as chosen only
+    in the process that made it. Without the removal each command left ~8 MB in the temp dir.
+    """
+    global _own_cache
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
     chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")  # importing dynamo sets the default
-    if chosen is None or os.path.abspath(chosen) == os.path.abspath(default_cache_dir()):
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="mosaicdiff-inductor-")
+    if chosen is not None:
+        if chosen == _own_cache:
+            return
+        inherited = os.path.basename(chosen).startswith(OWN_CACHE_PREFIX)  # from a parent
+        default = os.path.abspath(chosen) == os.path.abspath(default_cache_dir())
+        if not inherited and not default:
+            return  # the user's choice
+    _own_cache = tempfile.mkdtemp(prefix=OWN_CACHE_PREFIX)
+    atexit.register(shutil.rmtree, _own_cache, ignore_errors=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = _own_cache
 
 
 def one_cycle_tables(sched, n_steps: int) -> tuple[list[float], list[float]]:
