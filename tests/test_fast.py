@@ -47,9 +47,14 @@ def test_patchify_pairs_is_patchify_bit_for_bit(shape, p):
     assert torch.equal(compiled(x * 1.5, p), patchify(x * 1.5, p))  # inside a fused kernel
 
 
-def test_thin_bmm_is_bmm_and_compiles_without_a_gemm_call():
+@pytest.mark.parametrize("fuse", [True, False])
+def test_thin_bmm_is_bmm_and_compiles_without_a_gemm_call_where_it_fuses(fuse, monkeypatch):
     from torch._inductor.utils import run_and_get_code
 
+    import mosaicdiff.fast.sampling as fast_sampling
+
+    monkeypatch.setattr(fast_sampling, "FUSE_THIN_MATMULS", fuse)
+    torch._dynamo.reset()  # the flag is read at trace time
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(2, 300, 12, generator=g), torch.randn(2, 12, 32, generator=g)
     assert torch.equal(thin_bmm(x, w), torch.bmm(x, w))  # eager: bmm itself
@@ -61,7 +66,9 @@ def test_thin_bmm_is_bmm_and_compiles_without_a_gemm_call():
     y, code = run_and_get_code(compiled, x, w)
     expected = torch.bmm(torch.nn.functional.silu(torch.bmm(x, w)), w.mT)
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
-    assert "bmm" not in "".join(code)  # one fused loop, no GEMM between kernels
+    # fused: one loop, no GEMM between kernels; else MKL's GEMMs
+    assert ("bmm" in "".join(code)) is not fuse
+    torch._dynamo.reset()
 
 
 def test_box_muller_of_rand_is_randn():

@@ -11,8 +11,8 @@ Three exact rewrites, each tested against the reference:
    gather of the winning value row. The timestep embedding plus the first bias is a (T, d)
    table per seed.
 2. Token space throughout: x_t is kept as (S, B, N, P) patches; only x_T and x_0 are converted.
-   cnn's two thin matmuls compile as broadcast sums (`thin_bmm`): one loop over tokens, fused
-   with the update.
+   On a CPU with AVX-512, cnn's two thin matmuls compile as broadcast sums (`thin_bmm`): one
+   loop over tokens, fused with the update.
 3. The noise. By default it is counter-based (`noise.counter_normal`, Threefry): each chunk's
    step makes its own noise inside the compiled kernel from the sample indices and t, so the
    kernel never waits on a serial generator. With noise="torch": `torch.randn` on a CPU fills
@@ -49,16 +49,23 @@ from mosaicdiff.sampling import ddpm_tables
 CHUNK = 16_384
 
 
+# Whether `thin_bmm` fuses. Measured as paired A/Bs of the compiled cnn step in one process:
+# with AVX-512 the fused loop took 0.88x bmm's time (~240 -> ~210 ns per sample-step); with
+# AVX2 alone (an AMD EPYC, 256-bit vectors) it took 1.15-1.22x (median 558 vs 640, 537 vs 649,
+# 505 vs 618 ns at chunks of 16,384, 4,096 and 8,192), so there MKL's GEMMs stay.
+FUSE_THIN_MATMULS = torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
 def thin_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """torch.bmm(a, b) for thin matrices: (S, M, K) x (S, K, N) with K, N a few dozen.
 
-    Compiled for a CPU it is a broadcast sum, which Inductor writes as one loop over the rows
-    of a, fused with the bias, activation and update around it: no (M, N) intermediate goes
-    to memory between kernels, as it does around MKL's GEMM. Same maths; only the order of the
-    K-term sums may differ. Eager (where the broadcast would build an M x K x N tensor) and on
-    a GPU it is torch.bmm.
+    Compiled for a CPU with AVX-512 (`FUSE_THIN_MATMULS`) it is a broadcast sum, which Inductor
+    writes as one loop over the rows of a, fused with the bias, activation and update around
+    it: no (M, N) intermediate goes to memory between kernels, as it does around MKL's GEMM.
+    Same maths; only the order of the K-term sums may differ. Eager (where the broadcast would
+    build an M x K x N tensor), on other CPUs and on a GPU it is torch.bmm.
     """
-    if torch.compiler.is_compiling() and not a.is_cuda:
+    if FUSE_THIN_MATMULS and torch.compiler.is_compiling() and not a.is_cuda:
         return (a[..., :, None] * b[:, None]).sum(-2)
     return torch.bmm(a, b)
 
@@ -107,7 +114,7 @@ class FoldedNet:
         """Predicted noise in token space: x (S, B, N, P), bias (S, 1, d) -> (S, B, N, P)."""
         s, b, n, p = x.shape
         # cnn's h feeds one product, and with `thin_bmm` the whole network compiles into one
-        # kernel: 12% off a cnn sampling step (paired A/B, 240 -> 210 ns per sample). With
+        # kernel: 12% off a cnn sampling step with AVX-512 (paired A/B, 240 -> 210 ns). With
         # attention, h feeds three products; the fused form was 12% faster to 7% slower for
         # attn (three runs), 2.5% slower for top1, 13x slower for identity (h recomputed per
         # logit), so they keep bmm.
