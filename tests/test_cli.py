@@ -270,3 +270,27 @@ def test_an_unusable_out_path_is_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and str(out) in err and "Traceback" not in err
     assert taken.read_text() == "not a folder"
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path, capsys, monkeypatch):
+    # `kill` of a `reproduce --jobs 2` killed the main process at once and left its workers
+    # running, writing into the folder a rerun would use. Now it unwinds as Ctrl-C does:
+    # `process_pool` stops the workers, the command says how to resume, and exits 128 + 15.
+    import os
+    import signal
+    import time
+
+    from mosaicdiff import cli
+
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("this test process handles SIGTERM itself")
+
+    def killed(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_train", killed)
+    assert main(["train", "--out", str(tmp_path / "run")]) == 128 + signal.SIGTERM
+    assert "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the caller's handler is back

@@ -1,5 +1,7 @@
 """process_pool: an interrupted caller stops its workers instead of waiting for their tasks."""
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -35,3 +37,36 @@ def test_normal_exit_waits_for_results():
     with process_pool(2) as pool:
         futures = [pool.submit(pow, 2, k) for k in range(5)]
     assert [f.result() for f in futures] == [1, 2, 4, 8, 16]
+
+
+_STOPPED_SCRIPT = """
+import time
+from tqdm import tqdm
+from mosaicdiff.pool import process_pool
+
+def bar_then_wait():
+    for _ in tqdm(range(1), disable=True):  # any bar makes tqdm's lock
+        time.sleep(120)
+
+if __name__ == "__main__":
+    try:
+        with process_pool(2) as pool:
+            futures = [pool.submit(bar_then_wait) for _ in range(2)]
+            time.sleep(5)
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        print("stopped")
+"""
+
+
+def test_stopped_workers_leave_nothing_for_the_resource_tracker(tmp_path):
+    # A spawned worker's first tqdm bar made a multiprocessing lock; stopped by SIGTERM, it
+    # left that to the resource tracker, which printed a 'leaked semaphore' warning after
+    # mosaicdiff's own 'interrupted' line.
+    script = tmp_path / "script.py"
+    script.write_text(_STOPPED_SCRIPT)
+    run = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "stopped", run.stderr
+    assert "leaked" not in run.stderr and "Warning" not in run.stderr, run.stderr

@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -164,3 +165,39 @@ def test_a_cache_the_user_chose_is_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", chosen)
     configure_inductor()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == chosen
+
+
+_SIGTERM_SCRIPT = """
+import os, signal, sys, time
+if sys.argv[1] == "theirs":  # a handler set before ours, as submitit sets one
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))
+from mosaicdiff.fast.train_step import configure_inductor
+configure_inductor()
+print(os.environ["TORCHINDUCTOR_CACHE_DIR"], flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("handler", ["none", "theirs"])
+def test_sigterm_removes_the_cache_and_keeps_a_handler_set_before(tmp_path, handler):
+    # A pool stops its workers with SIGTERM (on Ctrl-C too), and so does a cancelled SLURM job;
+    # atexit does not run on it, and each stopped process left its cache in the temp dir.
+    script = tmp_path / "script.py"
+    script.write_text(_SIGTERM_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    child = subprocess.Popen(
+        [sys.executable, str(script), handler],
+        env=env | {"TMPDIR": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        cache = child.stdout.readline().strip()
+        assert os.path.isdir(cache)
+        child.terminate()
+        code = child.wait(60)
+    finally:
+        child.kill()
+        child.stdout.close()
+    assert code == (-signal.SIGTERM if handler == "none" else 7)  # still dies of it, or theirs
+    assert not os.path.exists(cache)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from functools import partial
 
 from mosaicdiff.allocator import hold_freed_memory
@@ -279,6 +282,29 @@ def _evaluate_creativity(args, loaded, samples) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a cancelled SLURM job), raised where Ctrl-C would raise KeyboardInterrupt,
+    so that it stops a command the same way: worker processes stopped, no half-written file."""
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated
+
+
+@contextmanager
+def sigterm_interrupts():
+    """Within the block, SIGTERM raises `Terminated` (unless a handler is set already)."""
+    ours = threading.current_thread() is threading.main_thread()
+    ours = ours and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if ours:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        if ours:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     hold_freed_memory()  # for this process and the workers it starts
     parser = build_parser()
@@ -288,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     handlers = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate}
     try:
-        handler = handlers.get(args.command) or args.handler
-        return handler(args)
+        with sigterm_interrupts():
+            handler = handlers.get(args.command) or args.handler
+            return handler(args)
     except UserError as e:
         print(f"mosaicdiff: error: {e}", file=sys.stderr)
         return 2
@@ -297,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"mosaicdiff: error: {where}{e.strerror or e}; choose another path", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         resumes = args.command != "train" or args.resume  # train refuses a run it isn't told to
         again = "run" if resumes else "add --resume to"
         print(f"mosaicdiff: interrupted; {again} the same command to continue", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)

@@ -21,7 +21,8 @@ def process_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
     """`jobs` spawned worker processes (CUDA cannot be forked). Leaving the block by an
     exception, KeyboardInterrupt included, cancels what has not started and terminates the
     workers before the exception goes on."""
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    spawn = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(jobs, mp_context=spawn, initializer=_thread_lock_for_tqdm)
     try:
         yield pool
     except BaseException:
@@ -34,3 +35,13 @@ def process_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
             worker.join(10)
         raise
     pool.shutdown(wait=True)
+
+
+def _thread_lock_for_tqdm() -> None:
+    """tqdm's first bar makes a multiprocessing lock, which a spawned worker cannot share anyway;
+    a worker stopped by SIGTERM left it to the resource tracker, which warned of a leak."""
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())

@@ -17,7 +17,9 @@ import atexit
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import warnings
 from functools import partial
 
@@ -77,6 +79,18 @@ def use_own_inductor_cache() -> None:
     _own_cache = tempfile.mkdtemp(prefix=OWN_CACHE_PREFIX)
     atexit.register(shutil.rmtree, _own_cache, ignore_errors=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = _own_cache
+    # atexit does not run on SIGTERM: the signal a process pool stops its workers with (on
+    # Ctrl-C too) and a cancelled SLURM job gets. A handler someone else set (submitit's) stays.
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _remove_own_cache_and_die)
+
+
+def _remove_own_cache_and_die(signum: int, frame) -> None:
+    """Remove this process's inductor cache, then die of `signum` as if no handler were set."""
+    shutil.rmtree(_own_cache, ignore_errors=True)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def one_cycle_tables(sched, n_steps: int) -> tuple[list[float], list[float]]:
