@@ -137,3 +137,23 @@ def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny):
     for figure in ("samples.png", "eps_cosine.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
     assert main(["theory", "compare", str(tmp_path / "none"), "--out", str(out)]) == 2
+
+
+SAMPLE = ["theory", "sample", "--n", "2", "--sampler", "ddim", "--steps", "2", "--no-progress"]
+
+
+def refused(args: list[str], capsys, *names: str) -> str:
+    """Run the CLI: exit code 2 and one line that names each of `names`."""
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and all(name in err for name in names), err
+    return err
+
+
+@pytest.mark.parametrize("seed", ["-5", "99999999999999999999"])
+@pytest.mark.parametrize("command", ["sample", "calibrate", "compare"])
+def test_seeds_outside_0_to_2_31_are_refused_before_writing(command, seed, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = SAMPLE if command == "sample" else ["theory", command, str(tmp_path / "run")]
+    refused([*args, "--seed", seed, "--out", str(out)], capsys, seed, "2147483647")
+    assert not out.exists()

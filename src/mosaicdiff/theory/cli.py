@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from mosaicdiff.config import _check_seed
 from mosaicdiff.errors import UserError, check
 from mosaicdiff.theory.knob import cmd_knob
 from mosaicdiff.theory.machines import MACHINES
@@ -177,6 +178,7 @@ def cmd_sample(args) -> int:
     sampler = _choice(args.sampler, "--sampler", ("ddpm", "ddim"))
     n, batch = _positive(args.n, "--n"), _positive(args.batch, "--batch")
     _positive(args.limit, "--limit")
+    _check_seed("--seed", args.seed)
     check(args.eta >= 0, f"--eta={args.eta} must be >= 0")
     schedule = Schedule.linear()
     check(1 <= args.steps <= schedule.T, f"--steps={args.steps} must be in [1, {schedule.T}]")
@@ -265,6 +267,7 @@ def _consistency(folder: Path, samples: torch.Tensor, spec, settings: dict) -> N
 def _load(args):
     from mosaicdiff.runs import load_run
 
+    _check_seed("--seed", args.seed)
     check(Path(args.run).is_dir(), f"run directory {args.run!r} does not exist")
     run = load_run(args.run, device="cpu")
     members = range(run.model.n_seeds) if args.member is None else [args.member]
