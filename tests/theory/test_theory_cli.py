@@ -157,3 +157,10 @@ def test_seeds_outside_0_to_2_31_are_refused_before_writing(command, seed, tmp_p
     args = SAMPLE if command == "sample" else ["theory", command, str(tmp_path / "run")]
     refused([*args, "--seed", seed, "--out", str(out)], capsys, seed, "2147483647")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("eta", ["5", "1.01", "-0.5", "nan"])
+def test_ddim_eta_outside_0_to_1_is_refused_before_writing(eta, tmp_path, capsys):
+    out = tmp_path / "out"
+    refused([*SAMPLE, "--eta", eta, "--out", str(out)], capsys, f"--eta={float(eta)}", "[0, 1]")
+    assert not out.exists()

@@ -90,7 +90,7 @@ def _sample_options(s, knob: bool = False) -> None:
     s.add_argument("--batch", type=int, default=1000, help="samples per sampler call")
     s.add_argument("--sampler", default="ddpm", help="ddpm (all T steps) or ddim")
     s.add_argument("--steps", type=int, default=50, help="ddim: number of steps")
-    s.add_argument("--eta", type=float, default=0.0, help="ddim: noise (0 deterministic)")
+    s.add_argument("--eta", type=float, default=0.0, help="ddim: noise in [0, 1] (0 deterministic)")
     s.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise")
     s.add_argument(
         "--limit", type=int, default=1000, help="creativity (not pairings): the first N samples"
@@ -179,7 +179,8 @@ def cmd_sample(args) -> int:
     n, batch = _positive(args.n, "--n"), _positive(args.batch, "--batch")
     _positive(args.limit, "--limit")
     _check_seed("--seed", args.seed)
-    check(args.eta >= 0, f"--eta={args.eta} must be >= 0")
+    # eta > 1 makes DDIM's noise exceed 1 - alpha_bar_prev: its direction term turns imaginary
+    check(0 <= args.eta <= 1, f"--eta={args.eta} must be in [0, 1] (0 deterministic, 1 as DDPM)")
     schedule = Schedule.linear()
     check(1 <= args.steps <= schedule.T, f"--steps={args.steps} must be in [1, {schedule.T}]")
     data = DataConfig(
