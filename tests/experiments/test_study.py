@@ -115,3 +115,37 @@ def test_bad_study_settings_name_their_value(capsys):
         assert main(["study", "digits", "--set", assignment, "--dry-run"]) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1, err
+
+
+def rejected(capsys, tmp_path, *argv: str) -> str:
+    """Run `study digits ARGV` into tmp_path/out; assert exit 2 with a one-line error and no
+    output folder; return the error."""
+    from mosaicdiff.cli import main
+
+    out = tmp_path / "out"
+    assert main(["study", "digits", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and not out.exists(), err
+    return err
+
+
+@pytest.mark.parametrize(
+    "assignment, needle",
+    [
+        ("study.candidates=[]", "study.candidates=[] must name at least one patch size"),
+        ("study.candidates=[3,9]", "study.candidates=[3, 9]: patch size 9 must be between 1 and 8"),
+        ("study.mosaic_patch=0", "study.mosaic_patch=0 must be between 1 and 8"),
+        ("study.mosaic_patch=99", "study.mosaic_patch=99 must be between 1 and 8"),
+        ("study.sweep=[[1,2]]", "study.sweep: (1, 2) needs depth >= 1 and an odd kernel"),
+        ('study.archs=["resnet","resnet"]', "['resnet', 'resnet'] names an architecture twice"),
+    ],
+)
+def test_bad_patch_sizes_and_lists_are_rejected_by_dry_run(capsys, tmp_path, assignment, needle):
+    assert needle in rejected(capsys, tmp_path, "--set", assignment, "--dry-run")
+
+
+def test_bad_candidate_stops_a_real_run_before_training(capsys, tmp_path):
+    tiny = ["model.hidden=8", "train.epochs=1", "study.archs=[resnet]", "study.sweep=[]"]
+    tiny += ["study.n_samples=4", "study.calib_samples=1", "study.candidates=[0]"]
+    argv = ["--seeds", "1", "--no-progress", *(a for s in tiny for a in ("--set", s))]
+    assert "study.candidates=[0]: patch size 0" in rejected(capsys, tmp_path, *argv)

@@ -32,6 +32,7 @@ from mosaicdiff.errors import check
 from mosaicdiff.io import atomic_write_json, read_json
 
 ARCHS = ("resnet", "resnet_attn", "unet", "dit")
+SIDE = 8  # scikit-learn's digits are 8x8: the largest patch the calibration and mosaic score take
 ARCH_SETS = {  # per-architecture shape; digits are 8x8, so the U-Net has two levels
     "resnet": ["model.depth=1", "model.kernel=3"],
     "resnet_attn": ["model.depth=1", "model.kernel=3"],
@@ -62,7 +63,27 @@ class StudyConfig:
     def __post_init__(self):
         for name in ("n_samples", "agree_samples", "agree_steps", "calib_samples", "calib_every"):
             check(getattr(self, name) >= 1, f"study.{name}={getattr(self, name)} must be >= 1")
+        check(len(self.candidates) >= 1, "study.candidates=[] must name at least one patch size")
+        for k in self.candidates:
+            check(
+                1 <= k <= SIDE,
+                f"study.candidates={list(self.candidates)}: patch size {k} must be between 1 "
+                f"and {SIDE}, the image side",
+            )
+        check(
+            1 <= self.mosaic_patch <= SIDE,
+            f"study.mosaic_patch={self.mosaic_patch} must be between 1 and {SIDE}, the image side",
+        )
+        for depth, kernel in self.sweep:
+            check(
+                depth >= 1 and kernel >= 1 and kernel % 2 == 1,
+                f"study.sweep: ({depth}, {kernel}) needs depth >= 1 and an odd kernel >= 1",
+            )
         check(len(self.archs) >= 1, "study.archs must name at least one architecture")
+        check(
+            len(set(self.archs)) == len(self.archs),
+            f"study.archs={list(self.archs)} names an architecture twice",
+        )
         for arch in self.archs:
             check(arch in ARCHS, f"study.archs: {arch!r} is not one of {list(ARCHS)}")
         check(
