@@ -149,3 +149,19 @@ def test_bad_candidate_stops_a_real_run_before_training(capsys, tmp_path):
     tiny += ["study.n_samples=4", "study.calib_samples=1", "study.candidates=[0]"]
     argv = ["--seeds", "1", "--no-progress", *(a for s in tiny for a in ("--set", s))]
     assert "study.candidates=[0]: patch size 0" in rejected(capsys, tmp_path, *argv)
+
+
+@pytest.mark.parametrize(
+    "sets, needle",
+    [
+        (["study.agree_steps=5000"], "study.agree_steps=5000 must be at most diffusion.T=1000"),
+        (["study.calib_every=1001"], "study.calib_every=1001 must be at most diffusion.T=1000"),
+        (
+            ["diffusion.T=10", "sample.steps=5", "study.agree_steps=11"],
+            "study.agree_steps=11 must be at most diffusion.T=10",
+        ),
+    ],
+)
+def test_study_steps_beyond_T_are_rejected(capsys, tmp_path, sets, needle):
+    argv = [a for s in sets for a in ("--set", s)]
+    assert needle in rejected(capsys, tmp_path, *argv, "--dry-run")

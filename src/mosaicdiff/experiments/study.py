@@ -125,6 +125,10 @@ def preset_configs(name: str) -> tuple[RunConfig, StudyConfig]:
 def run_configs(base: RunConfig, sc: StudyConfig) -> dict[str, RunConfig]:
     """One RunConfig per run directory: the architectures, then the sweep points (seed 0)."""
     check(base.data.kind == "digits", f"study digits needs data.kind=digits, not {base.data.kind}")
+    T = base.diffusion.T
+    for name in ("agree_steps", "calib_every"):
+        value = getattr(sc, name)
+        check(value <= T, f"study.{name}={value} must be at most diffusion.T={T}")
     out = {arch: override(base, [f"model.arch={arch}", *ARCH_SETS[arch]]) for arch in sc.archs}
     for depth, kernel in sc.sweep:
         cfg = override(
