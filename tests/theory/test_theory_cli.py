@@ -164,3 +164,23 @@ def test_ddim_eta_outside_0_to_1_is_refused_before_writing(eta, tmp_path, capsys
     out = tmp_path / "out"
     refused([*SAMPLE, "--eta", eta, "--out", str(out)], capsys, f"--eta={float(eta)}", "[0, 1]")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "command, out",
+    [
+        *[(c, o) for c in ("sample", "knob", "compare") for o in ("", "f", "f/sub")],
+        *[("calibrate", o) for o in ("", "f/sub", "d")],  # its --out is a file: f is fine
+    ],
+)
+def test_an_out_path_that_cannot_be_written_is_refused_before_work(
+    command, out, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f").touch()  # a file
+    (tmp_path / "d").mkdir()  # a folder, where calibrate writes a JSON file
+    args = {"sample": SAMPLE, "knob": ["theory", "knob", "--n", "2", "--lams", "0"]}
+    args = args.get(command, ["theory", command, "run", "--n", "2", "--every", "500"])
+    refused([*args, "--out", out], capsys, f"--out {out!r}")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["d", "f"]
+    assert (tmp_path / "f").stat().st_size == 0

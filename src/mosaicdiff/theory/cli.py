@@ -132,6 +132,20 @@ def _positive(value: int, option: str) -> int:
     return value
 
 
+def check_out(out: str, what: str = "folder") -> Path:
+    """--out as a Path, refused before any work if the results could not be written there: empty,
+    under a file, or a file where a folder goes (a folder where a file goes)."""
+    check(bool(out), f"--out '' is empty; name an output {what}")
+    path = Path(out)
+    for parent in path.parents:
+        check(not parent.is_file(), f"--out {out!r} lies under {str(parent)!r}, a file")
+    if what == "folder":
+        check(not path.is_file(), f"--out {out!r} is a file; name a folder")
+    else:
+        check(not path.is_dir(), f"--out {out!r} is a folder; name a {what}")
+    return path
+
+
 def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: int | None = None):
     """Build the machine the options name, for a dataset of `kind` (`patch` overrides --patch)."""
     from mosaicdiff.theory.machines import build_machine
@@ -173,6 +187,7 @@ def cmd_sample(args) -> int:
     from mosaicdiff.io import save_npz
     from mosaicdiff.sampling import sample
 
+    folder = check_out(args.out)
     kind = _choice(args.data, "--data", DATA_KINDS)
     check(kind not in ("npz", "folder") or args.data_path, f"--data {kind} needs --data-path")
     sampler = _choice(args.sampler, "--sampler", ("ddpm", "ddim"))
@@ -192,7 +207,6 @@ def cmd_sample(args) -> int:
     )
     dataset = load_dataset(data)
     machine = machine_from_args(args, dataset.images, schedule, kind)
-    folder = Path(args.out)
     settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
     _check_same_settings(folder, settings)
     folder.mkdir(parents=True, exist_ok=True)
@@ -291,6 +305,7 @@ def cmd_calibrate(args) -> int:
     except ValueError:
         raise UserError(f"--candidates {args.candidates!r} must be integers like 1,3,5") from None
     check(bool(candidates), f"--candidates {args.candidates!r} names no patch size")
+    check_out(args.out, "JSON file")
     run, members, x_T = _load(args)
     kind = run.cfg.data.kind
     machine_for = partial(machine_from_args, args, run.dataset.images, run.schedule, kind)
@@ -322,6 +337,7 @@ def cmd_compare(args) -> int:
     from mosaicdiff.io import atomic_write_json
     from mosaicdiff.theory.agreement import eps_agreement, sample_agreement
 
+    folder = check_out(args.out)
     run, members, x_T = _load(args)
     machine = machine_from_args(args, run.dataset.images, run.schedule, run.cfg.data.kind)
     steps = sorted(set(range(0, run.schedule.T, args.every)) | {run.schedule.T - 1})
@@ -333,7 +349,6 @@ def cmd_compare(args) -> int:
         pairs[m] = r2.pop("samples")
         per_member.append({"member": m, "eps_cosine": cos, "r2": r2})
         print(f"member {m}: median r^2 {r2['median']:.3f} (IQR {r2['q25']:.3f}-{r2['q75']:.3f})")
-    folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in vars(args).items() if k != "handler"}
     atomic_write_json(folder / "agreement.json", {"args": meta, "members": per_member})

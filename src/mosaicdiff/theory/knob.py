@@ -15,7 +15,6 @@ whose quadrants are all identical (consistency by copy-and-paste) and the random
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from mosaicdiff.errors import UserError, check
 
@@ -38,13 +37,13 @@ def parse_lams(text: str) -> list[float]:
 def cmd_knob(args) -> int:
     from mosaicdiff import plots
     from mosaicdiff.io import atomic_write_csv, read_json
-    from mosaicdiff.theory.cli import cmd_sample
+    from mosaicdiff.theory.cli import check_out, cmd_sample
 
     lams = parse_lams(args.lams)
     check(args.lam is None, f"--lam {args.lam}: theory knob takes its weights from --lams")
     check(args.machine == "attn", f"--machine {args.machine!r}: lam weighs only the attn machine")
     check(args.data == "pairings", f"--data {args.data!r}: consistency needs --data pairings")
-    out = Path(args.out)
+    out = check_out(args.out)
     # Each folder has the settings of `theory sample --lam LAM --out FOLDER`: it resumes them.
     one = {k: v for k, v in vars(args).items() if k != "lams"}
     rows = []
