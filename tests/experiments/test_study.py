@@ -165,3 +165,15 @@ def test_bad_candidate_stops_a_real_run_before_training(capsys, tmp_path):
 def test_study_steps_beyond_T_are_rejected(capsys, tmp_path, sets, needle):
     argv = [a for s in sets for a in ("--set", s)]
     assert needle in rejected(capsys, tmp_path, *argv, "--dry-run")
+
+
+@pytest.mark.parametrize(
+    "assignment, needle",
+    [
+        ("study.n_samples", "override 'study.n_samples' must look like section.field=value"),
+        ("study.n_samples=x", "study.n_samples='x' must be a whole number"),
+        ("study.nsamples=5", "unknown config key 'study.nsamples'"),
+    ],
+)
+def test_bad_study_overrides_keep_their_study_prefix(capsys, tmp_path, assignment, needle):
+    assert needle in rejected(capsys, tmp_path, "--set", assignment, "--dry-run")

@@ -27,7 +27,15 @@ from pathlib import Path
 
 import torch
 
-from mosaicdiff.config import NATURAL_SAMPLE, RunConfig, SampleConfig, override, to_dict
+from mosaicdiff.config import (
+    NATURAL_SAMPLE,
+    RunConfig,
+    SampleConfig,
+    assign,
+    from_dict,
+    override,
+    to_dict,
+)
 from mosaicdiff.errors import check
 from mosaicdiff.io import atomic_write_json, read_json
 
@@ -294,10 +302,10 @@ def cmd_study(args) -> int:
 
     base, sc = preset_configs(args.preset)
     sets = args.set or []
-    study_sets = [s.removeprefix("study.") for s in sets if s.startswith("study.")]
+    study_sets = [s for s in sets if s.startswith("study.")]
     args.set = [s for s in sets if not s.startswith("study.")]
     base = resolve_config(args, base)
-    sc = override(sc, study_sets)
+    sc = from_dict(StudyConfig, assign({"study": to_dict(sc)}, study_sets)["study"], "study.")
     out = Path(args.out or f"reports/study-{args.dataset}")
     if args.dry_run:
         plan = {"study": to_dict(sc), **{k: to_dict(c) for k, c in run_configs(base, sc).items()}}
