@@ -177,3 +177,9 @@ def test_study_steps_beyond_T_are_rejected(capsys, tmp_path, sets, needle):
 )
 def test_bad_study_overrides_keep_their_study_prefix(capsys, tmp_path, assignment, needle):
     assert needle in rejected(capsys, tmp_path, "--set", assignment, "--dry-run")
+
+
+@pytest.mark.parametrize("assignment", ["model.arch=dit", "model.depth=3", "model.arch=cnn"])
+def test_model_fields_the_study_sets_itself_are_rejected(capsys, tmp_path, assignment):
+    err = rejected(capsys, tmp_path, "--set", assignment, "--dry-run")
+    assert f"{assignment}: study digits sets each run's" in err and "study.archs" in err

@@ -300,12 +300,20 @@ def cmd_study(args) -> int:
     """Handler of `mosaicdiff study`."""
     from mosaicdiff.cli import resolve_config
 
-    base, sc = preset_configs(args.preset)
+    preset, sc = preset_configs(args.preset)
     sets = args.set or []
     study_sets = [s for s in sets if s.startswith("study.")]
     args.set = [s for s in sets if not s.startswith("study.")]
-    base = resolve_config(args, base)
+    base = resolve_config(args, preset)
     sc = from_dict(StudyConfig, assign({"study": to_dict(sc)}, study_sets)["study"], "study.")
+    given = {s.split("=")[0].strip() for s in args.set}
+    for field in ("arch", "depth", "kernel", "patch"):  # run_configs sets these per run
+        value = getattr(base.model, field)
+        check(
+            f"model.{field}" not in given and value == getattr(preset.model, field),
+            f"model.{field}={value}: study digits sets each run's model.{field} itself; "
+            "choose the architectures with study.archs and the CNN sweep with study.sweep",
+        )
     out = Path(args.out or f"reports/study-{args.dataset}")
     if args.dry_run:
         plan = {"study": to_dict(sc), **{k: to_dict(c) for k, c in run_configs(base, sc).items()}}
