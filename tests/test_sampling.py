@@ -80,6 +80,18 @@ def test_ddim_matches_diffusers(eta):
     torch.testing.assert_close(ours, x, atol=1e-9, rtol=1e-9)
 
 
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [({"eta": 1.5}, "eta=1.5"), ({"eta": -0.1}, "eta=-0.1"), ({"steps": 1001}, "steps=1001")],
+)
+def test_ddim_refuses_settings_without_a_real_update(kwargs, needle):
+    """eta > 1 asks for more noise than a step has (sqrt of a negative), steps > T for a
+    spacing of zero."""
+    x_T = torch.zeros(2, 3, 4, 4)
+    with pytest.raises(ValueError, match=needle):
+        ddim_sample(_denoiser(), x_T, torch.Generator(), S, **kwargs)
+
+
 def test_sampling_is_reproducible_and_seed_dependent():
     den = _denoiser()
     x_T = torch.randn((8, 3, 4, 4), generator=torch.Generator().manual_seed(0)).double()

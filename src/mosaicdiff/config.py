@@ -21,6 +21,7 @@ from mosaicdiff.errors import UserError, check
 
 Pairing = tuple[str, str]
 MAX_SEED = 2**31 - 1  # every seed: data, train, sample
+MAX_IMAGE_SIZE = 1024  # folder data's resize side: beyond what a CPU toolkit trains on
 
 PAPER_PATTERN_TYPES: tuple[tuple[Pairing, ...], ...] = (
     (("red", "green"), ("yellow", "blue")),
@@ -48,6 +49,10 @@ class DataConfig:
         check(
             1 <= self.quadrants_per_side <= 64,
             f"data.quadrants_per_side={self.quadrants_per_side} must be between 1 and 64",
+        )
+        check(
+            0 <= self.image_size <= MAX_IMAGE_SIZE,
+            f"data.image_size={self.image_size} must be 0 (keep the size) or 1 to {MAX_IMAGE_SIZE}",
         )
         if self.kind in ("npz", "folder"):
             check(bool(self.path), f"data.kind={self.kind} needs data.path")
@@ -135,7 +140,9 @@ class SampleConfig:
     def __post_init__(self):
         _check_literals(self)
         check(self.steps >= 1, f"sample.steps={self.steps} must be at least 1")
-        check(self.eta >= 0, f"sample.eta={self.eta} must be >= 0")
+        # eta > 1 asks for more noise than the step has: DDIM's sigma would exceed
+        # sqrt(1 - alpha_bar_prev), and the direction term's square root would be of a negative
+        check(0 <= self.eta <= 1, f"sample.eta={self.eta} must be between 0 and 1")
         check(self.n_runs >= 1, f"sample.n_runs={self.n_runs} must be at least 1")
         check(self.n_per_run >= 1, f"sample.n_per_run={self.n_per_run} must be at least 1")
         check(self.chunk_size >= 1, f"sample.chunk_size={self.chunk_size} must be at least 1")

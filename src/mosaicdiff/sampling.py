@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from mosaicdiff.denoiser import Denoiser
 from mosaicdiff.diffusion import Schedule
+from mosaicdiff.errors import check
 from mosaicdiff.noise import Noise, step_noise
 
 # callback(i, t, x_t, eps): called after the denoiser at every step, before the update.
@@ -117,6 +118,8 @@ def ddim_sample(
     """DDIM from x_T (B, C, H, W) over `steps` timesteps; returns x_0. With `clip`, the
     predicted x0 is clamped to [-1, 1] before the update (diffusers' clip_sample). `noise`
     names the source of z when eta > 0 (`noise.step_noise`), seeded by `generator`."""
+    check(1 <= steps <= schedule.T, f"ddim steps={steps} must be between 1 and T={schedule.T}")
+    check(0 <= eta <= 1, f"ddim eta={eta} must be between 0 and 1")  # sigma^2 <= 1 - a_prev
     ab = schedule.alpha_bar.tolist()
     ts = ddim_timesteps(schedule.T, steps)
     ratio = schedule.T // steps
