@@ -90,3 +90,13 @@ def test_npz_layouts_and_bad_values(tmp_path):
     np.savez(tmp_path / "shape.npz", images=np.zeros((2, 5, 4, 4)))
     with pytest.raises(UserError, match="channels"):
         load_npz(str(tmp_path / "shape.npz"))
+    np.savez(tmp_path / "none.npz", images=np.zeros((0, 3, 4, 4), dtype=np.float32))
+    with pytest.raises(UserError, match="holds no pixels"):
+        load_npz(str(tmp_path / "none.npz"))
+    # Not an npz at all: empty, text, or a bare .npy array.
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "text.npz").write_text("1 2 3\n")
+    np.save(tmp_path / "array.npy", arr)
+    for name in ("empty.npz", "text.npz", "array.npy"):
+        with pytest.raises(UserError, match=f"{name}' is not an .npz file"):
+            load_npz(str(tmp_path / name))

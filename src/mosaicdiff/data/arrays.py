@@ -6,6 +6,7 @@ read as 0..255, floats must already lie in [-1, 1].
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 def load_npz(path: str) -> ImageDataset:
     p = Path(path)
     check(p.is_file(), f"data.path={path!r} is not a file")
+    check(zipfile.is_zipfile(p), f"data.path={path!r} is not an .npz file (np.savez writes one)")
     try:
         with np.load(p, allow_pickle=False) as z:
             keys = list(z.keys())
@@ -30,7 +32,7 @@ def load_npz(path: str) -> ImageDataset:
                 f"data.path={path!r} has arrays {keys}; name the images array 'images'",
             )
             array = z[key]
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"data.path={path!r} is not a readable .npz file ({e})") from None
     return ImageDataset(p.stem, to_images(array, path))
 
@@ -63,6 +65,7 @@ def to_images(array: np.ndarray, source: str) -> torch.Tensor:
     if array.shape[1] not in (1, 3) and array.shape[-1] in (1, 3):
         array = array.transpose(0, 3, 1, 2)
     check(array.shape[1] in (1, 3), f"{source}: array shape {array.shape} has no 1 or 3 channels")
+    check(array.size > 0, f"{source}: array shape {array.shape} holds no pixels")
     if array.dtype == np.uint8:
         x = array.astype(np.float32) / 127.5 - 1.0
     else:
