@@ -141,6 +141,10 @@ def test_sampler_without_steps_takes_its_own_step_count(tmp_path, capsys):
         (["--config", "/no/file.yaml"], "--config"),
         (["--sample-seed", "99999999999999999999"], "sample.seed"),
         (["--seeds", "0,3000000000"], "train.seeds"),
+        (["--seeds", "100000000000", "--dry-run"], "a count must be 1 to 10000"),
+        (["--seeds", "1,,2"], "--seeds '1,,2'"),
+        (["--set", "sample.eta=1.5"], "sample.eta=1.5"),
+        (["--set", "data.image_size=-1"], "data.image_size=-1"),
     ],
 )
 def test_bad_values_give_one_line_exit_2_and_write_nothing(tmp_path, capsys, args, needle):
@@ -186,6 +190,12 @@ def test_train_sample_evaluate_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "samples" / "default" / "results-creativity.json").read_text())
     assert [(p["seed"], p["n_samples"]) for p in res["per_seed"]] == [(0, 30), (1, 30)]
+    for args, needle in [
+        (["--patch", "3"], "--patch 3 applies to --metric creativity, not consistency"),
+        (["--metric", "creativity", "--patch", "0"], "--patch=0 must be between 1 and 4"),
+    ]:
+        r = run_cli("evaluate", str(out), *args)
+        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.splitlines()) == 1
     # Asking for other sampling settings under the same name is refused.
     r = run_cli("sample", str(out), "--runs", "4", "--per-run", "20", "--sampler", "ddim")
     assert r.returncode == 2 and "other settings (sample.n_runs: 3 -> 4)" in r.stderr
@@ -294,3 +304,29 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path, capsys, monkeypatch):
     assert main(["train", "--out", str(tmp_path / "run")]) == 128 + signal.SIGTERM
     assert "interrupted" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the caller's handler is back
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "--out", ""], "argument --out: '' is empty"),
+        (["reproduce", "--out", " "], "argument --out: ' ' is empty"),
+        (["sweep", "SPEC", "--out", ""], "argument --out: '' is empty"),
+        (["sweep", "SPEC"], "out=5 must name an output folder"),
+        (["reproduce", "--models", "cnn,,attn"], "--models: '' is not one of"),
+        (["reproduce", "--models", "cnn,cnn"], "names a model twice"),
+        (["reproduce", "--set", "model.arch=dit"], "choose them with --models"),
+        (["reproduce", "--set", "data.kind=digits"], "needs data.kind=pairings"),
+    ],
+)
+def test_bad_outputs_and_model_lists_are_refused_before_anything_runs(
+    tmp_path, capsys, monkeypatch, args, needle
+):
+    monkeypatch.chdir(tmp_path)  # an empty --out would write here
+    (tmp_path / "sweep.yaml").write_text("grid: {train.epochs: [1]}\nout: 5\n")
+    args = [str(tmp_path / "sweep.yaml") if a == "SPEC" else a for a in args]
+    code = main([*args, "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]

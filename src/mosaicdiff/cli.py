@@ -30,17 +30,28 @@ from mosaicdiff.errors import UserError, check
 SET_HELP = "override any config field, e.g. --set train.lr=3e-4 (repeatable; see --dry-run)"
 
 
+MAX_SEEDS = 10_000  # seeds of one run train together, as one batched program
+
+
 def parse_seeds(text: str) -> tuple[int, ...]:
     """'3' -> (0, 1, 2); '4,7' -> (4, 7)."""
     try:
-        parts = [int(p) for p in text.split(",") if p.strip()]
+        parts = [int(p) for p in text.split(",")]
     except ValueError:
         raise UserError(f"--seeds {text!r} must be a count (3) or a list (0,4,7)") from None
-    check(bool(parts), f"--seeds {text!r} names no seed")
-    if len(parts) == 1 and "," not in text:
-        check(parts[0] >= 1, f"--seeds {text!r}: the count must be at least 1")
-        return tuple(range(parts[0]))
+    if len(parts) == 1:
+        count = parts[0]
+        check(1 <= count <= MAX_SEEDS, f"--seeds {text!r}: a count must be 1 to {MAX_SEEDS}")
+        return tuple(range(count))
     return tuple(parts)
+
+
+def out_path(text: str) -> str:
+    """argparse type of every --out: a path, not the empty string (which would write into the
+    current folder, or fall back to a default without saying so)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is empty; name a folder")
+    return text
 
 
 def resolve_config(args, base: RunConfig | None = None) -> RunConfig:
@@ -145,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one architecture for one or more seeds")
-    p.add_argument("--out", required=True, help="run directory to create (or continue)")
+    p.add_argument(
+        "--out", required=True, type=out_path, help="run directory to create (or continue)"
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     add_config_options(p)
 
@@ -164,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="consistency (colour pairings only) or creativity: memorization, novelty, mosaics "
         "(default: consistency on pairings, creativity otherwise)",
     )
-    p.add_argument("--patch", type=int, default=3, help="creativity: mosaic patch side")
+    p.add_argument("--patch", type=int, help="creativity: mosaic patch side (default 3)")
     p.add_argument(
-        "--limit", type=int, default=1000, help="creativity: the first N samples of each seed"
+        "--limit", type=int, help="creativity: the first N samples of each seed (default 1000)"
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -245,6 +258,9 @@ def cmd_evaluate(args) -> int:
     metric = args.metric if args.metric != "auto" else metric_for(loaded.cfg.data.kind)
     if metric == "creativity":
         return _evaluate_creativity(args, loaded, samples)
+    for flag in ("patch", "limit"):
+        value = getattr(args, flag)
+        check(value is None, f"--{flag} {value} applies to --metric creativity, not consistency")
     if loaded.cfg.data.kind != "pairings":
         raise UserError(
             f"--metric consistency needs data.kind=pairings, not {loaded.cfg.data.kind}; "
@@ -271,10 +287,14 @@ def _evaluate_creativity(args, loaded, samples) -> int:
         evaluate_creativity_samples,
     )
 
-    check(args.limit >= 1, f"--limit={args.limit} must be at least 1")
+    patch = 3 if args.patch is None else args.patch
+    limit = 1000 if args.limit is None else args.limit
+    side = min(loaded.dataset.images.shape[-2:])
+    check(1 <= patch <= side, f"--patch={patch} must be between 1 and {side}, the image side")
+    check(limit >= 1, f"--limit={limit} must be at least 1")
     seeds = list(loaded.cfg.train.seeds)
     res = evaluate_creativity_samples(
-        samples, loaded.dataset.images, seeds, args.patch, args.limit, not args.no_progress
+        samples, loaded.dataset.images, seeds, patch, limit, not args.no_progress
     )
     for p in res["per_seed"]:
         print(creativity_line(p))

@@ -244,7 +244,7 @@ def reproduce(
 
 
 def register(sub) -> None:
-    from mosaicdiff.cli import add_config_options
+    from mosaicdiff.cli import add_config_options, out_path
 
     p = sub.add_parser(
         "reproduce",
@@ -253,7 +253,7 @@ def register(sub) -> None:
         "same command reuses finished stages and resumes interrupted ones.",
     )
     p.add_argument("--preset", default="quick", help=f"one of {list(PRESETS)} (default quick)")
-    p.add_argument("--out", help="output folder (default reports/PRESET)")
+    p.add_argument("--out", type=out_path, help="output folder (default reports/PRESET)")
     p.add_argument(
         "--models",
         default=",".join(PAPER_MODELS),
@@ -283,12 +283,17 @@ def register(sub) -> None:
 def cmd_reproduce(args) -> int:
     from mosaicdiff.cli import resolve_config
 
-    base = preset_config(args.preset)
-    base = resolve_config(args, base)
-    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    check(models, f"--models {args.models!r} names no model; give some of {list(PAPER_MODELS)}")
+    models = tuple(m.strip() for m in args.models.split(","))
     for m in models:
         check(m in PAPER_MODELS, f"--models: {m!r} is not one of {list(PAPER_MODELS)}")
+    check(len(set(models)) == len(models), f"--models {args.models!r} names a model twice")
+    for assignment in args.set or []:
+        check(
+            assignment.split("=")[0].strip() != "model.arch",
+            f"--set {assignment!r}: reproduce trains the paper's models; choose them with --models",
+        )
+    base = resolve_config(args, preset_config(args.preset))
+    check(base.data.kind == "pairings", "reproduce needs data.kind=pairings (the paper's data)")
     check(args.jobs is None or args.jobs >= 1, f"--jobs={args.jobs} must be at least 1")
     out = Path(args.out or f"reports/{args.preset}")
     if args.dry_run:

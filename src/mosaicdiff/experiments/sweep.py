@@ -107,7 +107,10 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
             f"sweep grid: {key} must be a non-empty list of values",
         )
     out = out or spec.get("out")
-    check(bool(out), "sweep spec: name an output folder with out: (or --out)")
+    check(
+        isinstance(out, (str, Path)) and str(out).strip() != "",
+        f"sweep spec: out={out!r} must name an output folder (out: in the spec, or --out)",
+    )
     out = Path(out)
     from mosaicdiff.cli import _deep_merge  # the --config merge, shared
     from mosaicdiff.evaluate import metric_for
@@ -259,6 +262,8 @@ def _slug(value) -> str:
 
 def register(sub) -> None:
     """Add `mosaicdiff sweep` to the CLI's subparsers."""
+    from mosaicdiff.cli import out_path
+
     p = sub.add_parser(
         "sweep",
         help="run a grid of configs (locally or on SLURM) and gather one table",
@@ -267,7 +272,7 @@ def register(sub) -> None:
         "again to finish failed or cancelled ones.",
     )
     p.add_argument("spec", help="sweep spec, .yaml or .toml (see examples/sweep.yaml)")
-    p.add_argument("--out", help="output folder (default: the spec's out)")
+    p.add_argument("--out", type=out_path, help="output folder (default: the spec's out)")
     p.add_argument("--executor", default="local", choices=["local", "slurm"])
     p.add_argument("--jobs", type=int, help="local: parallel processes (default: the cores)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the base")
