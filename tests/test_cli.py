@@ -311,6 +311,7 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path, capsys, monkeypatch):
     [
         (["train", "--out", ""], "argument --out: '' is empty"),
         (["reproduce", "--out", " "], "argument --out: ' ' is empty"),
+        (["study", "digits", "--out", ""], "argument --out: '' is empty"),
         (["sweep", "SPEC", "--out", ""], "argument --out: '' is empty"),
         (["sweep", "SPEC"], "out=5 must name an output folder"),
         (["reproduce", "--models", "cnn,,attn"], "--models: '' is not one of"),

@@ -273,6 +273,8 @@ def study(
 
 def register(sub) -> None:
     """Add `study` to the CLI's subparsers."""
+    from mosaicdiff.cli import out_path
+
     p = sub.add_parser(
         "study",
         help="creativity of CNN, CNN+attention, U-Net and DiT on digits, beside the machines",
@@ -282,7 +284,7 @@ def register(sub) -> None:
     )
     p.add_argument("dataset", choices=["digits"], help="the natural dataset (digits)")
     p.add_argument("--preset", default="quick", help=f"one of {list(PRESETS)} (default quick)")
-    p.add_argument("--out", help="output folder (default reports/study-DATASET)")
+    p.add_argument("--out", type=out_path, help="output folder (default reports/study-DATASET)")
     p.add_argument("--seeds", help="training seeds: a count (3 -> 0,1,2) or a list (0,4,7)")
     p.add_argument("--device", help="cpu (default) or cuda")
     p.add_argument(
