@@ -184,3 +184,45 @@ def test_an_out_path_that_cannot_be_written_is_refused_before_work(
     refused([*args, "--out", out], capsys, f"--out {out!r}")
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["d", "f"]
     assert (tmp_path / "f").stat().st_size == 0
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny run on the 4x4 pairings (T=100), trained once for this module's refusals."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    args = ["train", "--out", str(run), "--epochs", "1", "--runs", "1", "--per-run", "2"]
+    args += ["--sampler", "ddim", "--steps", "2", "--no-progress"]
+    assert main([*args, "--set", "diffusion.T=100", "--set", "data.n_images=64"]) == 0
+    return run
+
+
+@pytest.mark.parametrize(
+    "bad, names",
+    [
+        (["--data", "folder", "--image-size", "1"], ["--image-size=1", "between 3"]),
+        (["--data", "folder", "--image-size", "100000"], ["--image-size=100000", "256"]),
+        (["--data", "npz"], ["2x2", "3x3"]),
+        (["--data", "digits", "--patch", "99", "--stride", "1"], ["patch size 99", "8"]),
+    ],
+)
+def test_sizes_that_do_not_fit_the_images_are_refused_before_writing(bad, names, tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "png").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "png" / "a.png")
+    np.savez(tmp_path / "tiny.npz", images=np.zeros((3, 2, 2), dtype=np.uint8))
+    path = {"folder": tmp_path / "png", "npz": tmp_path / "tiny.npz"}.get(bad[1], "")
+    out = tmp_path / "out"
+    refused([*SAMPLE, *bad, "--data-path", str(path), "--out", str(out)], capsys, *names)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["calibrate", "compare"])
+def test_patch_sizes_larger_than_a_runs_images_are_refused_before_work(
+    command, trained_run, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    patch = ["--candidates", "1,3,5"] if command == "calibrate" else ["--patch", "5"]
+    args = ["theory", command, str(trained_run), "--n", "2", "--every", "50", *patch]
+    refused([*args, "--out", str(out)], capsys, "patch size 5", "4")
+    assert not out.exists()

@@ -28,6 +28,9 @@ from mosaicdiff.theory.machines import MACHINES
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 DATA_KINDS = ("pairings", "digits", "npz", "folder")
+# Largest --image-size: the machines compare every pixel's patch with every training patch,
+# so their cost grows with the square of the pixels (a side of 100000 never finished).
+MAX_IMAGE_SIZE = 256
 
 
 class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -82,7 +85,12 @@ def _sample_options(s, knob: bool = False) -> None:
     """The options of `theory sample` (and of `theory knob`, which runs it once per lam)."""
     s.add_argument("--data", default="pairings", help=f"dataset: {', '.join(DATA_KINDS)}")
     s.add_argument("--data-path", default="", help="npz or folder: where the images are")
-    s.add_argument("--image-size", type=int, default=0, help="folder: resize to this side")
+    s.add_argument(
+        "--image-size",
+        type=int,
+        default=0,
+        help=f"folder: resize to this side (0 keeps it; at most {MAX_IMAGE_SIZE})",
+    )
     s.add_argument("--n-images", type=int, default=2048, help="pairings: training images")
     s.add_argument("--data-seed", type=int, default=0, help="pairings: dataset seed")
     _machine_options(s, knob)
@@ -163,6 +171,11 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
             patch = int(args.patch)
         else:
             patch = PatchSchedule.load(args.patch, schedule.T)
+    if name != "ideal":  # the local machines see k x k windows of the image
+        side = min(images.shape[-2:])
+        sizes = set(patch.sizes()) if isinstance(patch, PatchSchedule) else {patch}
+        for k in sorted(sizes):
+            check(1 <= k <= side, f"patch size {k} must be between 1 and {side}, the image side")
     stride = args.stride
     if stride is None:
         stride = 2 if kind == "pairings" and default else 1
@@ -183,6 +196,7 @@ def cmd_sample(args) -> int:
     from mosaicdiff.config import DataConfig
     from mosaicdiff.data import load_dataset
     from mosaicdiff.diffusion import Schedule
+    from mosaicdiff.evaluate import MOSAIC_PATCH
     from mosaicdiff.generate import draw_chunks, load_samples, save_preview
     from mosaicdiff.io import save_npz
     from mosaicdiff.sampling import sample
@@ -196,6 +210,11 @@ def cmd_sample(args) -> int:
     _check_seed("--seed", args.seed)
     # eta > 1 makes DDIM's noise exceed 1 - alpha_bar_prev: its direction term turns imaginary
     check(0 <= args.eta <= 1, f"--eta={args.eta} must be in [0, 1] (0 deterministic, 1 as DDPM)")
+    check(
+        args.image_size == 0 or MOSAIC_PATCH <= args.image_size <= MAX_IMAGE_SIZE,
+        f"--image-size={args.image_size} must be 0 (keep the size) or between {MOSAIC_PATCH} "
+        f"(the patch side of the creativity metrics) and {MAX_IMAGE_SIZE}",
+    )
     schedule = Schedule.linear()
     check(1 <= args.steps <= schedule.T, f"--steps={args.steps} must be in [1, {schedule.T}]")
     data = DataConfig(
@@ -206,6 +225,13 @@ def cmd_sample(args) -> int:
         image_size=args.image_size,
     )
     dataset = load_dataset(data)
+    if kind != "pairings":  # scored by the creativity metrics, which compare 3x3 patches
+        h, w = dataset.shape[-2:]
+        check(
+            min(h, w) >= MOSAIC_PATCH,
+            f"images of {h}x{w} are smaller than the {MOSAIC_PATCH}x{MOSAIC_PATCH} patches the "
+            "creativity metrics compare",
+        )
     machine = machine_from_args(args, dataset.images, schedule, kind)
     settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
     _check_same_settings(folder, settings)
@@ -238,7 +264,6 @@ def cmd_sample(args) -> int:
     else:
         from mosaicdiff.evaluate import (
             CREATIVITY_RESULTS,
-            MOSAIC_PATCH,
             creativity_line,
             evaluate_creativity_samples,
         )
@@ -309,6 +334,8 @@ def cmd_calibrate(args) -> int:
     run, members, x_T = _load(args)
     kind = run.cfg.data.kind
     machine_for = partial(machine_from_args, args, run.dataset.images, run.schedule, kind)
+    for k in candidates:  # refuse a bad size before any work (machines build their tables lazily)
+        machine_for(patch=k)
     results = []
     for m in members:
         network = run.model.member(m).as_denoiser()
