@@ -143,10 +143,12 @@ SAMPLE = ["theory", "sample", "--n", "2", "--sampler", "ddim", "--steps", "2", "
 
 
 def refused(args: list[str], capsys, *names: str) -> str:
-    """Run the CLI: exit code 2 and one line that names each of `names`."""
+    """Run the CLI: exit 2, nothing on stdout, and one error line naming each of `names`."""
     assert main(args) == 2
-    err = capsys.readouterr().err.strip()
+    printed = capsys.readouterr()
+    err = printed.err.strip()
     assert "\n" not in err and all(name in err for name in names), err
+    assert printed.out == ""
     return err
 
 
@@ -225,4 +227,19 @@ def test_patch_sizes_larger_than_a_runs_images_are_refused_before_work(
     patch = ["--candidates", "1,3,5"] if command == "calibrate" else ["--patch", "5"]
     args = ["theory", command, str(trained_run), "--n", "2", "--every", "50", *patch]
     refused([*args, "--out", str(out)], capsys, "patch size 5", "4")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "bad, names",
+    [
+        (["--n", "0"], ["--n=0"]),
+        (["--patch", "6", "--stride", "2"], ["patch size 6"]),
+        (["--lams", "0,0.5", "--eta", "2"], ["--eta=2.0"]),
+    ],
+)
+def test_knob_checks_every_option_before_printing_or_writing(bad, names, tmp_path, capsys):
+    out = tmp_path / "knob"
+    args = ["theory", "knob", "--n", "2", "--sampler", "ddim", "--steps", "2", "--no-progress"]
+    refused([*args, *bad, "--out", str(out)], capsys, *names)
     assert not out.exists()

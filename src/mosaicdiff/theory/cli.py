@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -193,20 +195,24 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
 
 
 def cmd_sample(args) -> int:
+    return prepare_sample(args)()
+
+
+def prepare_sample(args) -> Callable[[], int]:
+    """Check `theory sample`'s options, load its data and build its machine, and return the
+    sampling itself: a bad value stops it before anything is written or printed (knob prepares
+    every weight's sampling before it starts the first)."""
     from mosaicdiff.config import DataConfig
     from mosaicdiff.data import load_dataset
     from mosaicdiff.diffusion import Schedule
     from mosaicdiff.evaluate import MOSAIC_PATCH
-    from mosaicdiff.generate import draw_chunks, load_samples, save_preview
-    from mosaicdiff.io import save_npz
-    from mosaicdiff.sampling import sample
 
     folder = check_out(args.out)
     kind = _choice(args.data, "--data", DATA_KINDS)
     check(kind not in ("npz", "folder") or args.data_path, f"--data {kind} needs --data-path")
-    sampler = _choice(args.sampler, "--sampler", ("ddpm", "ddim"))
-    n, batch = _positive(args.n, "--n"), _positive(args.batch, "--batch")
-    _positive(args.limit, "--limit")
+    _choice(args.sampler, "--sampler", ("ddpm", "ddim"))
+    for option in ("n", "batch", "limit"):
+        _positive(getattr(args, option), f"--{option}")
     _check_seed("--seed", args.seed)
     # eta > 1 makes DDIM's noise exceed 1 - alpha_bar_prev: its direction term turns imaginary
     check(0 <= args.eta <= 1, f"--eta={args.eta} must be in [0, 1] (0 deterministic, 1 as DDPM)")
@@ -235,13 +241,23 @@ def cmd_sample(args) -> int:
     machine = machine_from_args(args, dataset.images, schedule, kind)
     settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
     _check_same_settings(folder, settings)
+    return partial(_sample, args, folder, dataset, machine, schedule, settings)
+
+
+def _sample(args, folder: Path, dataset, machine, schedule, settings: dict) -> int:
+    from mosaicdiff.generate import draw_chunks, load_samples, save_preview
+    from mosaicdiff.io import save_npz
+    from mosaicdiff.sampling import sample
+
     folder.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
+    n, progress = args.n, not args.no_progress
 
     def draw(m: int, seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
         x_T = torch.randn(m, *dataset.shape, generator=g)
-        x0 = sample(machine, x_T, g, schedule, sampler, args.steps, args.eta, progress=progress)
+        x0 = sample(
+            machine, x_T, g, schedule, args.sampler, args.steps, args.eta, progress=progress
+        )
         return x0[None]  # (1, m, C, H, W): one "seed", as a run's samples folder holds
 
     draw_chunks(
@@ -249,7 +265,7 @@ def cmd_sample(args) -> int:
         {"theory": settings},
         draw,
         n,
-        per_chunk=batch,
+        per_chunk=args.batch,
         seed=args.seed,
         n_per_run=n,  # all one run
         desc=f"theory {args.machine}",
@@ -259,11 +275,12 @@ def cmd_sample(args) -> int:
     save_npz(folder / "samples.npz", samples=samples, seed=args.seed, args=json.dumps(settings))
     save_preview(folder, [args.seed])
     print(f"{n} samples -> {folder / 'samples.npz'}")
-    if kind == "pairings":
+    if args.data == "pairings":
         _consistency(folder, samples, dataset.info["spec"], settings)
     else:
         from mosaicdiff.evaluate import (
             CREATIVITY_RESULTS,
+            MOSAIC_PATCH,
             creativity_line,
             evaluate_creativity_samples,
         )
@@ -321,8 +338,6 @@ def _load(args):
 
 
 def cmd_calibrate(args) -> int:
-    from functools import partial
-
     from mosaicdiff.theory.calibrate import calibrate_patch_sizes, save_calibration
 
     try:

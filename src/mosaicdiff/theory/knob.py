@@ -37,7 +37,7 @@ def parse_lams(text: str) -> list[float]:
 def cmd_knob(args) -> int:
     from mosaicdiff import plots
     from mosaicdiff.io import atomic_write_csv, read_json
-    from mosaicdiff.theory.cli import check_out, cmd_sample
+    from mosaicdiff.theory.cli import check_out, prepare_sample
 
     lams = parse_lams(args.lams)
     check(args.lam is None, f"--lam {args.lam}: theory knob takes its weights from --lams")
@@ -46,11 +46,15 @@ def cmd_knob(args) -> int:
     out = check_out(args.out)
     # Each folder has the settings of `theory sample --lam LAM --out FOLDER`: it resumes them.
     one = {k: v for k, v in vars(args).items() if k != "lams"}
+    folders = {lam: out / f"lam={lam:g}" for lam in lams}
+    runs = {  # every weight's options are checked before the first prints or writes anything
+        lam: prepare_sample(argparse.Namespace(**{**one, "lam": lam, "out": str(folder)}))
+        for lam, folder in folders.items()
+    }
     rows = []
-    for lam in lams:
-        folder = out / f"lam={lam:g}"
+    for lam, folder in folders.items():
         print(f"lam = {lam:g}:")
-        cmd_sample(argparse.Namespace(**{**one, "lam": lam, "out": str(folder)}))
+        runs[lam]()
         r = read_json(folder / "consistency.json")
         low, high = r["ci95"]
         rows.append(
