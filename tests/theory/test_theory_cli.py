@@ -243,3 +243,12 @@ def test_knob_checks_every_option_before_printing_or_writing(bad, names, tmp_pat
     args = ["theory", "knob", "--n", "2", "--sampler", "ddim", "--steps", "2", "--no-progress"]
     refused([*args, *bad, "--out", str(out)], capsys, *names)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["calibrate", "compare"])
+def test_a_file_given_as_the_run_is_called_a_file(command, tmp_path, capsys):
+    (tmp_path / "afile").touch()
+    out = tmp_path / "out"
+    args = ["theory", command, str(tmp_path / "afile"), "--out", str(out)]
+    refused(args, capsys, "afile", "is a file, not a run directory")
+    assert not out.exists()

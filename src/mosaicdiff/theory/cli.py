@@ -325,13 +325,14 @@ def _load(args):
     from mosaicdiff.runs import load_run
 
     _check_seed("--seed", args.seed)
+    _positive(args.n, "--n")
+    _positive(args.every, "--every")
+    check(not Path(args.run).is_file(), f"{args.run!r} is a file, not a run directory")
     check(Path(args.run).is_dir(), f"run directory {args.run!r} does not exist")
     run = load_run(args.run, device="cpu")
     members = range(run.model.n_seeds) if args.member is None else [args.member]
     for m in members:
         check(0 <= m < run.model.n_seeds, f"--member={m} must be in [0, {run.model.n_seeds})")
-    _positive(args.n, "--n")
-    _positive(args.every, "--every")
     g = torch.Generator().manual_seed(args.seed)
     x_T = torch.randn(args.n, *run.dataset.shape, generator=g)
     return run, list(members), x_T
