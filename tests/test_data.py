@@ -4,7 +4,7 @@ import torch
 
 from mosaicdiff.config import DataConfig
 from mosaicdiff.data import load_dataset
-from mosaicdiff.data.arrays import load_npz
+from mosaicdiff.data.arrays import load_folder, load_npz
 from mosaicdiff.data.pairings import PairingsSpec
 from mosaicdiff.errors import UserError
 from mosaicdiff.metrics import consistency
@@ -100,3 +100,18 @@ def test_npz_layouts_and_bad_values(tmp_path):
     for name in ("empty.npz", "text.npz", "array.npy"):
         with pytest.raises(UserError, match=f"{name}' is not an .npz file"):
             load_npz(str(tmp_path / name))
+
+
+@pytest.mark.parametrize("side", [1, 3, 5])
+def test_folder_images_keep_their_channels_at_any_size(tmp_path, side):
+    """RGB images read as (N, 3, side, side), red in channel 0, even where a side of 1 or 3
+    makes (N, H, W, C) look like (N, C, H, W)."""
+    from PIL import Image
+
+    pixels = np.zeros((side, side, 3), dtype=np.uint8)
+    pixels[..., 0] = 255  # pure red
+    for i in range(2):
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+    x = load_folder(str(tmp_path)).images
+    assert x.shape == (2, 3, side, side)
+    assert (x[:, 0] == 1).all() and (x[:, 1:] == -1).all()

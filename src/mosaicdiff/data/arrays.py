@@ -53,7 +53,8 @@ def load_folder(path: str, size: int = 0) -> ImageDataset:
             arrays.append(np.asarray(im))
     shapes = {a.shape for a in arrays}
     check(len(shapes) == 1, f"data.path={path!r}: images differ in size {shapes}; set image_size")
-    return ImageDataset(p.name, to_images(np.stack(arrays), path))
+    # Channels first here: for images 1 or 3 pixels high, (N, H, W, 3) would pass for (N, C, H, W).
+    return ImageDataset(p.name, to_images(np.stack(arrays).transpose(0, 3, 1, 2), path))
 
 
 def to_images(array: np.ndarray, source: str) -> torch.Tensor:
