@@ -31,8 +31,9 @@ from mosaicdiff.theory.machines import MACHINES
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 DATA_KINDS = ("pairings", "digits", "npz", "folder")
 # Largest --image-size: the machines compare every pixel's patch with every training patch,
-# so their cost grows with the square of the pixels (a side of 100000 never finished).
-MAX_IMAGE_SIZE = 256
+# so their cost grows with the square of the pixels (a side of 100000 never finished). Stricter
+# than the networks' bound on data.image_size (config.MAX_IMAGE_SIZE).
+MACHINE_MAX_SIDE = 256
 
 
 class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -91,7 +92,7 @@ def _sample_options(s, knob: bool = False) -> None:
         "--image-size",
         type=int,
         default=0,
-        help=f"folder: resize to this side (0 keeps it; at most {MAX_IMAGE_SIZE})",
+        help=f"folder: resize to this side (0 keeps it; at most {MACHINE_MAX_SIDE})",
     )
     s.add_argument("--n-images", type=int, default=2048, help="pairings: training images")
     s.add_argument("--data-seed", type=int, default=0, help="pairings: dataset seed")
@@ -217,9 +218,9 @@ def prepare_sample(args) -> Callable[[], int]:
     # eta > 1 makes DDIM's noise exceed 1 - alpha_bar_prev: its direction term turns imaginary
     check(0 <= args.eta <= 1, f"--eta={args.eta} must be in [0, 1] (0 deterministic, 1 as DDPM)")
     check(
-        args.image_size == 0 or MOSAIC_PATCH <= args.image_size <= MAX_IMAGE_SIZE,
+        args.image_size == 0 or MOSAIC_PATCH <= args.image_size <= MACHINE_MAX_SIDE,
         f"--image-size={args.image_size} must be 0 (keep the size) or between {MOSAIC_PATCH} "
-        f"(the patch side of the creativity metrics) and {MAX_IMAGE_SIZE}",
+        f"(the patch side of the creativity metrics) and {MACHINE_MAX_SIDE}",
     )
     schedule = Schedule.linear()
     check(1 <= args.steps <= schedule.T, f"--steps={args.steps} must be in [1, {schedule.T}]")
