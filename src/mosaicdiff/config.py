@@ -45,7 +45,7 @@ class DataConfig:
     def __post_init__(self):
         _check_literals(self)
         check(self.n_images >= 1, f"data.n_images={self.n_images} must be at least 1")
-        _check_seed("data.seed", self.seed)
+        check_seed("data.seed", self.seed)
         check(
             1 <= self.quadrants_per_side <= 64,
             f"data.quadrants_per_side={self.quadrants_per_side} must be between 1 and 64",
@@ -118,7 +118,7 @@ class TrainConfig:
         check(len(self.seeds) >= 1, "train.seeds must name at least one seed")
         check(len(set(self.seeds)) == len(self.seeds), f"train.seeds={self.seeds} repeats a seed")
         for seed in self.seeds:
-            _check_seed("train.seeds", seed)
+            check_seed("train.seeds", seed)
         check(
             self.checkpoint_every >= 1,
             f"train.checkpoint_every={self.checkpoint_every} must be at least 1",
@@ -146,7 +146,7 @@ class SampleConfig:
         check(self.n_runs >= 1, f"sample.n_runs={self.n_runs} must be at least 1")
         check(self.n_per_run >= 1, f"sample.n_per_run={self.n_per_run} must be at least 1")
         check(self.chunk_size >= 1, f"sample.chunk_size={self.chunk_size} must be at least 1")
-        _check_seed("sample.seed", self.seed)
+        check_seed("sample.seed", self.seed)
 
 
 # Sampling defaults on data other than the colour pairings (ours): the paper's 100 x 10,000
@@ -161,7 +161,7 @@ NATURAL_SAMPLE: dict[str, Any] = {
 }
 
 
-def _check_seed(name: str, seed: int) -> None:
+def check_seed(name: str, seed: int) -> None:
     """Seeds are mixed into other seeds by products (`generate.chunk_seed`,
     `training.data_seed`) that must stay within torch's 64-bit generator seeds."""
     check(0 <= seed <= MAX_SEED, f"{name}: seed {seed} must be between 0 and {MAX_SEED}")

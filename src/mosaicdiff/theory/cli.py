@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from mosaicdiff.config import _check_seed
+from mosaicdiff.config import check_seed
 from mosaicdiff.errors import UserError, check
 from mosaicdiff.theory.knob import cmd_knob
 from mosaicdiff.theory.machines import MACHINES
@@ -214,7 +214,7 @@ def prepare_sample(args) -> Callable[[], int]:
     _choice(args.sampler, "--sampler", ("ddpm", "ddim"))
     for option in ("n", "batch", "limit"):
         _positive(getattr(args, option), f"--{option}")
-    _check_seed("--seed", args.seed)
+    check_seed("--seed", args.seed)
     # eta > 1 makes DDIM's noise exceed 1 - alpha_bar_prev: its direction term turns imaginary
     check(0 <= args.eta <= 1, f"--eta={args.eta} must be in [0, 1] (0 deterministic, 1 as DDPM)")
     check(
@@ -325,7 +325,7 @@ def _consistency(folder: Path, samples: torch.Tensor, spec, settings: dict) -> N
 def _load(args):
     from mosaicdiff.runs import load_run
 
-    _check_seed("--seed", args.seed)
+    check_seed("--seed", args.seed)
     _positive(args.n, "--n")
     _positive(args.every, "--every")
     check(not Path(args.run).is_file(), f"{args.run!r} is a file, not a run directory")
