@@ -55,6 +55,7 @@ def preset_config(name: str) -> RunConfig:
 
 def model_configs(base: RunConfig, models: tuple[str, ...]) -> dict[str, RunConfig]:
     """One RunConfig per model; top1 trains TOP1_EPOCH_FACTOR times longer, as in App. B."""
+    check(base.data.kind == "pairings", "reproduce needs data.kind=pairings (the paper's data)")
     out = {}
     for arch in models:
         cfg = override(base, [f"model.arch={arch}"])
@@ -195,7 +196,6 @@ def reproduce(
     processes) for every model more than ablation.GAP points from the paper."""
     from mosaicdiff.runs import RunDir
 
-    check(base.data.kind == "pairings", "reproduce needs data.kind=pairings (the paper's data)")
     check(len(models) > 0, f"reproduce needs at least one of {list(PAPER_MODELS)}")
     out = Path(out)
     configs = model_configs(base, tuple(models))
@@ -293,7 +293,6 @@ def cmd_reproduce(args) -> int:
             f"--set {assignment!r}: reproduce trains the paper's models; choose them with --models",
         )
     base = resolve_config(args, preset_config(args.preset))
-    check(base.data.kind == "pairings", "reproduce needs data.kind=pairings (the paper's data)")
     check(args.jobs is None or args.jobs >= 1, f"--jobs={args.jobs} must be at least 1")
     out = Path(args.out or f"reports/{args.preset}")
     if args.dry_run:
