@@ -22,6 +22,9 @@ Three exact rewrites, each tested against the reference:
    generator (same stream, same generator state afterwards) and do Box-Muller inside the fused
    per-step kernel: same numbers up to float rounding of log/cos/sin.
    Either way the samples equal `sampling.ddpm_sample`'s with the same `noise` to float rounding.
+4. For the paper's cnn with Threefry noise on an x86 CPU with AVX2, compiling means the native
+   loop of `fast.native` instead: all steps for 8 samples per vector, in registers (~2.5x the
+   compiled step's speed on an AVX2 host).
 
 The per-step update x_{t-1} = c_x[t] x_t - c_eps[t] eps + sigma[t] z (Ho et al. 2020, Alg. 2;
 tables from `sampling.ddpm_tables`) is fused with the network into one compiled function that
@@ -36,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from mosaicdiff.diffusion import Schedule
+from mosaicdiff.fast import native
 from mosaicdiff.models.patchnet import ACTIVATIONS, PatchNet, patchify, unpatchify
 from mosaicdiff.noise import Noise, check_counter_range, check_kind, counter_normal, draw_key
 from mosaicdiff.sampling import ddpm_tables
@@ -196,7 +200,12 @@ class FastDDPM:
     """`fast_ddpm_sample` with its compiled step kept, for sampling many chunks."""
 
     def __init__(
-        self, net: FoldedNet, schedule: Schedule, compile: bool = True, noise: Noise = "threefry"
+        self,
+        net: FoldedNet,
+        schedule: Schedule,
+        compile: bool = True,
+        noise: Noise = "threefry",
+        native_loop: bool = True,
     ):
         from mosaicdiff.fast.train_step import configure_inductor
 
@@ -207,7 +216,10 @@ class FastDDPM:
         c_x, c_eps, sigma = ddpm_tables(schedule)
         self.coef = torch.stack([c_x, c_eps, sigma], 1).float().to(net.w_in.device)  # (T, 3)
         step = (_ddpm_step_counter if noise == "threefry" else _ddpm_step).__get__(net)
-        if compile:
+        # The cnn's hand-vectorised sampler, where it runs: compiled too, ~2.5x faster again.
+        use = compile and native_loop and native.supports(net, noise)
+        self.native = use and native.available()
+        if compile and not self.native:
             configure_inductor()
             step = torch.compile(step, fullgraph=True, dynamic=False)
         self.step = step
@@ -228,12 +240,17 @@ class FastDDPM:
         `generator` alone) while this one runs the network: the generator is serial.
         """
         net, s = self.net, self.net.n_seeds
+        T = self.schedule.T
+        if self.native:
+            check_counter_range(x_T.shape[0], x_T[0].numel(), T)
+            key = draw_key(generator)
+            steps = T if n_steps is None else n_steps
+            return native.cnn_ddpm(net, self.coef, x_T, key, T - 1, steps)
         b_all = x_T.shape[0] // s
         x = patchify(x_T.reshape(s, b_all, *x_T.shape[1:]), net.patch).contiguous()
         # A GPU takes the whole batch at once; a CPU works through cache-sized chunks.
         n_chunks = 1 if x.is_cuda else chunk_count(b_all, s)
         x_chunks = x.tensor_split(n_chunks, 1)
-        T = self.schedule.T
         ts = list(range(T - 1, -1 if n_steps is None else T - 1 - n_steps, -1))
         if self.noise == "threefry":
             self._counter_loop(x_T, x_chunks, generator, ts)
