@@ -3,7 +3,9 @@
 Runs `fast.sampling.FastDDPM` (default noise) on an untrained network of each architecture
 under torch.profiler, with inductor's per-kernel profiling on, and prints the kernels with the
 largest self time. Fused kernels are named by the ops inductor put in them (`silu`, `softmax`,
-the Threefry shifts and xors, `cos`/`log` of Box-Muller); `aten::bmm` is MKL's GEMM.
+the Threefry shifts and xors, `cos`/`log` of Box-Muller); `aten::bmm` is MKL's GEMM. The cnn's
+native C++ loop (`fast.native`, its default on AVX2) would be one opaque call, so this profiles
+the compiled step, which the other architectures run.
 
 Run: python -m benchmarks.profile_sampling [--archs cnn,attn] [--batch 100000] [--steps 40]
 """
@@ -26,7 +28,8 @@ def profile_arch(arch: str, batch: int, steps: int, top: int) -> list[tuple[floa
     from mosaicdiff.models import build_model
 
     model = build_model(ModelConfig(arch=arch), (3, 4, 4), 1000, seeds=(0,)).eval()
-    fast = FastDDPM(fast_denoiser(model.requires_grad_(False)), Schedule.linear())
+    net = fast_denoiser(model.requires_grad_(False))
+    fast = FastDDPM(net, Schedule.linear(), native_loop=False)
     x_T, g = torch.randn(batch, 3, 4, 4), torch.Generator().manual_seed(0)
     fast(x_T, g, 2)  # compile first
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -2,8 +2,8 @@
 
 In one run on this machine: training model-steps/s (the real `training.train`, eager and
 compiled, 1 seed and a group of seeds, epoch draws included; compilation timed separately) and
-DDPM sampling sample-steps/s (`fast.sampling.FastDDPM`, compiled and folded; its default
-counter-based noise and, in a full run, torch's generator stream) against
+DDPM sampling sample-steps/s (`fast.sampling.FastDDPM`: compiled and folded, or the cnn's native
+loop; its default counter-based noise and, in a full run, torch's generator stream) against
 `benchmarks/plain.py`, plus the machine's dense-matmul FLOP/s as the ceiling. Prints a table of
 ratios and writes JSON. Before timing, checks that the plain and fast paths compute the same
 thing: network outputs, and full 1,000-step samples from the same generator.
@@ -162,6 +162,12 @@ def bench_sampling(arch, torch, quick: bool, group: int, device: str) -> dict:
         "max_rel_diff_samples_plain_vs_fast": (s_plain - s_torch).abs().max().item() / scale,
         "max_rel_diff_samples_reference_vs_fast": (s_ref - s_fast).abs().max().item() / scale,
     }
+    native = FastDDPM(net, schedule, compile=True)  # the cnn's C++ loop, where it runs
+    res["native"] = native.native
+    if native.native:
+        s_native = native(x_T, g())
+        diff = (s_ref - s_native).abs().max().item()
+        res["max_rel_diff_samples_reference_vs_native"] = diff / scale
 
     b_plain, k_plain = (2_000, 4) if quick and cpu else (10_000 if cpu else 100_000, 10)
     x_T = torch.randn(b_plain, 3, 4, 4, device=device)
@@ -283,7 +289,8 @@ def report(res: dict) -> str:
         lines += [
             "",
             "DDPM sampling, sample-steps/s; minutes for 1M samples x 1,000 steps",
-            "(ours: counter-based Threefry noise, the default, one seed; full run only: "
+            "(ours: counter-based Threefry noise, the default, one seed, '*' the native C++ loop; "
+            "full run only: "
             f"'torch noise', torch.randn's stream; '{g} seeds', a group sampled together)",
             f"{'arch':9}{'plain':>10}{'ours':>11}{'x':>6}{'plain min':>10}{'ours min':>9}"
             f"{'% ceil':>8}{'rel diff':>12}{'torch noise min':>17}{f'{g} seeds min':>14}",
@@ -297,13 +304,15 @@ def report(res: dict) -> str:
             diff = max(
                 s["max_rel_diff_samples_plain_vs_fast"],
                 s["max_rel_diff_samples_reference_vs_fast"],
+                s.get("max_rel_diff_samples_reference_vs_native", 0.0),
             )
             torch_noise = s.get("fast_sample_steps_per_s_torch_noise")
             torch_min = f"{1e9 / torch_noise / 60:.1f}" if torch_noise else "-"
             grouped = s.get(f"fast_sample_steps_per_s_{g}_seeds")
             group_min = f"{1e9 / grouped / 60:.1f}" if grouped else "-"
+            name = arch + ("*" if s.get("native") else "")
             lines.append(
-                f"{arch:9}{plain:10.3g}{ours:11.3g}{ours / plain:6.1f}"
+                f"{name:9}{plain:10.3g}{ours:11.3g}{ours / plain:6.1f}"
                 f"{1e9 / plain / 60:10.1f}{1e9 / ours / 60:9.1f}{pct:8.1f}{diff:12.1e}"
                 f"{torch_min:>17}{group_min:>14}"
             )
