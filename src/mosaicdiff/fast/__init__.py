@@ -5,6 +5,6 @@
   epoch of those steps as one CUDA graph.
 - `sampling.fast_denoiser` / `sampling.fast_ddpm_sample`: exact algebraic folding of the score
   networks for sampling and a DDPM loop equal to `sampling.ddpm_sample`.
-- `native`: the paper's cnn sampler as one hand-vectorised C++ loop (x86 with AVX2), which
-  `sampling.FastDDPM` uses where it compiles and the kernel builds.
+- `native`: DDPM for the paper's four networks as one hand-vectorised C++ loop (x86 with AVX2),
+  which `sampling.FastDDPM` uses where it compiles and the loop builds.
 """

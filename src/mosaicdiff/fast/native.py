@@ -1,12 +1,13 @@
-"""The cnn's DDPM sampler as one hand-vectorised C++ loop (`cnn_ddpm.cpp`), for x86 CPUs with AVX2.
+"""DDPM for the paper's networks as one hand-vectorised C++ loop (`ddpm_loop.cpp`), x86 with AVX2.
 
-`FastDDPM` uses it for the paper's cnn with Threefry noise when it compiles. It computes the same
-samples as the compiled token-space step (tested to float tolerance against
-`sampling.ddpm_sample`), ~2.5x faster on an AVX2 host: each block of 8 samples stays in
-registers from x_T to x_0, where the compiled step sends every intermediate through memory and
-MKL's thin GEMMs (`python -m benchmarks` measures it).
+`FastDDPM` uses it for cnn, attn, identity and top1 (SiLU, 4 tokens of 12 values, hidden 32)
+with Threefry noise when it compiles. It computes the same samples as the compiled token-space
+step (tested to float tolerance against `sampling.ddpm_sample`), several times faster on an
+AVX2 host: each block of 8 samples stays in registers and L1 from x_T to x_0, where the
+compiled step sends every intermediate through memory and MKL's thin GEMMs
+(`python -m benchmarks` measures it).
 
-It is built once per machine with `torch.utils.cpp_extension.load_inline` (~40 s; cached in
+It is built once per machine with `torch.utils.cpp_extension.load_inline` (~1-2 min; cached in
 TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions). Where it cannot be built or run
 (no AVX2, no compiler), `available()` is False, with a warning, and the compiled step is used.
 """
@@ -23,7 +24,8 @@ import torch.nn.functional as F
 
 from mosaicdiff.models.patchnet import patchify
 
-SOURCE = Path(__file__).with_name("cnn_ddpm.cpp")
+SOURCE = Path(__file__).with_name("ddpm_loop.cpp")
+ARCHS = ("cnn", "attn", "identity", "top1")  # the kernel's arch codes, in order
 SHAPES = {(4, 12, 32)}  # (tokens, values per token, hidden) with a compiled instance
 LANES = 8  # samples per vector
 
@@ -38,9 +40,9 @@ def _module():
     from torch.utils.cpp_extension import load_inline
 
     return load_inline(
-        "mosaicdiff_cnn_ddpm",
+        "mosaicdiff_ddpm_loop",
         cpp_sources=[SOURCE.read_text()],
-        functions=["cnn_ddpm"],
+        functions=["ddpm_loop"],
         extra_cflags=["-O3", "-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-fopenmp"],
         extra_ldflags=["-fopenmp"],
     )
@@ -55,7 +57,7 @@ def available() -> bool:
         _module()
     except Exception as e:  # no compiler, no ninja, a failed build: the compiled step stands in
         why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        warnings.warn(f"native cnn sampler not built ({why}); compiled step used", stacklevel=2)
+        warnings.warn(f"native DDPM loop not built ({why}); compiled step used", stacklevel=2)
         return False
     return True
 
@@ -65,7 +67,7 @@ def supports(net, noise: str) -> bool:
     c, h, w = net.image_shape
     n, p, hidden = (h // net.patch) * (w // net.patch), net.w_in.shape[1], net.w_in.shape[2]
     return (
-        net.arch == "cnn"
+        net.arch in ARCHS
         and net.act is F.silu
         and noise == "threefry"
         and not net.w_in.is_cuda
@@ -73,7 +75,7 @@ def supports(net, noise: str) -> bool:
     )
 
 
-def cnn_ddpm(
+def ddpm(
     net, coef: torch.Tensor, x_T: torch.Tensor, key: torch.Tensor, t_first: int, n_steps: int
 ) -> torch.Tensor:
     """DDPM from step `t_first` for `n_steps` steps: x_T (S*B, C, H, W) -> x. `coef` (T, 3) is
@@ -89,9 +91,13 @@ def cnn_ddpm(
     # Token n's value q is image value tok[n P + q].
     tok = patchify(torch.arange(d).view(1, *net.image_shape), net.patch).reshape(-1).int()
     k0, k1 = (int(k) & 0xFFFFFFFF for k in key.tolist())
-    weights = (net.w_in, net.bias_t, net.w2, net.b_out, coef)
-    _module().cnn_ddpm(
-        x, *(w.float().contiguous() for w in weights), tok, k0, k1, t_first, n_steps, b
+    w_in, bias, w2, b_out, coef = (
+        w.float().contiguous() for w in (net.w_in, net.bias_t, net.w2, net.b_out, coef)
+    )
+    a = torch.empty(0) if net.a is None else net.a.float().contiguous()  # cnn, identity: none
+    code = ARCHS.index(net.arch)
+    _module().ddpm_loop(
+        x, code, w_in, bias, w2, a, net.scale, b_out, coef, tok, k0, k1, t_first, n_steps, b
     )
     x = x.transpose(2, 3).reshape(s, blocks * LANES, d)[:, :b]
     return x.reshape(x_T.shape).to(x_T.dtype)
