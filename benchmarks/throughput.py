@@ -2,7 +2,7 @@
 
 In one run on this machine: training model-steps/s (the real `training.train`, eager and
 compiled, 1 seed and a group of seeds, epoch draws included; compilation timed separately) and
-DDPM sampling sample-steps/s (`fast.sampling.FastDDPM`: compiled and folded, or the cnn's native
+DDPM sampling sample-steps/s (`fast.sampling.FastDDPM`: compiled and folded, or its native C++
 loop; its default counter-based noise and, in a full run, torch's generator stream) against
 `benchmarks/plain.py`, plus the machine's dense-matmul FLOP/s as the ceiling. Prints a table of
 ratios and writes JSON. Before timing, checks that the plain and fast paths compute the same
@@ -162,7 +162,7 @@ def bench_sampling(arch, torch, quick: bool, group: int, device: str) -> dict:
         "max_rel_diff_samples_plain_vs_fast": (s_plain - s_torch).abs().max().item() / scale,
         "max_rel_diff_samples_reference_vs_fast": (s_ref - s_fast).abs().max().item() / scale,
     }
-    native = FastDDPM(net, schedule, compile=True)  # the cnn's C++ loop, where it runs
+    native = FastDDPM(net, schedule, compile=True)  # the native C++ loop, where it runs
     res["native"] = native.native
     if native.native:
         s_native = native(x_T, g())
