@@ -242,10 +242,8 @@ class FastDDPM:
         net, s = self.net, self.net.n_seeds
         T = self.schedule.T
         if self.native:
-            check_counter_range(x_T.shape[0], x_T[0].numel(), T)
-            key = draw_key(generator)
             steps = T if n_steps is None else n_steps
-            return native.ddpm(net, self.coef, x_T, key, T - 1, steps)
+            return native.ddpm(net, self.coef, x_T, self._counter_key(x_T, generator), T - 1, steps)
         b_all = x_T.shape[0] // s
         x = patchify(x_T.reshape(s, b_all, *x_T.shape[1:]), net.patch).contiguous()
         # A GPU takes the whole batch at once; a CPU works through cache-sized chunks.
@@ -258,10 +256,14 @@ class FastDDPM:
             self._torch_loop(x_T, x_chunks, generator, ts, overlap_noise)
         return unpatchify(x, net.patch, net.image_shape).reshape(x_T.shape)
 
+    def _counter_key(self, x_T, generator) -> torch.Tensor:
+        """The Threefry key of this batch, once its counters are known to fit."""
+        check_counter_range(x_T.shape[0], x_T[0].numel(), self.schedule.T)
+        return draw_key(generator)
+
     def _counter_loop(self, x_T, x_chunks, generator, ts) -> None:
         net = self.net
-        check_counter_range(x_T.shape[0], x_T[0].numel(), self.schedule.T)
-        key = draw_key(generator)
+        key = self._counter_key(x_T, generator)
         device = x_T.device
         index = torch.arange(x_T.shape[0], dtype=torch.int32, device=device)
         i_chunks = index.view(net.n_seeds, -1).tensor_split(len(x_chunks), 1)  # of (S, B)
