@@ -3,9 +3,9 @@
 Runs `fast.sampling.FastDDPM` (default noise) on an untrained network of each architecture
 under torch.profiler, with inductor's per-kernel profiling on, and prints the kernels with the
 largest self time. Fused kernels are named by the ops inductor put in them (`silu`, `softmax`,
-the Threefry shifts and xors, `cos`/`log` of Box-Muller); `aten::bmm` is MKL's GEMM. The cnn's
-native C++ loop (`fast.native`, its default on AVX2) would be one opaque call, so this profiles
-the compiled step, which the other architectures run.
+the Threefry shifts and xors, `cos`/`log` of Box-Muller); `aten::bmm` is MKL's GEMM. The native
+C++ loop (`fast.native`, the default for the paper's networks on AVX2) would be one opaque call,
+so this profiles the compiled step, which other shapes, torch noise and GPUs run.
 
 Run: python -m benchmarks.profile_sampling [--archs cnn,attn] [--batch 100000] [--steps 40]
 """
