@@ -1,4 +1,11 @@
-"""The hand-vectorised DDPM loop (`fast.native`) against the reference and the eager step."""
+"""The hand-vectorised DDPM loop (`fast.native`) against the reference and the eager step, and
+its build cache."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -66,3 +73,39 @@ def test_native_sampler_is_used_for_the_networks_it_was_built_for_only():
         assert not native.supports(net, "threefry"), kw
     assert not FastDDPM(cnn, schedule, compile=False).native  # it builds only where compiling
     assert not FastDDPM(cnn, schedule, native_loop=False).native
+
+
+@needs_native
+def test_a_build_killed_halfway_leaves_nothing_to_wait_on(tmp_path):
+    """SIGKILL the first build in the middle; the next process builds in a folder of its own
+    (removing the killed one once it is old) and a third loads that build without building."""
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    code = "from mosaicdiff.fast import native; assert native.available()"
+    run = [sys.executable, "-c", code]
+    first = subprocess.Popen(run, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".*-build-*/build.ninja")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # python, ninja and the compiler
+    first.wait()
+    (killed,) = tmp_path.glob(".*-build-*")
+    assert (killed / "lock").exists()  # torch's lock, which its own shared folder would keep
+    os.utime(killed, (time.time() - 2 * native.STALE_S,) * 2)
+    for builds in (True, False):
+        done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        assert ("building the native DDPM loop" in done.stderr) == builds
+    assert [p.name for p in tmp_path.iterdir()] == [native.cached_path().name]
+
+
+def test_a_failed_build_warns_and_the_compiled_step_stands_in(monkeypatch):
+    def no_compiler():
+        raise RuntimeError("Error building extension 'mosaicdiff_ddpm_loop'\nc++: not found")
+
+    monkeypatch.setattr(native, "_module", no_compiler)
+    monkeypatch.setattr(native, "cpu_has_avx2", lambda: True)
+    monkeypatch.setattr(native, "available", native.available.__wrapped__)  # not the cached one
+    net = fast_denoiser(_model("cnn", 10))
+    with pytest.warns(UserWarning, match="not built \\(Error building extension"):
+        fast = FastDDPM(net, Schedule.linear(T=10), compile=True)
+    assert native.supports(net, "threefry") and not fast.native

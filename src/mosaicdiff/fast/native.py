@@ -7,14 +7,26 @@ AVX2 host: each block of 8 samples stays in registers and L1 from x_T to x_0, wh
 compiled step sends every intermediate through memory and MKL's thin GEMMs
 (`python -m benchmarks` measures it).
 
-It is built once per machine with `torch.utils.cpp_extension.load_inline` (~1-2 min; cached in
-TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions). Where it cannot be built or run
-(no AVX2, no compiler), `available()` is False, with a warning, and the compiled step is used.
+It is built once per machine and torch version with `torch.utils.cpp_extension.load_inline`
+(~1 min), in a build folder of its own, and moved into the cache in one step:
+TORCH_EXTENSIONS_DIR (by default ~/.cache/torch_extensions)/mosaicdiff_ddpm_loop-<key>.so.
+So a build killed halfway leaves nothing for the next one to wait on (torch's shared build
+folder has a lock file that a SIGKILL leaves behind, and every later build waits on it
+forever), and virtualenvs with the same torch share one build. Where it cannot be built or
+run (no AVX2, no compiler), `available()` is False, with a warning, and the compiled step is
+used.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import os
 import platform
+import shutil
+import sys
+import tempfile
+import time
 import warnings
 from functools import cache
 from pathlib import Path
@@ -35,17 +47,54 @@ def cpu_has_avx2() -> bool:
     return x86 and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
+NAME = "mosaicdiff_ddpm_loop"
+CFLAGS = ["-O3", "-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-fopenmp"]
+STALE_S = 3600  # a build folder this old belongs to a build that was killed
+
+
+def cached_path() -> Path:
+    """Where the built loop lives: one file per source, flags, torch and Python version."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    what = [SOURCE.read_text(), *CFLAGS, torch.__version__, sys.version, platform.machine()]
+    key = hashlib.sha256("\0".join(what).encode()).hexdigest()[:16]
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    return root / f"{NAME}-{key}.so"
+
+
+def _remove_killed_builds(folder: Path) -> None:
+    for build in folder.glob(f".{NAME}-build-*"):
+        try:
+            if time.time() - build.stat().st_mtime > STALE_S:
+                shutil.rmtree(build, ignore_errors=True)
+        except OSError:  # another process removed it first
+            pass
+
+
 @cache
 def _module():
     from torch.utils.cpp_extension import load_inline
 
-    return load_inline(
-        "mosaicdiff_ddpm_loop",
-        cpp_sources=[SOURCE.read_text()],
-        functions=["ddpm_loop"],
-        extra_cflags=["-O3", "-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-fopenmp"],
-        extra_ldflags=["-fopenmp"],
-    )
+    so = cached_path()
+    if so.is_file():
+        spec = importlib.util.spec_from_file_location(NAME, so)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    so.parent.mkdir(parents=True, exist_ok=True)
+    _remove_killed_builds(so.parent)
+    print(f"mosaicdiff: building the native DDPM loop, once (~1 min): {so}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix=f".{NAME}-build-", dir=so.parent) as tmp:
+        module = load_inline(
+            NAME,
+            cpp_sources=[SOURCE.read_text()],
+            functions=["ddpm_loop"],
+            extra_cflags=CFLAGS,
+            extra_ldflags=["-fopenmp"],
+            build_directory=tmp,
+        )
+        os.replace(Path(tmp) / f"{NAME}.so", so)  # one step: others see all of it or nothing
+    return module
 
 
 @cache
