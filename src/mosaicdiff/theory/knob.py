@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 
 from mosaicdiff.errors import UserError, check
+from mosaicdiff.theory.cli_checks import check_out
+from mosaicdiff.theory.cli_sample import prepare_sample
 
 COLUMNS = ("lam", "n", "consistency", "ci95_low", "ci95_high", "identical_quadrants", "baseline")
 
@@ -37,7 +39,6 @@ def parse_lams(text: str) -> list[float]:
 def cmd_knob(args) -> int:
     from mosaicdiff import plots
     from mosaicdiff.io import atomic_write_csv, read_json
-    from mosaicdiff.theory.cli import check_out, prepare_sample
 
     lams = parse_lams(args.lams)
     check(args.lam is None, f"--lam {args.lam}: theory knob takes its weights from --lams")

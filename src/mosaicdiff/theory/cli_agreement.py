@@ -1,0 +1,121 @@
+"""`mosaicdiff theory calibrate | compare`: a machine against the networks of a trained run.
+
+- calibrate: per-step patch sizes that best match a run's network (K&G Sec. 5), as a JSON file
+  that `theory sample --patch FILE` reads.
+- compare: per-step eps cosine and final-sample r^2 between a run's networks and a machine, from
+  the same noise (agreement.json), drawn as samples.png and eps_cosine.png.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from mosaicdiff.config import check_seed
+from mosaicdiff.errors import UserError, check
+from mosaicdiff.theory.cli_checks import check_out, machine_from_args, positive
+
+
+def _load(args):
+    from mosaicdiff.runs import load_run
+
+    check_seed("--seed", args.seed)
+    positive(args.n, "--n")
+    positive(args.every, "--every")
+    check(not Path(args.run).is_file(), f"{args.run!r} is a file, not a run directory")
+    check(Path(args.run).is_dir(), f"run directory {args.run!r} does not exist")
+    run = load_run(args.run, device="cpu")
+    members = range(run.model.n_seeds) if args.member is None else [args.member]
+    for m in members:
+        check(0 <= m < run.model.n_seeds, f"--member={m} must be in [0, {run.model.n_seeds})")
+    g = torch.Generator().manual_seed(args.seed)
+    x_T = torch.randn(args.n, *run.dataset.shape, generator=g)
+    return run, list(members), x_T
+
+
+def cmd_calibrate(args) -> int:
+    from mosaicdiff.theory.calibrate import calibrate_patch_sizes, save_calibration
+
+    try:
+        candidates = [int(k) for k in args.candidates.split(",") if k.strip()]
+    except ValueError:
+        raise UserError(f"--candidates {args.candidates!r} must be integers like 1,3,5") from None
+    check(bool(candidates), f"--candidates {args.candidates!r} names no patch size")
+    check_out(args.out, "JSON file")
+    run, members, x_T = _load(args)
+    kind = run.cfg.data.kind
+    machine_for = partial(machine_from_args, args, run.dataset.images, run.schedule, kind)
+    for k in candidates:  # refuse a bad size before any work (machines build their tables lazily)
+        machine_for(patch=k)
+    results = []
+    for m in members:
+        network = run.model.member(m).as_denoiser()
+        results.append(
+            calibrate_patch_sizes(
+                network,
+                lambda k: machine_for(patch=k),
+                run.schedule,
+                candidates,
+                x_T,
+                args.seed,
+                args.every,
+                progress=not args.no_progress,
+            )
+        )
+    calibration = {**results[0], "machine": args.machine, "members": members}
+    if len(results) > 1:
+        calibration["per_member"] = results
+    save_calibration(calibration, args.out)
+    print(f"patch sizes over t (member {members[0]}): {_runs(results[0]['patch_size'])}")
+    print(f"calibration -> {args.out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from mosaicdiff.io import atomic_write_json
+    from mosaicdiff.theory.agreement import eps_agreement, sample_agreement
+
+    folder = check_out(args.out)
+    run, members, x_T = _load(args)
+    machine = machine_from_args(args, run.dataset.images, run.schedule, run.cfg.data.kind)
+    steps = sorted(set(range(0, run.schedule.T, args.every)) | {run.schedule.T - 1})
+    per_member, pairs, progress = [], {}, not args.no_progress
+    for m in members:
+        network = run.model.member(m).as_denoiser()
+        cos = eps_agreement(network, machine, run.schedule, x_T, args.seed, steps, progress)
+        r2 = sample_agreement(network, machine, run.schedule, x_T, args.seed, progress=progress)
+        pairs[m] = r2.pop("samples")
+        per_member.append({"member": m, "eps_cosine": cos, "r2": r2})
+        print(f"member {m}: median r^2 {r2['median']:.3f} (IQR {r2['q25']:.3f}-{r2['q75']:.3f})")
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {k: v for k, v in vars(args).items() if k != "handler"}
+    atomic_write_json(folder / "agreement.json", {"args": meta, "members": per_member})
+    _compare_figures(folder, args.machine, per_member, pairs)
+    print(f"agreement -> {folder / 'agreement.json'}, figures -> samples.png, eps_cosine.png")
+    return 0
+
+
+def _compare_figures(folder: Path, machine: str, per_member: list[dict], pairs: dict) -> None:
+    """FOLDER/samples.png: the first member's samples beside the machine's from the same noise;
+    FOLDER/eps_cosine.png: each member's eps cosine with the machine over t."""
+    from mosaicdiff import plots
+
+    first = per_member[0]
+    x_net, x_machine = (x[:16].numpy() for x in pairs[first["member"]])
+    title = f"the same noise through both: median r^2 {first['r2']['median']:.3f}"
+    panels = {f"network (member {first['member']})": x_net, f"machine ({machine})": x_machine}
+    plots.save(plots.grids(panels, title=title), folder / "samples.png")
+    curves = {f"member {p['member']}": p["eps_cosine"] for p in per_member}
+    plots.save(plots.cosine_curves(curves), folder / "eps_cosine.png")
+
+
+def _runs(table: list[int]) -> str:
+    """[7, 7, 5, 5, 5] -> 't0-1:7 t2-4:5' (the schedule in words)."""
+    parts, start = [], 0
+    for t in range(1, len(table) + 1):
+        if t == len(table) or table[t] != table[start]:
+            parts.append(f"t{start}-{t - 1}:{table[start]}")
+            start = t
+    return " ".join(parts)

@@ -1,0 +1,82 @@
+"""Checks of the `theory` commands' option values, and the machine they name (`theory/cli.py`).
+
+Each check raises `UserError` naming the bad value and what would be valid, before any work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mosaicdiff.errors import check
+from mosaicdiff.theory.machines import MACHINES
+
+PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
+DATA_KINDS = ("pairings", "digits", "npz", "folder")
+# Largest --image-size: the machines compare every pixel's patch with every training patch,
+# so their cost grows with the square of the pixels (a side of 100000 never finished). Stricter
+# than the networks' bound on data.image_size (config.MAX_IMAGE_SIZE).
+MACHINE_MAX_SIDE = 256
+
+
+def choice(value: str, option: str, valid) -> str:
+    check(value in valid, f"{option} {value!r} is not one of {list(valid)}")
+    return value
+
+
+def positive(value: int, option: str) -> int:
+    check(value >= 1, f"{option}={value} must be at least 1")
+    return value
+
+
+def check_out(out: str, what: str = "folder") -> Path:
+    """--out as a Path, refused before any work if the results could not be written there: empty,
+    under a file, or a file where a folder goes (a folder where a file goes)."""
+    check(bool(out), f"--out '' is empty; name an output {what}")
+    path = Path(out)
+    for parent in path.parents:
+        check(not parent.is_file(), f"--out {out!r} lies under {str(parent)!r}, a file")
+    if what == "folder":
+        check(not path.is_file(), f"--out {out!r} is a file; name a folder")
+    else:
+        check(not path.is_dir(), f"--out {out!r} is a folder; name a {what}")
+    return path
+
+
+def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: int | None = None):
+    """Build the machine the options name, for a dataset of `kind` (`patch` overrides --patch)."""
+    from mosaicdiff.theory.machines import build_machine
+    from mosaicdiff.theory.schedule import PatchSchedule
+
+    name = choice(args.machine, "--machine", MACHINES)
+    choice(args.boundary, "--boundary", ("circular", "zeros"))
+    choice(args.attention, "--attention", ("soft", "top1"))
+    precision = PRECISIONS[choice(args.precision, "--precision", PRECISIONS)]
+    default = args.patch is None and patch is None
+    if patch is None:
+        if args.patch is None:
+            patch = 2 if kind == "pairings" else 3
+        elif args.patch.lstrip("-").isdigit():
+            patch = int(args.patch)
+        else:
+            patch = PatchSchedule.load(args.patch, schedule.T)
+    if name != "ideal":  # the local machines see k x k windows of the image
+        side = min(images.shape[-2:])
+        sizes = set(patch.sizes()) if isinstance(patch, PatchSchedule) else {patch}
+        for k in sorted(sizes):
+            check(1 <= k <= side, f"patch size {k} must be between 1 and {side}, the image side")
+    stride = args.stride
+    if stride is None:
+        stride = 2 if kind == "pairings" and default else 1
+    return build_machine(
+        name,
+        images,
+        schedule,
+        patch,
+        stride=stride,
+        boundary=args.boundary,
+        lam=args.lam,
+        attention=args.attention,
+        dtype=precision,
+    )
