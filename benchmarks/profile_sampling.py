@@ -24,7 +24,8 @@ def profile_arch(arch: str, batch: int, steps: int, top: int) -> list[tuple[floa
 
     from mosaicdiff.config import ModelConfig
     from mosaicdiff.diffusion import Schedule
-    from mosaicdiff.fast.sampling import FastDDPM, fast_denoiser
+    from mosaicdiff.fast.folding import fast_denoiser
+    from mosaicdiff.fast.sampling import FastDDPM
     from mosaicdiff.models import build_model
 
     model = build_model(ModelConfig(arch=arch), (3, 4, 4), 1000, seeds=(0,)).eval()

@@ -127,7 +127,8 @@ def bench_sampling(arch, torch, quick: bool, group: int, device: str) -> dict:
     from benchmarks.plain import from_patchnet, plain_sample
     from mosaicdiff.config import ModelConfig
     from mosaicdiff.diffusion import Schedule
-    from mosaicdiff.fast.sampling import FastDDPM, fast_denoiser
+    from mosaicdiff.fast.folding import fast_denoiser
+    from mosaicdiff.fast.sampling import FastDDPM
     from mosaicdiff.models import build_model
     from mosaicdiff.sampling import ddpm_sample
 

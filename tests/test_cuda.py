@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from mosaicdiff.diffusion import Schedule
-from mosaicdiff.fast.sampling import fast_ddpm_sample, fast_denoiser
+from mosaicdiff.fast.folding import fast_denoiser
+from mosaicdiff.fast.sampling import fast_ddpm_sample
 from mosaicdiff.io import load_tensors
 from mosaicdiff.noise import counter_normal
 from mosaicdiff.runs import RunDir

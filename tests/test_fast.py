@@ -3,14 +3,8 @@ import torch
 
 from mosaicdiff.config import ModelConfig
 from mosaicdiff.diffusion import Schedule
-from mosaicdiff.fast.sampling import (
-    FastDDPM,
-    box_muller,
-    fast_ddpm_sample,
-    fast_denoiser,
-    patchify_pairs,
-    thin_bmm,
-)
+from mosaicdiff.fast.folding import fast_denoiser, thin_bmm
+from mosaicdiff.fast.sampling import FastDDPM, box_muller, fast_ddpm_sample, patchify_pairs
 from mosaicdiff.models import build_model
 from mosaicdiff.models.patchnet import patchify
 from mosaicdiff.sampling import ddpm_sample
@@ -51,9 +45,9 @@ def test_patchify_pairs_is_patchify_bit_for_bit(shape, p):
 def test_thin_bmm_is_bmm_and_compiles_without_a_gemm_call_where_it_fuses(fuse, monkeypatch):
     from torch._inductor.utils import run_and_get_code
 
-    import mosaicdiff.fast.sampling as fast_sampling
+    import mosaicdiff.fast.folding as folding
 
-    monkeypatch.setattr(fast_sampling, "FUSE_THIN_MATMULS", fuse)
+    monkeypatch.setattr(folding, "FUSE_THIN_MATMULS", fuse)
     torch._dynamo.reset()  # the flag is read at trace time
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(2, 300, 12, generator=g), torch.randn(2, 12, 32, generator=g)

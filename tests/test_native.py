@@ -13,7 +13,8 @@ import torch
 from mosaicdiff.config import ModelConfig
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.fast import native
-from mosaicdiff.fast.sampling import FastDDPM, fast_denoiser
+from mosaicdiff.fast.folding import fast_denoiser
+from mosaicdiff.fast.sampling import FastDDPM
 from mosaicdiff.models import build_model
 from mosaicdiff.sampling import ddpm_sample
 

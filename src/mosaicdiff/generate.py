@@ -44,7 +44,8 @@ def make_sampler(loaded: LoadedRun, scfg: SampleConfig, n_total: int):
     cpu = next(model.parameters()).device.type == "cpu"
     fast_noise = cpu or scfg.noise == "threefry"
     if scfg.sampler == "ddpm" and not scfg.clip_x0 and fast_noise and isinstance(model, PatchNet):
-        from mosaicdiff.fast.sampling import FastDDPM, fast_denoiser
+        from mosaicdiff.fast.folding import fast_denoiser
+        from mosaicdiff.fast.sampling import FastDDPM
 
         worth_compiling = n_total >= COMPILE_MIN_SAMPLES
         fast = FastDDPM(fast_denoiser(model), schedule, worth_compiling, noise=scfg.noise)

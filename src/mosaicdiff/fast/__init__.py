@@ -3,8 +3,9 @@
 - `train_step.CompiledStep`: the whole training step as one compiled function
   (`training.train` picks it for long runs); on a GPU, `train_step.EpochGraph` replays an
   epoch of those steps as one CUDA graph.
-- `sampling.fast_denoiser` / `sampling.fast_ddpm_sample`: exact algebraic folding of the score
-  networks for sampling and a DDPM loop equal to `sampling.ddpm_sample`.
+- `folding.fast_denoiser`: exact algebraic folding of the score networks for sampling;
+  `sampling.fast_ddpm_sample` / `sampling.FastDDPM`: a DDPM loop over it equal to
+  `sampling.ddpm_sample`.
 - `native`: DDPM for the paper's four networks as one hand-vectorised C++ loop (x86 with AVX2),
   which `sampling.FastDDPM` uses where it compiles and the loop builds.
 """
