@@ -105,7 +105,7 @@ def test_a_process_may_compile_many_runs():
     # A sweep worker compiles one step per point; dynamo's default limit (8) failed the 9th.
     import torch._dynamo.config as dynamo_config
 
-    from mosaicdiff.fast.train_step import configure_inductor
+    from mosaicdiff.fast.inductor import configure_inductor
 
     configure_inductor()
     limit = getattr(dynamo_config, "recompile_limit", None) or dynamo_config.cache_size_limit
@@ -114,7 +114,7 @@ def test_a_process_may_compile_many_runs():
 
 _CACHE_SCRIPT = """
 import multiprocessing, os, torch
-from mosaicdiff.fast.train_step import configure_inductor
+from mosaicdiff.fast.inductor import configure_inductor
 
 def child(queue):
     configure_inductor()
@@ -159,7 +159,7 @@ def test_each_process_compiles_into_a_cache_of_its_own_and_removes_it(tmp_path):
 
 
 def test_a_cache_the_user_chose_is_kept(tmp_path, monkeypatch):
-    from mosaicdiff.fast.train_step import configure_inductor
+    from mosaicdiff.fast.inductor import configure_inductor
 
     chosen = str(tmp_path / "chosen")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", chosen)
@@ -171,7 +171,7 @@ _SIGTERM_SCRIPT = """
 import os, signal, sys, time
 if sys.argv[1] == "theirs":  # a handler set before ours, as submitit sets one
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))
-from mosaicdiff.fast.train_step import configure_inductor
+from mosaicdiff.fast.inductor import configure_inductor
 configure_inductor()
 print(os.environ["TORCHINDUCTOR_CACHE_DIR"], flush=True)
 time.sleep(120)

@@ -6,6 +6,8 @@
 - `folding.fast_denoiser`: exact algebraic folding of the score networks for sampling;
   `sampling.fast_ddpm_sample` / `sampling.FastDDPM`: a DDPM loop over it equal to
   `sampling.ddpm_sample`.
+- `inductor.configure_inductor`: the compiler settings both compiled paths need (ATen's random
+  numbers, an inductor cache of each process's own, an allocator that keeps freed memory).
 - `native`: DDPM for the paper's four networks as one hand-vectorised C++ loop (x86 with AVX2),
   which `sampling.FastDDPM` uses where it compiles and the loop builds.
 """

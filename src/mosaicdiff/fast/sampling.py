@@ -105,7 +105,7 @@ class FastDDPM:
         noise: Noise = "threefry",
         native_loop: bool = True,
     ):
-        from mosaicdiff.fast.train_step import configure_inductor
+        from mosaicdiff.fast.inductor import configure_inductor
 
         check_kind(noise)
         if noise == "torch" and net.w_in.is_cuda:  # the Box-Muller trick is torch's CPU stream

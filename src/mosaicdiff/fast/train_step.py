@@ -13,13 +13,7 @@ scalar state (step counts, scheduler, EMA count) up to date before a checkpoint 
 
 from __future__ import annotations
 
-import atexit
 import math
-import os
-import shutil
-import signal
-import tempfile
-import threading
 import warnings
 from functools import partial
 
@@ -28,69 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
-from mosaicdiff.allocator import hold_freed_memory
+from mosaicdiff.fast.inductor import configure_inductor
 from mosaicdiff.models.patchnet import _tokens_matmul, unpatchify
 
 # Columns of the per-step table.
 LR, BETA1, STEP_SIZE, BC2_SQRT, DECAY, EMA_W = range(6)
-
-
-def configure_inductor() -> None:
-    """Settings every compiled path here needs (see PERF-NOTES.md): ATen's random numbers
-    (Inductor's own are slow on CPU and differ from eager's stream), an inductor cache of this
-    process's own (`use_own_inductor_cache`) and an allocator that keeps freed memory
-    (`allocator.hold_freed_memory`)."""
-    import torch._dynamo.config as dynamo_config
-    import torch._inductor.config as inductor_config
-
-    hold_freed_memory()
-    inductor_config.fallback_random = True
-    # Each run compiles its step anew (new weights, new guards). A process that runs many (a
-    # sweep worker, a study) would hit dynamo's default limit of 8 and, with fullgraph=True,
-    # fail: measured on the 9th point of a one-worker sweep.
-    for name in ("recompile_limit", "cache_size_limit"):  # the name before torch 2.7
-        if hasattr(dynamo_config, name):
-            setattr(dynamo_config, name, max(getattr(dynamo_config, name), 1024))
-    use_own_inductor_cache()
-
-
-OWN_CACHE_PREFIX = "mosaicdiff-inductor-"
-_own_cache: str | None = None  # the folder `use_own_inductor_cache` made in this process
-
-
-def use_own_inductor_cache() -> None:
-    """Point TORCHINDUCTOR_CACHE_DIR at a new temporary folder, removed when this process exits,
-    unless the user chose a folder: two processes compiling one graph can corrupt a shared cache.
-
-    A spawned worker inherits its parent's variable, so a folder made here counts as chosen only
-    in the process that made it. Without the removal each command left ~8 MB in the temp dir.
-    """
-    global _own_cache
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
-    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")  # importing dynamo sets the default
-    if chosen is not None:
-        if chosen == _own_cache:
-            return
-        inherited = os.path.basename(chosen).startswith(OWN_CACHE_PREFIX)  # from a parent
-        default = os.path.abspath(chosen) == os.path.abspath(default_cache_dir())
-        if not inherited and not default:
-            return  # the user's choice
-    _own_cache = tempfile.mkdtemp(prefix=OWN_CACHE_PREFIX)
-    atexit.register(shutil.rmtree, _own_cache, ignore_errors=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = _own_cache
-    # atexit does not run on SIGTERM: the signal a process pool stops its workers with (on
-    # Ctrl-C too) and a cancelled SLURM job gets. A handler someone else set (submitit's) stays.
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _remove_own_cache_and_die)
-
-
-def _remove_own_cache_and_die(signum: int, frame) -> None:
-    """Remove this process's inductor cache, then die of `signum` as if no handler were set."""
-    shutil.rmtree(_own_cache, ignore_errors=True)
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
 
 
 def one_cycle_tables(sched, n_steps: int) -> tuple[list[float], list[float]]:
