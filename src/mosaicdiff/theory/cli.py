@@ -1,18 +1,16 @@
 """`mosaicdiff theory sample | knob | calibrate | compare`: closed-form machines from the shell.
 
-- sample: draw from a machine on a dataset (pairings, digits, npz or folder) into a samples
-  folder like `mosaicdiff sample`'s (sample.json, chunk-*.npz, samples.png; resumable) plus
-  samples.npz, all samples in one array; then, on the pairings, consistency.json, and on
-  other data the creativity metrics `mosaicdiff evaluate` computes for networks
-  (results-creativity.json, its "seed" the sampling seed, and nearest.png) (`cli_sample.py`).
-- knob: `sample` of the attention machine at several mixing weights lam on the pairings, and
-  its consistency against lam (`knob.py`).
-- calibrate: per-step patch sizes that best match a trained run's network (K&G Sec. 5).
-- compare: per-step eps cosine and final-sample r^2 between a run's networks and a machine
-  (agreement.json), drawn as samples.png (both from the same noise) and eps_cosine.png
-  (calibrate and compare: `cli_agreement.py`).
-This file holds the parsers; `cli_checks.py` the checks of their values and the machine they
-name. Bad values raise `UserError` (the main CLI prints one line and exits 2).
+This file holds the parsers; each command lives beside it:
+- sample (`cli_sample.py`): draw from a machine on a dataset (pairings, digits, npz or folder)
+  into a resumable samples folder like `mosaicdiff sample`'s, then score the samples:
+  consistency on the pairings, the creativity metrics of `mosaicdiff evaluate` on other data.
+- knob (`knob.py`): `sample` of the attention machine at several mixing weights lam on the
+  pairings, and its consistency against lam.
+- calibrate, compare (`cli_agreement.py`): per-step patch sizes that best match a trained run's
+  network (K&G Sec. 5); per-step eps cosine and final-sample r^2 between a run's networks and a
+  machine, drawn as samples.png (both from the same noise) and eps_cosine.png.
+`cli_checks.py` checks the option values and builds the machine they name. Bad values raise
+`UserError` (the main CLI prints one line and exits 2).
 """
 
 from __future__ import annotations
