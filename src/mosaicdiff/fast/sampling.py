@@ -33,6 +33,7 @@ import torch
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.fast import native
 from mosaicdiff.fast.folding import FoldedNet
+from mosaicdiff.fast.inductor import configure_inductor
 from mosaicdiff.models.patchnet import patchify, unpatchify
 from mosaicdiff.noise import Noise, check_counter_range, check_kind, counter_normal, draw_key
 from mosaicdiff.sampling import ddpm_tables
@@ -105,8 +106,6 @@ class FastDDPM:
         noise: Noise = "threefry",
         native_loop: bool = True,
     ):
-        from mosaicdiff.fast.inductor import configure_inductor
-
         check_kind(noise)
         if noise == "torch" and net.w_in.is_cuda:  # the Box-Muller trick is torch's CPU stream
             raise ValueError("fast DDPM with noise='torch' runs on the CPU only")
