@@ -138,3 +138,15 @@ def test_a_call_holds_at_most_chunk_samples_over_all_seeds(monkeypatch):
     fast.step = lambda x, *rest: shapes.append(tuple(x.shape[:2])) or step(x, *rest)
     fast(torch.randn(3 * 50, *SHAPE), torch.Generator().manual_seed(0))
     assert shapes == [(3, 10)] * 5 * schedule.T
+
+
+@pytest.mark.parametrize("n_steps", [-1, 4])
+def test_a_step_count_outside_the_schedule_is_refused(n_steps):
+    # Past t = 0 the compiled loop would wrap to the tables' last rows, the native loop read
+    # before their start.
+    schedule = Schedule.linear(T=3)
+    fast = FastDDPM(fast_denoiser(_model("cnn", T=3)), schedule, compile=False)
+    x_T = torch.randn(2 * 8, *SHAPE)
+    with pytest.raises(ValueError, match=f"n_steps={n_steps} must be in \\[0, 3\\]"):
+        fast(x_T, torch.Generator(), n_steps)
+    assert torch.equal(fast(x_T, torch.Generator(), 0), x_T)  # no step: x_T itself

@@ -138,6 +138,8 @@ class FastDDPM:
         """
         net, s = self.net, self.net.n_seeds
         T = self.schedule.T
+        if n_steps is not None and not 0 <= n_steps <= T:  # past t = 0 the tables run out
+            raise ValueError(f"n_steps={n_steps} must be in [0, {T}]")
         if self.native:
             steps = T if n_steps is None else n_steps
             return native.ddpm(net, self.coef, x_T, self._counter_key(x_T, generator), T - 1, steps)
