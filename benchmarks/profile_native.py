@@ -12,9 +12,10 @@ Run: python -m benchmarks.profile_native [--archs cnn,attn] [--batch 100000] [--
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
+
+from benchmarks import parse_profiler_args, profiler_parser
 
 NOISE_HEAD = "inline void noise(const uint32_t key[3], __m256i index, int64_t t, Vec* z) {\n"
 ZERO_NOISE = "  for (int j = 0; j < D; ++j) z[j] = Vec(0.0f);\n  return;\n"
@@ -79,26 +80,13 @@ def ns_per_sample_step(arch: str, modules: dict, batch: int, steps: int, reps: i
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--archs", default="cnn,attn,identity,top1")
-    p.add_argument("--batch", type=int, default=100_000)
-    p.add_argument("--steps", type=int, default=50)
+    p = profiler_parser(__doc__, steps=50)
     p.add_argument("--reps", type=int, default=7)
-    args = p.parse_args(argv)
+    args, archs = parse_profiler_args(p, argv, counts=("batch", "steps", "reps"))
     import torch
 
     from mosaicdiff.allocator import hold_freed_memory
     from mosaicdiff.fast import native
-
-    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
-    bad = [a for a in archs if a not in native.ARCHS]
-    if bad or not archs:
-        p.error(f"--archs {args.archs!r}: each must be one of {list(native.ARCHS)}")
-    for option in ("batch", "steps", "reps"):
-        if getattr(args, option) < 1:
-            p.error(f"--{option}={getattr(args, option)} must be at least 1")
-    if args.steps > 1000:
-        p.error(f"--steps={args.steps} must be at most 1000, the schedule's T")
 
     torch.set_flush_denormal(True)
     hold_freed_memory()  # as every mosaicdiff command does

@@ -12,9 +12,9 @@ Run: python -m benchmarks.profile_sampling [--archs cnn,attn] [--batch 100000] [
 
 from __future__ import annotations
 
-import argparse
 import re
 
+from benchmarks import parse_profiler_args, profiler_parser
 from mosaicdiff.allocator import hold_freed_memory
 
 
@@ -46,21 +46,18 @@ def profile_arch(arch: str, batch: int, steps: int, top: int) -> list[tuple[floa
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--archs", default="cnn,attn,identity,top1")
-    p.add_argument("--batch", type=int, default=100_000)
     # Enough steps that the batch's one-time change to token layout and back (aten::copy_)
     # stays a few percent, as it is in a 1,000-step run.
-    p.add_argument("--steps", type=int, default=40)
+    p = profiler_parser(__doc__, steps=40)
     p.add_argument("--top", type=int, default=8)
-    args = p.parse_args(argv)
+    args, archs = parse_profiler_args(p, argv, counts=("batch", "steps", "top"))
     import torch
     import torch._inductor.config as inductor_config
 
     inductor_config.cpp.enable_kernel_profile = True
     torch.set_flush_denormal(True)
     hold_freed_memory()  # as every mosaicdiff command does
-    for arch in args.archs.split(","):
+    for arch in archs:
         for share, name in profile_arch(arch, args.batch, args.steps, args.top):
             print(f"{arch:9}{share:6.1f}%  {name[:100]}")
     return 0

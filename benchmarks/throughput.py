@@ -22,9 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import PAPER_ARCHS as ARCHS
+from benchmarks import check_counts, checked_archs
 from mosaicdiff.allocator import hold_freed_memory
 
-ARCHS = ("cnn", "attn", "identity", "top1")
 D, N_TOK, P = 32, 4, 12  # hidden width, tokens, values per token of the paper's networks
 
 
@@ -211,6 +212,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip", choices=["train", "sample"], help="skip one half")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = p.parse_args(argv)
+    archs = checked_archs(p, args.archs)
+    check_counts(p, args, ("group", "threads"))
     # A persistent, benchmark-only inductor cache: reruns skip most of the compilation.
     os.environ.setdefault(
         "TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "mosaicdiff" / "inductor-bench")
@@ -239,7 +242,7 @@ def main(argv=None) -> int:
         "matmul_ceiling_flops": ceiling,
         "archs": {},
     }
-    for arch in args.archs.split(","):
+    for arch in archs:
         r = {"flops_per_sample": flops(arch)}
         if args.skip != "train":
             r["train"] = bench_training(arch, torch, args.quick, args.group, args.device)
