@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-PAPER_ARCHS = ("cnn", "attn", "identity", "top1")
-T = 1000  # the paper's schedule
+from mosaicdiff.config import DiffusionConfig
+from mosaicdiff.models import PATCHNET_ARCHS as PAPER_ARCHS
+
+T = DiffusionConfig().T  # the paper's schedule
 
 
 def profiler_parser(doc: str, steps: int) -> argparse.ArgumentParser:

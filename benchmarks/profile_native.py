@@ -35,19 +35,10 @@ def without(source: str) -> dict[str, str]:
 
 
 def build(name: str, source: str):
-    from torch.utils.cpp_extension import load_inline
-
     from mosaicdiff.fast import native
 
     with tempfile.TemporaryDirectory() as tmp:
-        return load_inline(
-            f"mosaicdiff_profile_{name.replace(' ', '_')}",
-            cpp_sources=[source],
-            functions=["ddpm_loop"],
-            extra_cflags=native.CFLAGS,
-            extra_ldflags=["-fopenmp"],
-            build_directory=tmp,
-        )
+        return native.build(f"mosaicdiff_profile_{name.replace(' ', '_')}", source, tmp)
 
 
 def ns_per_sample_step(arch: str, modules: dict, batch: int, steps: int, reps: int) -> dict:

@@ -71,10 +71,22 @@ def _remove_killed_builds(folder: Path) -> None:
             pass
 
 
-@cache
-def _module():
+def build(name: str, source: str, folder: str):
+    """Compile `source` (the loop's, or a variant of it) into module `name`, in `folder`."""
     from torch.utils.cpp_extension import load_inline
 
+    return load_inline(
+        name,
+        cpp_sources=[source],
+        functions=["ddpm_loop"],
+        extra_cflags=CFLAGS,
+        extra_ldflags=["-fopenmp"],
+        build_directory=folder,
+    )
+
+
+@cache
+def _module():
     so = cached_path()
     if so.is_file():
         spec = importlib.util.spec_from_file_location(NAME, so)
@@ -85,14 +97,7 @@ def _module():
     _remove_killed_builds(so.parent)
     print(f"mosaicdiff: building the native DDPM loop, once (~1 min): {so}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix=f".{NAME}-build-", dir=so.parent) as tmp:
-        module = load_inline(
-            NAME,
-            cpp_sources=[SOURCE.read_text()],
-            functions=["ddpm_loop"],
-            extra_cflags=CFLAGS,
-            extra_ldflags=["-fopenmp"],
-            build_directory=tmp,
-        )
+        module = build(NAME, SOURCE.read_text(), tmp)
         os.replace(Path(tmp) / f"{NAME}.so", so)  # one step: others see all of it or nothing
     return module
 
