@@ -35,6 +35,13 @@ def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch):
     md = (report / "report.md").read_text()
     for needle in ("Table 1", "Settings", "Theory", "ELS", "differs", "random baseline"):
         assert needle.lower() in md.lower(), needle
+    # Where the time went: each model's three phases, the theory stage, and the total.
+    timings = json.loads((report / "timings.json").read_text())["timings"]
+    assert list(timings["cnn"]) == ["train", "sample", "evaluate"]
+    assert list(timings)[-2:] == ["theory", "total"]
+    assert timings["total"] >= sum(sum(t.values()) for t in timings.values() if isinstance(t, dict))
+    assert f"| attn | sample | {timings['attn']['sample']:.0f} |" in md
+    assert f"| total | all, before the report was written | {timings['total']:.0f} | 100 |" in md
     html = (report / "report.html").read_text()
     figures = sorted(p.name for p in (report / "figures").glob("*.png"))
     assert html.count("data:image/png;base64,") == len(figures) >= 8
@@ -62,6 +69,8 @@ def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch):
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/**/*") if p.is_file()}
     rp.reproduce(base, tmp_path, progress=False)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    timings = json.loads((report / "timings.json").read_text())["timings"]
+    assert list(timings["cnn"]) == ["train"]  # reused samples are neither drawn nor evaluated
 
 
 def test_models_side_by_side_equal_one_after_another(tmp_path):
@@ -76,6 +85,8 @@ def test_models_side_by_side_equal_one_after_another(tmp_path):
     side = {"machines": (machines_stage, (base, tmp_path / "two", 8, 4))}
     two, times = rp.model_stages(configs, tmp_path / "two", False, jobs=3, side=side)
     assert set(two) == {"cnn", "attn"} and set(times) == {"cnn", "attn", "machines"}
+    assert list(times["attn"]) == ["train", "sample", "evaluate"]
+    assert isinstance(times["machines"], float)
     # The machines sampled beside the models are what the theory stage finds and reuses.
     machines = json.loads((tmp_path / "two/theory/machines.json").read_text())["machines"]
     assert machines == machines_stage(base, tmp_path / "one", 8, 4)

@@ -239,6 +239,7 @@ def write_report(
     table = markdown_table(rows)
     atomic_write_text(report / "table.md", table)
     atomic_write_json(report / "table.json", {"preset": preset, "rows": rows})
+    atomic_write_json(report / "timings.json", {"timings": timings})
     cells = (
         (r["model"], r["paper"], f"{r['ours']:.4f}", *(r["ci_seeds"] or [None, None]), r["seeds"])
         for r in rows
@@ -260,7 +261,7 @@ def write_report(
 
 def render_markdown(configs, baseline, preset, timings, table, figs, sections="") -> str:
     """The report: the table, its notes, the settings, then `sections` (ablation, theory)."""
-    from mosaicdiff.experiments.report_text import baseline_note, ordering_note
+    from mosaicdiff.experiments.report_text import baseline_note, ordering_note, time_section
 
     parts = [
         f"# Reproduction of Finn et al. (2025), Table 1 and Appendix B (preset `{preset}`)\n",
@@ -277,16 +278,7 @@ def render_markdown(configs, baseline, preset, timings, table, figs, sections=""
     ]
     for caption, path in figs.items():
         parts.append(f"![{caption}]({path})\n\n*{caption}*\n")
-    parts.append("## Time\n")
-    what = {
-        "theory": "machines, unless sampled beside the models, and agreement",
-        "theory machines": "machine samples, beside the models",
-        "ablation": "the ablation's points",
-    }
-    parts.extend(
-        f"- {name}: {sec:.0f} s ({what.get(name, 'train + sample + evaluate')}, this invocation)\n"
-        for name, sec in timings.items()
-    )
+    parts.append(time_section(timings))
     return "\n".join(parts)
 
 

@@ -78,10 +78,10 @@ def train_stage(cfg: RunConfig, run_path: Path, progress: bool) -> None:
     train(cfg, run_path, resume=run.exists(), progress=progress)
 
 
-def sample_stage(cfg: RunConfig, run_path: Path, progress: bool) -> dict:
+def sample_stage(cfg: RunConfig, run_path: Path, progress: bool, lap=lambda name: None) -> dict:
     """Sample a trained run (and `samples.png`) and measure its samples: consistency on the
     colour pairings, creativity (of every sample) on other data; reused when measured with
-    these settings."""
+    these settings. `lap(name)` is called as the sampling and the evaluation end."""
     from mosaicdiff import evaluate
     from mosaicdiff.generate import draw_samples, save_preview
     from mosaicdiff.runs import load_run
@@ -96,18 +96,40 @@ def sample_stage(cfg: RunConfig, run_path: Path, progress: bool) -> dict:
     draw_samples(loaded, cfg.sample, progress=progress)
     seeds = list(cfg.train.seeds)
     save_preview(out, seeds)
+    lap("sample")
     if metric == "consistency":
-        return evaluate.evaluate_consistency(out, loaded.dataset.info["spec"], seeds)
-    n = cfg.sample.n_runs * cfg.sample.n_per_run
-    images = loaded.dataset.images
-    patch = evaluate.MOSAIC_PATCH
-    return evaluate.evaluate_creativity_samples(out, images, seeds, patch, n, progress)
+        result = evaluate.evaluate_consistency(out, loaded.dataset.info["spec"], seeds)
+    else:
+        n = cfg.sample.n_runs * cfg.sample.n_per_run
+        images = loaded.dataset.images
+        patch = evaluate.MOSAIC_PATCH
+        result = evaluate.evaluate_creativity_samples(out, images, seeds, patch, n, progress)
+    lap("evaluate")
+    return result
 
 
-def model_stage(cfg: RunConfig, run_path: Path, progress: bool) -> dict:
-    """Train and sample one model; its results."""
+class Laps:
+    """Seconds spent in each named phase: `laps(name)` ends the phase `name`, which began when
+    the previous one ended (or at construction)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._tick = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = now - self._tick
+        self._tick = now
+
+
+def model_stage(cfg: RunConfig, run_path: Path, progress: bool) -> tuple[dict, dict]:
+    """Train, sample and evaluate one model: its results, and the seconds each phase took in
+    this call (a reused phase takes next to none; reused samples are neither drawn nor
+    evaluated, so only "train" is timed)."""
+    laps = Laps()
     train_stage(cfg, run_path, progress)
-    return sample_stage(cfg, run_path, progress)
+    laps("train")
+    return sample_stage(cfg, run_path, progress, laps), laps.seconds
 
 
 def model_stages(
@@ -116,15 +138,16 @@ def model_stages(
     """Every model's train and sample stages: one after another, or in `jobs` processes at
     once. On a GPU each model's kernels are too small to fill it, so the models run side by
     side; on a laptop's few cores one at a time is fastest. `side` (name -> (function, args)),
-    run in the pool beside the models, is work that needs none of them; it is timed too. Each
-    process in the pool gets an equal share of the CPU threads. With jobs <= 1 there is no
-    pool and `side` is not run: its caller does that work later."""
+    run in the pool beside the models, is work that needs none of them. Each process in the
+    pool gets an equal share of the CPU threads. With jobs <= 1 there is no pool and `side` is
+    not run: its caller does that work later.
+
+    Returns (results by model, timings): each model's phase seconds (`model_stage`), and each
+    side job's seconds."""
     results, timings = {}, {}
     if jobs <= 1:
         for arch, cfg in configs.items():
-            results[arch], timings[arch] = _timed(
-                0, model_stage, cfg, out / "runs" / arch, progress
-            )
+            results[arch], timings[arch] = model_stage(cfg, out / "runs" / arch, progress)
         return results, timings
     import os
 
@@ -143,11 +166,13 @@ def model_stages(
             for name, (fn, args) in (work | side).items()
         }
         for name, future in futures.items():
-            result, timings[name] = future.result()
+            result, seconds = future.result()
             if name in configs:
-                results[name] = result
+                results[name], timings[name] = result
+            else:
+                timings[name] = seconds
             if progress:
-                print(f"{name}: done in {timings[name]:.0f} s", flush=True)
+                print(f"{name}: done in {seconds:.0f} s", flush=True)
     return results, timings
 
 
@@ -197,6 +222,7 @@ def reproduce(
     from mosaicdiff.runs import RunDir
 
     check(len(models) > 0, f"reproduce needs at least one of {list(PAPER_MODELS)}")
+    start = time.perf_counter()
     out = Path(out)
     configs = model_configs(base, tuple(models))
     for arch, cfg in configs.items():  # before plan.json: a refused rerun leaves OUT as it was
@@ -238,6 +264,7 @@ def reproduce(
         points = ab.run_ablation(configs, ab.models_to_ablate(rows), out, jobs, log)
         timings["ablation"] = time.perf_counter() - tick
         ablation_md = ab.ablation_markdown(points, rows)
+    timings["total"] = time.perf_counter() - start  # the report itself takes a few seconds
     return write_report(
         out, configs, results, baseline, preset, timings, theory_result, ablation_md
     )
