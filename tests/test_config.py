@@ -19,3 +19,23 @@ def test_a_bare_number_of_seeds_is_refused_not_read_as_one_seed():
     assert override(cfg, ["train.seeds=0,4"]).train.seeds == (0, 4)
     with pytest.raises(UserError, match=r"train.seeds=3 is ambiguous: write \[3\]"):
         override(cfg, ["train.seeds=3"])
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        # Bracketed text that is not JSON is refused whole, not split at its commas.
+        ("train.seeds=[0,x]", r"train.seeds='\[0,x\]' is not a JSON list \(Expecting value"),
+        ("train.seeds=[0,1", r"train.seeds='\[0,1' is not a JSON list"),
+        # A bad item is named by its place in the list.
+        ("train.seeds=0,x", r"train.seeds\[1\]='x' must be a whole number"),
+        ("train.seeds=[0,1.5]", r"train.seeds\[1\]=1.5 must be a whole number"),
+    ],
+)
+def test_a_bad_list_names_the_list_or_the_item(assignment, message):
+    with pytest.raises(UserError, match=message):
+        override(RunConfig(), [assignment])
+
+
+def test_a_string_field_may_start_with_a_bracket():
+    assert override(RunConfig(), ["data.path=[a].npz"]).data.path == "[a].npz"

@@ -313,7 +313,12 @@ def assign(data: dict, assignments: list[str]) -> dict:
         check(not isinstance(node[names[-1]], dict), f"config key {key!r} is a section")
         try:
             node[names[-1]] = json.loads(raw)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
+            # A list field given bracketed text that is not JSON: say so, rather than split it.
+            check(
+                not (isinstance(node[names[-1]], list) and raw.lstrip().startswith("[")),
+                f"{key}={raw!r} is not a JSON list ({e.msg}, column {e.colno})",
+            )
             node[names[-1]] = raw
     return data
 
@@ -334,9 +339,9 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
             value = [value] if not isinstance(value, str) else _split(value)
         check(isinstance(value, (list, tuple)), f"{name}={value!r} must be a list")
         if args and args[-1] is Ellipsis:
-            return tuple(_coerce(args[0], v, name) for v in value)
+            return tuple(_coerce(args[0], v, f"{name}[{i}]") for i, v in enumerate(value))
         check(len(value) == len(args), f"{name}={value!r} must have {len(args)} items")
-        return tuple(_coerce(a, v, name) for a, v in zip(args, value, strict=True))
+        return tuple(_coerce(a, value[i], f"{name}[{i}]") for i, a in enumerate(args))
     if tp is bool:
         check(isinstance(value, bool), f"{name}={value!r} must be true or false")
         return value

@@ -137,6 +137,8 @@ def rejected(capsys, tmp_path, *argv: str) -> str:
         ("study.mosaic_patch=0", "study.mosaic_patch=0 must be between 1 and 8"),
         ("study.mosaic_patch=99", "study.mosaic_patch=99 must be between 1 and 8"),
         ("study.sweep=[[1,2]]", "study.sweep: (1, 2) needs depth >= 1 and an odd kernel"),
+        ("study.sweep=[[1,3],[5]]", "study.sweep[1]=[5] must have 2 items"),
+        ("study.sweep=[[1,x]]", "study.sweep='[[1,x]]' is not a JSON list (Expecting value"),
         ('study.archs=["resnet","resnet"]', "['resnet', 'resnet'] names an architecture twice"),
     ],
 )
