@@ -32,6 +32,13 @@ def test_help_explains_every_command():
         assert opt in train_help
 
 
+def test_version_is_the_package_version(capsys):
+    from mosaicdiff import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"mosaicdiff {__version__}\n"
+
+
 def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
     code = main(
         [

@@ -15,6 +15,7 @@ import threading
 from contextlib import contextmanager
 from functools import partial
 
+from mosaicdiff import __version__
 from mosaicdiff.allocator import hold_freed_memory
 from mosaicdiff.config import (
     RunConfig,
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Where creativity in diffusion models comes from: train score networks, "
         "sample them, measure consistency, and compare with closed-form score machines.",
     )
+    parser.add_argument("--version", action="version", version=f"mosaicdiff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one architecture for one or more seeds")
