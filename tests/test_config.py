@@ -1,6 +1,6 @@
 import pytest
 
-from mosaicdiff.config import RunConfig, matches, override, to_dict
+from mosaicdiff.config import RunConfig, assign, matches, override, to_dict
 from mosaicdiff.errors import UserError
 
 
@@ -24,11 +24,11 @@ def test_a_bare_number_of_seeds_is_refused_not_read_as_one_seed():
 @pytest.mark.parametrize(
     "assignment, message",
     [
-        # Bracketed text that is not JSON is refused whole, not split at its commas.
-        ("train.seeds=[0,x]", r"train.seeds='\[0,x\]' is not a JSON list \(Expecting value"),
-        ("train.seeds=[0,1", r"train.seeds='\[0,1' is not a JSON list"),
+        # Unclosed brackets are refused whole, not split at their commas.
+        ("train.seeds=[0,1", r"train.seeds='\[0,1' is not a JSON list \(Expecting ','"),
         # A bad item is named by its place in the list.
         ("train.seeds=0,x", r"train.seeds\[1\]='x' must be a whole number"),
+        ("train.seeds=[0,x]", r"train.seeds\[1\]='x' must be a whole number"),
         ("train.seeds=[0,1.5]", r"train.seeds\[1\]=1.5 must be a whole number"),
     ],
 )
@@ -39,3 +39,11 @@ def test_a_bad_list_names_the_list_or_the_item(assignment, message):
 
 def test_a_string_field_may_start_with_a_bracket():
     assert override(RunConfig(), ["data.path=[a].npz"]).data.path == "[a].npz"
+
+
+def test_bare_words_in_brackets_are_a_list_as_without_them():
+    data = {"archs": ["resnet"], "name": "x"}
+    for text in ("[unet, dit]", '["unet", "dit"]'):
+        assert assign(data, [f"archs={text}"])["archs"] == ["unet", "dit"]
+    with pytest.raises(UserError, match=r"archs='\[\[unet\], dit\]' is not a JSON list"):
+        assign(data, ["archs=[[unet], dit]"])

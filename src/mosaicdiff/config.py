@@ -314,12 +314,15 @@ def assign(data: dict, assignments: list[str]) -> dict:
         try:
             node[names[-1]] = json.loads(raw)
         except json.JSONDecodeError as e:
-            # A list field given bracketed text that is not JSON: say so, rather than split it.
-            check(
-                not (isinstance(node[names[-1]], list) and raw.lstrip().startswith("[")),
-                f"{key}={raw!r} is not a JSON list ({e.msg}, column {e.colno})",
-            )
-            node[names[-1]] = raw
+            text = raw.strip()
+            if isinstance(node[names[-1]], list) and text.startswith("["):
+                # [resnet, unet] is resnet,unet; nested or unclosed brackets are not guessed at.
+                inner = text[1:-1]
+                flat = text.endswith("]") and "[" not in inner and "]" not in inner
+                check(flat, f"{key}={raw!r} is not a JSON list ({e.msg}, column {e.colno})")
+                node[names[-1]] = _split(inner)
+            else:
+                node[names[-1]] = raw
     return data
 
 
