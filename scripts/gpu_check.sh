@@ -20,9 +20,9 @@ python3 -m mosaicdiff reproduce --preset "$preset" --device "$device" --out "$wo
     > "$out/reproduce.log" 2>&1
 rc=$?
 echo "reproduce --preset $preset --device $device (rc $rc): $(($(date +%s) - start)) s"
-cp "$work/$preset/report/report.md" "$out/" 2>/dev/null
+cp "$work/$preset/report/report.md" "$work/$preset/report/timings.json" "$out/" 2>/dev/null
 grep -a -A8 "^| model |" "$out/reproduce.log" | tail -9
-sed -n '/^## Time/,$p' "$out/report.md" 2>/dev/null | grep -a "^- "  # each stage's seconds
+sed -n '/^## Time/,$p' "$out/report.md" 2>/dev/null | grep -a "^| "  # each phase's seconds
 
 python3 -m benchmarks --quick --device "$device" --json "$out/bench.json" > "$out/bench.log" 2>&1
 echo "benchmarks --quick --device $device (rc $?):"

@@ -74,6 +74,13 @@ def test_study_end_to_end_then_reuses_everything(tmp_path, tiny_study):
     md = (report / "report.md").read_text()
     for needle in ("AttentionELS", "memoriz", "novelty", "calibrated", "DDIM"):
         assert needle.lower() in md.lower(), needle
+    timings = json.loads((report / "timings.json").read_text())["timings"]
+    assert list(timings) == [*st.ARCHS, "rf-d1-k1", "theory", "total"]
+    assert list(timings[st.ARCHS[0]]) == ["train", "sample + creativity"]
+    theory_row = (
+        f"| theory | patch calibration, machine samples and agreement | {timings['theory']:.0f} |"
+    )
+    assert theory_row in md
     calibration = json.loads((tmp_path / "theory" / "calibration.json").read_text())
     assert len(calibration["patch_size"]) == base.diffusion.T
     assert set(calibration["patch_size"]) <= {3, 5}

@@ -94,35 +94,3 @@ def ordering_note(configs, table: str) -> str:
     if far:
         lines.append(" More than 5 points from the paper: " + ", ".join(far) + ".")
     return "".join(lines) + "\n"
-
-
-# What the stages other than the models' did, for the time table.
-STAGE_WORK = {
-    "theory": "machines (unless sampled beside the models) and agreement",
-    "theory machines": "machine samples, beside the models",
-    "ablation": "the ablation's points",
-}
-
-
-def time_section(timings: dict) -> str:
-    """Where this invocation's wall time went: a row per model phase (train, sample, evaluate)
-    or other stage, with its share of the total."""
-    total = timings.get("total")
-    lines = [
-        "## Time\n",
-        "Seconds this invocation spent in each phase; a phase reused from an earlier run takes "
-        "next to none. On a CPU the rows ran one after another; with several processes "
-        "(`--jobs`, or a GPU) they overlap and their shares add up to more than 100 %.\n",
-        "| stage | phase | seconds | % of total |",
-        "|---|---|---:|---:|",
-    ]
-    for name, value in timings.items():
-        if name == "total":
-            continue
-        phases = value if isinstance(value, dict) else {STAGE_WORK.get(name, ""): value}
-        for phase, sec in phases.items():
-            share = f"{100 * sec / total:.0f}" if total else ""
-            lines.append(f"| {name} | {phase} | {sec:.0f} | {share} |")
-    if total is not None:
-        lines.append(f"| total | all, before the report was written | {total:.0f} | 100 |")
-    return "\n".join(lines) + "\n"

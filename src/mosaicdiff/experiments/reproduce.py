@@ -28,6 +28,7 @@ from mosaicdiff.config import (
     to_dict,
 )
 from mosaicdiff.errors import check
+from mosaicdiff.experiments.timing import Laps, done_line
 from mosaicdiff.io import atomic_write_json, read_json
 
 PAPER_MODELS = ("cnn", "top1", "identity", "attn")
@@ -108,20 +109,6 @@ def sample_stage(cfg: RunConfig, run_path: Path, progress: bool, lap=lambda name
     return result
 
 
-class Laps:
-    """Seconds spent in each named phase: `laps(name)` ends the phase `name`, which began when
-    the previous one ended (or at construction)."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self._tick = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        now = time.perf_counter()
-        self.seconds[name] = now - self._tick
-        self._tick = now
-
-
 def model_stage(cfg: RunConfig, run_path: Path, progress: bool) -> tuple[dict, dict]:
     """Train, sample and evaluate one model: its results, and the seconds each phase took in
     this call (a reused phase takes next to none; reused samples are neither drawn nor
@@ -149,7 +136,7 @@ def model_stages(
         for arch, cfg in configs.items():
             results[arch], timings[arch] = model_stage(cfg, out / "runs" / arch, progress)
             if progress:
-                print(_done(arch, timings[arch]), flush=True)
+                print(done_line(arch, timings[arch]), flush=True)
         return results, timings
     import os
 
@@ -174,16 +161,8 @@ def model_stages(
             else:
                 timings[name] = seconds
             if progress:
-                print(_done(name, timings[name]), flush=True)
+                print(done_line(name, timings[name]), flush=True)
     return results, timings
-
-
-def _done(name: str, seconds: float | dict) -> str:
-    """'cnn: done in 384 s (train 126 s, sample 230 s, evaluate 28 s)'."""
-    if not isinstance(seconds, dict):
-        return f"{name}: done in {seconds:.0f} s"
-    phases = ", ".join(f"{phase} {sec:.0f} s" for phase, sec in seconds.items())
-    return f"{name}: done in {sum(seconds.values()):.0f} s ({phases})"
 
 
 def _timed(threads: int, fn, *args):

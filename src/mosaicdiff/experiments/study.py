@@ -247,6 +247,7 @@ def study(
     """Run every missing stage and write the report; return the report folder."""
     from mosaicdiff.experiments.reproduce import train_stage
     from mosaicdiff.experiments.study_report import write_study_report
+    from mosaicdiff.experiments.timing import Laps, done_line
 
     out = Path(out)
     configs = run_configs(base, sc)
@@ -259,15 +260,21 @@ def study(
             "configs": {k: to_dict(c) for k, c in configs.items()},
         },
     )
+    start = time.perf_counter()
     timings, creativity = {}, {}
     for name, cfg in configs.items():
-        tick = time.perf_counter()
+        laps = Laps()
         train_stage(cfg, out / "runs" / name, progress)
+        laps("train")
         creativity[name] = creativity_stage(cfg, out / "runs" / name, sc, progress)
-        timings[name] = time.perf_counter() - tick
+        laps("sample + creativity")
+        timings[name] = laps.seconds
+        if progress:
+            print(done_line(name, laps.seconds), flush=True)
     tick = time.perf_counter()
     theory = theory_stage(out, configs, sc)
     timings["theory"] = time.perf_counter() - tick
+    timings["total"] = time.perf_counter() - start
     return write_study_report(out, configs, sc, creativity, theory, preset, timings)
 
 

@@ -208,6 +208,7 @@ def write_study_report(out: Path, configs, sc, creativity, theory, preset, timin
         {"preset": preset, "rows": rows, "creativity": creativity, "theory": theory},
     )
     atomic_write_csv(report / "table.csv", [{k: r[k] for k in COLUMNS} for r in rows], COLUMNS)
+    atomic_write_json(report / "timings.json", {"timings": timings})
     figs = make_figures(out, configs, sc, theory)
     sweep_figure(rows, out, figs)
     md = render_markdown(configs, sc, rows, table, theory, figs, preset, timings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mosaicdiff.config import RunConfig
+from mosaicdiff.experiments.timing import time_section
 
 
 def method_section(configs: dict[str, RunConfig], sc, theory: dict) -> str:
@@ -101,6 +102,6 @@ def render_markdown(configs, sc, rows, table, theory, figs, preset, timings) -> 
     ]
     for caption, path in figs.items():
         parts.append(f"![{caption}]({path})\n\n*{caption}*\n")
-    parts.append("## Time\n")
-    parts.append("\n".join(f"- {k}: {v:.0f} s (this invocation)" for k, v in timings.items()))
+    notes = {"theory": "patch calibration, machine samples and agreement"}
+    parts.append(time_section(timings, notes))
     return "\n".join(parts)
