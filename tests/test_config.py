@@ -38,7 +38,7 @@ def test_a_bad_list_names_the_list_or_the_item(assignment, message):
 
 
 def test_a_string_field_may_start_with_a_bracket():
-    assert override(RunConfig(), ["data.path=[a].npz"]).data.path == "[a].npz"
+    assert override(RunConfig(), ["data.kind=npz", "data.path=[a].npz"]).data.path == "[a].npz"
 
 
 def test_bare_words_in_brackets_are_a_list_as_without_them():
@@ -47,3 +47,18 @@ def test_bare_words_in_brackets_are_a_list_as_without_them():
         assert assign(data, [f"archs={text}"])["archs"] == ["unet", "dit"]
     with pytest.raises(UserError, match=r"archs='\[\[unet\], dit\]' is not a JSON list"):
         assign(data, ["archs=[[unet], dit]"])
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("data.path=mine.npz", r"data.path='mine.npz' is read by data.kind=npz or folder only"),
+        ("data.image_size=8", r"data.image_size=8 resizes data.kind=folder images only"),
+    ],
+)
+def test_data_fields_the_data_kind_does_not_read_are_refused(assignment, message):
+    # Else the pairings would train in place of the images the path names, without a word.
+    with pytest.raises(UserError, match=message):
+        override(RunConfig(), [assignment])
+    with_kind = override(RunConfig(), ["data.kind=folder", "data.path=imgs", "data.image_size=8"])
+    assert (with_kind.data.path, with_kind.data.image_size) == ("imgs", 8)

@@ -56,6 +56,17 @@ class DataConfig:
         )
         if self.kind in ("npz", "folder"):
             check(bool(self.path), f"data.kind={self.kind} needs data.path")
+        else:  # a path the data does not read would train on the wrong images without a word
+            check(
+                not self.path,
+                f"data.path={self.path!r} is read by data.kind=npz or folder only, not "
+                f"{self.kind}; set data.kind too",
+            )
+        check(
+            self.kind == "folder" or self.image_size == 0,
+            f"data.image_size={self.image_size} resizes data.kind=folder images only, "
+            f"not {self.kind}",
+        )
         if self.kind == "pairings":
             from mosaicdiff.data.pairings import validate_spec
 

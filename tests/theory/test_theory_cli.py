@@ -219,6 +219,19 @@ def test_sizes_that_do_not_fit_the_images_are_refused_before_writing(bad, names,
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "bad, names",
+    [
+        (["--data", "pairings", "--data-path", "x.npz"], ["--data-path 'x.npz'", "npz or folder"]),
+        (["--data", "npz", "--data-path", "x.npz", "--image-size", "8"], ["--image-size=8"]),
+    ],
+)
+def test_data_options_the_data_does_not_read_are_refused(bad, names, tmp_path, capsys):
+    out = tmp_path / "out"
+    refused([*SAMPLE, *bad, "--out", str(out)], capsys, *names)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("command", ["calibrate", "compare"])
 def test_patch_sizes_larger_than_a_runs_images_are_refused_before_work(
     command, trained_run, tmp_path, capsys

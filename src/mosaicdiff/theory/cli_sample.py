@@ -44,6 +44,14 @@ def prepare_sample(args) -> Callable[[], int]:
     folder = check_out(args.out)
     kind = choice(args.data, "--data", DATA_KINDS)
     check(kind not in ("npz", "folder") or args.data_path, f"--data {kind} needs --data-path")
+    check(
+        kind in ("npz", "folder") or not args.data_path,
+        f"--data-path {args.data_path!r} is read by --data npz or folder only, not {kind}",
+    )
+    check(
+        kind == "folder" or args.image_size == 0,
+        f"--image-size={args.image_size} resizes --data folder images only, not {kind}",
+    )
     choice(args.sampler, "--sampler", ("ddpm", "ddim"))
     for option in ("n", "batch", "limit"):
         positive(getattr(args, option), f"--{option}")
