@@ -125,10 +125,19 @@ def test_sampler_without_steps_takes_its_own_step_count(tmp_path, capsys):
     # a stored run that samples with DDIM, resampled with DDPM
     run = tmp_path / "stored"
     run.mkdir()
-    stored = override(defaults_for("digits"), ["data.kind=digits"])
+    stored = override(defaults_for("digits"), ["data.kind=digits", "sample.eta=1.0"])
     (run / "config.json").write_text(json.dumps(to_dict(stored)))
-    assert dry_run_sample(capsys, "sample", str(run), "--sampler", "ddpm")["steps"] == 1000
+    ddpm = dry_run_sample(capsys, "sample", str(run), "--sampler", "ddpm")
+    assert (ddpm["steps"], ddpm["eta"]) == (1000, 0.0)  # DDIM's eta is dropped with its steps
     assert dry_run_sample(capsys, "sample", str(run))["steps"] == 50
+
+
+def test_ddims_eta_is_refused_for_ddpm(tmp_path, capsys):
+    args = ["train", "--out", str(tmp_path / "r"), "--dry-run", "--set", "sample.eta=0.5"]
+    assert main(args) == 2
+    assert "sample.eta=0.5 is DDIM's noise level" in capsys.readouterr().err
+    ddim = dry_run_sample(capsys, *args[:3], "--set", "sample.eta=0.5", "--sampler", "ddim")
+    assert ddim["eta"] == 0.5
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ FIELDS = {
     "train.checkpoint_every": (st.integers(-3, 3), lambda v: v >= 1),
     "sample.n_runs": (st.integers(-3, 3), lambda v: v >= 1),
     "sample.n_per_run": (st.integers(-3, 3), lambda v: v >= 1),
-    "sample.eta": (st.floats(-2, 2, allow_nan=False), lambda v: 0 <= v <= 1),
+    "sample.eta": (st.floats(-2, 2, allow_nan=False), lambda v: v == 0),  # ddpm: no eta
     "data.n_images": (st.integers(-3, 3), lambda v: v >= 1),
     "data.quadrants_per_side": (st.integers(-2, 70), lambda v: 1 <= v <= 64),
     "model.arch": (st.sampled_from(ARCHS + ["mlp", "", "CNN"]), lambda v: v in ARCHS),

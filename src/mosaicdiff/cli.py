@@ -91,10 +91,12 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
     sets += list(getattr(args, "set", None) or [])
     data = assign(data, sets)
     sampler = getattr(args, "sampler", None)
-    steps_given = any(s.split("=")[0].strip() == "sample.steps" for s in sets)
-    if sampler in ("ddim", "ddpm") and not steps_given:
+    given = {s.split("=")[0].strip() for s in sets}
+    if sampler in ("ddim", "ddpm") and "sample.steps" not in given:
         # --sampler without --steps: ddim's 50 steps, or every one of ddpm's T
         data["sample"]["steps"] = 50 if sampler == "ddim" else data["diffusion"]["T"]
+    if sampler == "ddpm" and "sample.eta" not in given:
+        data["sample"]["eta"] = 0.0  # a run sampled with DDIM's eta, now sampled with ddpm
     return data
 
 

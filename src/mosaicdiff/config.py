@@ -198,6 +198,11 @@ class RunConfig:
                 f"sample.steps={self.sample.steps}: ddpm samples every one of the "
                 f"{self.diffusion.T} steps; use sample.sampler=ddim for fewer",
             )
+            check(
+                self.sample.eta == 0,
+                f"sample.eta={self.sample.eta} is DDIM's noise level; ddpm draws its own at every "
+                "step: use sample.sampler=ddim, or leave eta at 0",
+            )
         check(
             self.sample.steps <= self.diffusion.T,
             f"sample.steps={self.sample.steps} must be at most diffusion.T={self.diffusion.T}",
