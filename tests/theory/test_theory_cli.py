@@ -222,11 +222,13 @@ def test_sizes_that_do_not_fit_the_images_are_refused_before_writing(bad, names,
 @pytest.mark.parametrize(
     "bad, names",
     [
+        (["--sampler", "ddpm", "--steps", "50"], ["--steps=50: ddpm samples every one"]),
+        (["--sampler", "ddpm", "--steps", "1000", "--eta", "0.5"], ["--eta=0.5 is DDIM's"]),
         (["--data", "pairings", "--data-path", "x.npz"], ["--data-path 'x.npz'", "npz or folder"]),
         (["--data", "npz", "--data-path", "x.npz", "--image-size", "8"], ["--image-size=8"]),
     ],
 )
-def test_data_options_the_data_does_not_read_are_refused(bad, names, tmp_path, capsys):
+def test_options_the_data_or_sampler_do_not_read_are_refused(bad, names, tmp_path, capsys):
     out = tmp_path / "out"
     refused([*SAMPLE, *bad, "--out", str(out)], capsys, *names)
     assert not out.exists()

@@ -88,7 +88,7 @@ def _sample_options(s, knob: bool = False) -> None:
     s.add_argument("--n", type=int, default=1000, help="number of samples")
     s.add_argument("--batch", type=int, default=1000, help="samples per sampler call")
     s.add_argument("--sampler", default="ddpm", help="ddpm (all T steps) or ddim")
-    s.add_argument("--steps", type=int, default=50, help="ddim: number of steps")
+    s.add_argument("--steps", type=int, help="ddim: number of steps (default 50)")
     s.add_argument("--eta", type=float, default=0.0, help="ddim: noise in [0, 1] (0 deterministic)")
     s.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise")
     s.add_argument(

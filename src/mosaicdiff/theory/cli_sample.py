@@ -27,6 +27,8 @@ from mosaicdiff.theory.cli_checks import (
     positive,
 )
 
+DDIM_STEPS = 50  # --steps left out
+
 
 def cmd_sample(args) -> int:
     return prepare_sample(args)()
@@ -64,6 +66,19 @@ def prepare_sample(args) -> Callable[[], int]:
         f"(the patch side of the creativity metrics) and {MACHINE_MAX_SIDE}",
     )
     schedule = Schedule.linear()
+    if args.sampler == "ddpm":  # options ddpm would not read are refused, not ignored
+        check(
+            args.steps in (None, schedule.T),
+            f"--steps={args.steps}: ddpm samples every one of the {schedule.T} steps; use "
+            "--sampler ddim for fewer",
+        )
+        check(
+            args.eta == 0,
+            f"--eta={args.eta} is DDIM's noise level; ddpm draws its own at every step: use "
+            "--sampler ddim",
+        )
+    if args.steps is None:  # stored with the settings, as before --steps could be left out
+        args.steps = DDIM_STEPS
     check(1 <= args.steps <= schedule.T, f"--steps={args.steps} must be in [1, {schedule.T}]")
     data = DataConfig(
         kind=kind,
