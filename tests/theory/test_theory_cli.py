@@ -225,6 +225,8 @@ def test_sizes_that_do_not_fit_the_images_are_refused_before_writing(bad, names,
         (["--sampler", "ddpm", "--steps", "50"], ["--steps=50: ddpm samples every one"]),
         (["--sampler", "ddpm", "--steps", "1000", "--eta", "0.5"], ["--eta=0.5 is DDIM's"]),
         (["--data", "pairings", "--data-path", "x.npz"], ["--data-path 'x.npz'", "npz or folder"]),
+        (["--data", "digits", "--n-images", "64"], ["--n-images=64 sets the colour pairings"]),
+        (["--data", "digits", "--data-seed", "3"], ["--data-seed=3 sets the colour pairings"]),
         (["--data", "npz", "--data-path", "x.npz", "--image-size", "8"], ["--image-size=8"]),
     ],
 )

@@ -82,8 +82,8 @@ def _sample_options(s, knob: bool = False) -> None:
         default=0,
         help=f"folder: resize to this side (0 keeps it; at most {MACHINE_MAX_SIDE})",
     )
-    s.add_argument("--n-images", type=int, default=2048, help="pairings: training images")
-    s.add_argument("--data-seed", type=int, default=0, help="pairings: dataset seed")
+    s.add_argument("--n-images", type=int, help="pairings: training images (default 2048)")
+    s.add_argument("--data-seed", type=int, help="pairings: dataset seed (default 0)")
     _machine_options(s, knob)
     s.add_argument("--n", type=int, default=1000, help="number of samples")
     s.add_argument("--batch", type=int, default=1000, help="samples per sampler call")

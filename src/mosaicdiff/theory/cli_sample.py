@@ -54,6 +54,17 @@ def prepare_sample(args) -> Callable[[], int]:
         kind == "folder" or args.image_size == 0,
         f"--image-size={args.image_size} resizes --data folder images only, not {kind}",
     )
+    pairings = DataConfig()
+    for flag, dest, default in (
+        ("--n-images", "n_images", pairings.n_images),
+        ("--data-seed", "data_seed", pairings.seed),
+    ):
+        value = getattr(args, dest)
+        check(
+            kind == "pairings" or value is None,
+            f"{flag}={value} sets the colour pairings only, not --data {kind}",
+        )
+        setattr(args, dest, default if value is None else value)  # stored with the settings
     choice(args.sampler, "--sampler", ("ddpm", "ddim"))
     for option in ("n", "batch", "limit"):
         positive(getattr(args, option), f"--{option}")
