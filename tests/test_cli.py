@@ -161,6 +161,8 @@ def test_ddims_eta_is_refused_for_ddpm(tmp_path, capsys):
         (["--seeds", "1,,2"], "--seeds '1,,2'"),
         (["--set", "sample.eta=1.5"], "sample.eta=1.5"),
         (["--set", "data.image_size=-1"], "data.image_size=-1"),
+        (["--set", "data.kind=digits", "--set", "data.n_images=64"], "data.n_images=64 sets"),
+        (["--set", "data.kind=digits", "--set", "data.layout=rows"], "data.layout='rows' sets"),
     ],
 )
 def test_bad_values_give_one_line_exit_2_and_write_nothing(tmp_path, capsys, args, needle):

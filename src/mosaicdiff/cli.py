@@ -18,6 +18,7 @@ from functools import partial
 from mosaicdiff import __version__
 from mosaicdiff.allocator import hold_freed_memory
 from mosaicdiff.config import (
+    PAIRINGS_FIELDS,
     RunConfig,
     assign,
     differences,
@@ -53,6 +54,10 @@ def out_path(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is empty; name a folder")
     return text
+
+
+# Data fields that only the colour pairings read: given for other data, they are refused.
+PAIRINGS_ONLY = {f"data.{name}" for name in PAIRINGS_FIELDS}
 
 
 def resolve_config(args, base: RunConfig | None = None) -> RunConfig:
@@ -97,6 +102,10 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
         data["sample"]["steps"] = 50 if sampler == "ddim" else data["diffusion"]["T"]
     if sampler == "ddpm" and "sample.eta" not in given:
         data["sample"]["eta"] = 0.0  # a run sampled with DDIM's eta, now sampled with ddpm
+    kind = data["data"]["kind"]
+    for key in sorted(given & PAIRINGS_ONLY) if kind != "pairings" else []:
+        value = data["data"][key.split(".")[1]]
+        raise UserError(f"{key}={value!r} sets the colour pairings only, not data.kind={kind}")
     return data
 
 

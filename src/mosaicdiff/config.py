@@ -30,6 +30,10 @@ PAPER_PATTERN_TYPES: tuple[tuple[Pairing, ...], ...] = (
 )
 
 
+# The DataConfig fields that only kind=pairings reads.
+PAIRINGS_FIELDS = ("n_images", "quadrants_per_side", "colours", "pattern_types", "layout", "seed")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     kind: Literal["pairings", "digits", "npz", "folder"] = "pairings"
