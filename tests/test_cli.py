@@ -163,6 +163,8 @@ def test_ddims_eta_is_refused_for_ddpm(tmp_path, capsys):
         (["--set", "data.image_size=-1"], "data.image_size=-1"),
         (["--set", "data.kind=digits", "--set", "data.n_images=64"], "data.n_images=64 sets"),
         (["--set", "data.kind=digits", "--set", "data.layout=rows"], "data.layout='rows' sets"),
+        (["--set", "model.depth=4"], "model.depth=4 is read by model.arch in ['resnet'"),
+        (["--model", "attn", "--set", "model.gumbel_tau=0.5"], "['top1'] only, not attn"),
     ],
 )
 def test_bad_values_give_one_line_exit_2_and_write_nothing(tmp_path, capsys, args, needle):

@@ -18,6 +18,7 @@ from functools import partial
 from mosaicdiff import __version__
 from mosaicdiff.allocator import hold_freed_memory
 from mosaicdiff.config import (
+    ARCH_FIELDS,
     PAIRINGS_FIELDS,
     RunConfig,
     assign,
@@ -54,10 +55,6 @@ def out_path(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is empty; name a folder")
     return text
-
-
-# Data fields that only the colour pairings read: given for other data, they are refused.
-PAIRINGS_ONLY = {f"data.{name}" for name in PAIRINGS_FIELDS}
 
 
 def resolve_config(args, base: RunConfig | None = None) -> RunConfig:
@@ -102,11 +99,28 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
         data["sample"]["steps"] = 50 if sampler == "ddim" else data["diffusion"]["T"]
     if sampler == "ddpm" and "sample.eta" not in given:
         data["sample"]["eta"] = 0.0  # a run sampled with DDIM's eta, now sampled with ddpm
-    kind = data["data"]["kind"]
-    for key in sorted(given & PAIRINGS_ONLY) if kind != "pairings" else []:
-        value = data["data"][key.split(".")[1]]
-        raise UserError(f"{key}={value!r} sets the colour pairings only, not data.kind={kind}")
+    _refuse_unread(given, data)
     return data
+
+
+def _refuse_unread(given: set[str], data: dict) -> None:
+    """Refuse a field given on the command line that the data kind or the architecture never
+    reads: else --set model.depth=4 on the cnn would train the usual cnn without a word."""
+    kind, arch = data["data"]["kind"], data["model"]["arch"]
+    for key in sorted(given):
+        section, _, name = key.partition(".")
+        value = data[section][name] if section in ("data", "model") else None
+        if section == "data" and name in PAIRINGS_FIELDS:
+            check(
+                kind == "pairings",
+                f"{key}={value!r} sets the colour pairings only, not data.kind={kind}",
+            )
+        if section == "model" and name in ARCH_FIELDS:
+            readers = ARCH_FIELDS[name]
+            check(
+                arch in readers,
+                f"{key}={value!r} is read by model.arch in {list(readers)} only, not {arch}",
+            )
 
 
 def check_device(device: str) -> None:

@@ -77,6 +77,16 @@ class DataConfig:
             validate_spec(self.colours, self.pattern_types)
 
 
+# The ModelConfig fields that only some architectures read, and those architectures.
+ARCH_FIELDS = {
+    "depth": ("resnet", "resnet_attn", "unet", "dit"),
+    "kernel": ("resnet", "resnet_attn"),
+    "patch": ("cnn", "attn", "identity", "top1", "dit"),
+    "nonlinearity": ("cnn", "attn", "identity", "top1"),
+    "gumbel_tau": ("top1",),
+}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     # cnn/attn/identity/top1: the paper's networks; resnet, resnet_attn, unet, dit: natural data.

@@ -192,3 +192,9 @@ def test_bad_study_overrides_keep_their_study_prefix(capsys, tmp_path, assignmen
 def test_model_fields_the_study_sets_itself_are_rejected(capsys, tmp_path, assignment):
     err = rejected(capsys, tmp_path, "--set", assignment, "--dry-run")
     assert f"{assignment}: study digits sets each run's" in err and "study.archs" in err
+
+
+@pytest.mark.parametrize("assignment", ["model.nonlinearity=relu", "model.gumbel_tau=2"])
+def test_model_fields_no_study_architecture_reads_are_rejected(capsys, tmp_path, assignment):
+    err = rejected(capsys, tmp_path, "--set", assignment, "--dry-run")
+    assert f"{assignment} is read by none of the study's architectures" in err

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from mosaicdiff.config import (
+    ARCH_FIELDS,
     NATURAL_SAMPLE,
     RunConfig,
     SampleConfig,
@@ -305,6 +306,12 @@ def register(sub) -> None:
     p.set_defaults(handler=cmd_study)
 
 
+STUDY_SETS_MODEL = (
+    "study digits sets each run's model.arch, depth, kernel and patch itself; choose the "
+    "architectures with study.archs and the CNN sweep with study.sweep"
+)
+
+
 def cmd_study(args) -> int:
     """Handler of `mosaicdiff study`."""
     from mosaicdiff.cli import resolve_config
@@ -313,16 +320,19 @@ def cmd_study(args) -> int:
     sets = args.set or []
     study_sets = [s for s in sets if s.startswith("study.")]
     args.set = [s for s in sets if not s.startswith("study.")]
+    given = {s.split("=")[0].strip(): s.split("=", 1)[-1] for s in args.set}
+    for field in ("arch", "depth", "kernel", "patch"):  # run_configs sets these per run
+        key = f"model.{field}"  # (study takes no --config file: --set is the only way in)
+        check(key not in given, f"{key}={given.get(key)}: {STUDY_SETS_MODEL}")
+    for key, value in given.items():  # model.nonlinearity, gumbel_tau: the paper's nets only
+        field = key.removeprefix("model.")
+        readers = ARCH_FIELDS.get(field, ARCHS) if field != key else ARCHS
+        check(
+            bool(set(readers) & set(ARCHS)),
+            f"{key}={value} is read by none of the study's architectures {list(ARCHS)}",
+        )
     base = resolve_config(args, preset)
     sc = from_dict(StudyConfig, assign({"study": to_dict(sc)}, study_sets)["study"], "study.")
-    given = {s.split("=")[0].strip() for s in args.set}
-    for field in ("arch", "depth", "kernel", "patch"):  # run_configs sets these per run
-        value = getattr(base.model, field)
-        check(
-            f"model.{field}" not in given and value == getattr(preset.model, field),
-            f"model.{field}={value}: study digits sets each run's model.{field} itself; "
-            "choose the architectures with study.archs and the CNN sweep with study.sweep",
-        )
     out = Path(args.out or f"reports/study-{args.dataset}")
     if args.dry_run:
         plan = {"study": to_dict(sc), **{k: to_dict(c) for k, c in run_configs(base, sc).items()}}
