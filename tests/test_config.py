@@ -30,9 +30,13 @@ def test_a_bare_number_of_seeds_is_refused_not_read_as_one_seed():
         ("train.seeds=0,x", r"train.seeds\[1\]='x' must be a whole number"),
         ("train.seeds=[0,x]", r"train.seeds\[1\]='x' must be a whole number"),
         ("train.seeds=[0,1.5]", r"train.seeds\[1\]=1.5 must be a whole number"),
+        # Fields the data kind does not read: else the pairings would train in place of the
+        # images the path names, without a word.
+        ("data.path=mine.npz", r"data.path='mine.npz' is read by data.kind=npz or folder only"),
+        ("data.image_size=8", r"data.image_size=8 resizes data.kind=folder images only"),
     ],
 )
-def test_a_bad_list_names_the_list_or_the_item(assignment, message):
+def test_a_bad_assignment_names_the_field_the_item_or_the_reason(assignment, message):
     with pytest.raises(UserError, match=message):
         override(RunConfig(), [assignment])
 
@@ -49,16 +53,6 @@ def test_bare_words_in_brackets_are_a_list_as_without_them():
         assign(data, ["archs=[[unet], dit]"])
 
 
-@pytest.mark.parametrize(
-    "assignment, message",
-    [
-        ("data.path=mine.npz", r"data.path='mine.npz' is read by data.kind=npz or folder only"),
-        ("data.image_size=8", r"data.image_size=8 resizes data.kind=folder images only"),
-    ],
-)
-def test_data_fields_the_data_kind_does_not_read_are_refused(assignment, message):
-    # Else the pairings would train in place of the images the path names, without a word.
-    with pytest.raises(UserError, match=message):
-        override(RunConfig(), [assignment])
-    with_kind = override(RunConfig(), ["data.kind=folder", "data.path=imgs", "data.image_size=8"])
-    assert (with_kind.data.path, with_kind.data.image_size) == ("imgs", 8)
+def test_folder_fields_are_read_with_data_kind_folder():
+    cfg = override(RunConfig(), ["data.kind=folder", "data.path=imgs", "data.image_size=8"])
+    assert (cfg.data.path, cfg.data.image_size) == ("imgs", 8)
