@@ -166,11 +166,10 @@ def model_stages(
 
 
 def _timed(threads: int, fn, *args):
-    """fn(*args) on `threads` CPU threads (0: as many as torch chose): (its result, seconds)."""
-    if threads:
-        import torch
+    """fn(*args) on `threads` CPU threads, in a worker of the pool: (its result, seconds)."""
+    import torch
 
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     tick = time.perf_counter()
     return fn(*args), time.perf_counter() - tick
 
