@@ -19,6 +19,7 @@ from mosaicdiff import __version__
 from mosaicdiff.allocator import hold_freed_memory
 from mosaicdiff.config import (
     ARCH_FIELDS,
+    DDIM_STEPS,
     PAIRINGS_FIELDS,
     RunConfig,
     assign,
@@ -96,7 +97,7 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
     given = {s.split("=")[0].strip() for s in sets}
     if sampler in ("ddim", "ddpm") and "sample.steps" not in given:
         # --sampler without --steps: ddim's 50 steps, or every one of ddpm's T
-        data["sample"]["steps"] = 50 if sampler == "ddim" else data["diffusion"]["T"]
+        data["sample"]["steps"] = DDIM_STEPS if sampler == "ddim" else data["diffusion"]["T"]
     if sampler == "ddpm" and "sample.eta" not in given:
         data["sample"]["eta"] = 0.0  # a run sampled with DDIM's eta, now sampled with ddpm
     _refuse_unread(given, data)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from mosaicdiff.config import check_seed
+from mosaicdiff.config import DDIM_STEPS, check_seed
 from mosaicdiff.errors import check
 from mosaicdiff.theory.cli_checks import (
     DATA_KINDS,
@@ -26,8 +26,6 @@ from mosaicdiff.theory.cli_checks import (
     machine_from_args,
     positive,
 )
-
-DDIM_STEPS = 50  # --steps left out
 
 
 def cmd_sample(args) -> int:
