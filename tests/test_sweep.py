@@ -74,6 +74,8 @@ def assert_all_done(out, n_points: int) -> None:
         ({"train.epochs": [1, 0]}, "train.epochs=0"),
         ({"data.kind": ["pairings", "digits"]}, "measured by consistency and creativity"),
         ({"train.seeds": 3}, "train.seeds"),
+        ({"model.arch": ["resnet", "cnn"], "model.depth": [4]}, "arch=cnn__depth=4: model.depth"),
+        ({"data.kind": ["digits"], "data.n_images": [64]}, "sets the colour pairings only"),
     ],
 )
 def test_bad_grid_fails_before_anything_runs(tmp_path, grid, named):

@@ -72,7 +72,7 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
     """`data` with the --config file's mapping (read once), the flags and --set laid over it;
     not yet validated."""
     if from_file is not None:
-        data = _deep_merge(data, from_file)
+        data = deep_merge(data, from_file)
         for section in ("data", "diffusion", "sample"):
             check(isinstance(data[section], dict), f"--config: {section} must be a mapping")
     sets = []
@@ -100,11 +100,11 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
         data["sample"]["steps"] = DDIM_STEPS if sampler == "ddim" else data["diffusion"]["T"]
     if sampler == "ddpm" and "sample.eta" not in given:
         data["sample"]["eta"] = 0.0  # a run sampled with DDIM's eta, now sampled with ddpm
-    _refuse_unread(given, data)
+    refuse_unread(given, data)
     return data
 
 
-def _refuse_unread(given: set[str], data: dict) -> None:
+def refuse_unread(given: set[str], data: dict) -> None:
     """Refuse a field given on the command line that the data kind or the architecture never
     reads: else --set model.depth=4 on the cnn would train the usual cnn without a word."""
     kind, arch = data["data"]["kind"], data["model"]["arch"]
@@ -131,11 +131,11 @@ def check_device(device: str) -> None:
         check(torch.cuda.is_available(), f"--device {device}: no CUDA GPU is visible; use cpu")
 
 
-def _deep_merge(base: dict, extra: dict) -> dict:
+def deep_merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():
         out[k] = (
-            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+            deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
         )
     return out
 

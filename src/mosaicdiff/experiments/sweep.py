@@ -112,13 +112,20 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
         f"sweep spec: out={out!r} must name an output folder (out: in the spec, or --out)",
     )
     out = Path(out)
-    from mosaicdiff.cli import _deep_merge  # the --config merge, shared
+    from mosaicdiff.cli import deep_merge, refuse_unread  # the --config merge and check, shared
     from mosaicdiff.evaluate import metric_for
 
     def resolve(values: dict) -> RunConfig:
         """A new run's config (defaults of its data kind) <- base <- --set <- `values`."""
         assignments = [*sets, *(f"{k}={json.dumps(v)}" for k, v in values.items())]
-        return new_run_config(lambda data: assign(_deep_merge(data, base_part), assignments))
+
+        def layer(data: dict) -> dict:
+            data = assign(deep_merge(data, base_part), assignments)
+            # a grid of cnn x model.depth would train the same cnn twice, under two names
+            refuse_unread({a.split("=")[0].strip() for a in assignments}, data)
+            return data
+
+        return new_run_config(layer)
 
     try:
         resolve({})
