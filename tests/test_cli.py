@@ -165,6 +165,8 @@ def test_ddims_eta_is_refused_for_ddpm(tmp_path, capsys):
         (["--set", "data.kind=digits", "--set", "data.layout=rows"], "data.layout='rows' sets"),
         (["--set", "model.depth=4"], "model.depth=4 is read by model.arch in ['resnet'"),
         (["--model", "attn", "--set", "model.gumbel_tau=0.5"], "['top1'] only, not attn"),
+        (["--sampler", "ddpm", "--set", "sample.sampler=ddim"], "and --sampler both set"),
+        (["--sample-seed", "1", "--set", "sample.seed=1"], "and --sample-seed both set"),
     ],
 )
 def test_bad_values_give_one_line_exit_2_and_write_nothing(tmp_path, capsys, args, needle):

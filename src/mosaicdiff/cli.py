@@ -58,6 +58,19 @@ def out_path(text: str) -> str:
     return text
 
 
+# The flags that are short for one config field (and --seeds, parsed first, for train.seeds).
+FLAG_KEYS = {
+    "model": "model.arch",
+    "epochs": "train.epochs",
+    "runs": "sample.n_runs",
+    "per_run": "sample.n_per_run",
+    "sampler": "sample.sampler",
+    "steps": "sample.steps",
+    "sample_seed": "sample.seed",
+    "device": "device",
+}
+
+
 def resolve_config(args, base: RunConfig | None = None) -> RunConfig:
     """base <- --config file <- flags <- --set. Without a base (a new run) the base is the
     defaults for the data kind these name (`config.defaults_for`)."""
@@ -75,23 +88,24 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
         data = deep_merge(data, from_file)
         for section in ("data", "diffusion", "sample"):
             check(isinstance(data[section], dict), f"--config: {section} must be a mapping")
+    flags = {}  # config key -> the flag that set it
     sets = []
-    for flag, key in [
-        ("model", "model.arch"),
-        ("epochs", "train.epochs"),
-        ("runs", "sample.n_runs"),
-        ("per_run", "sample.n_per_run"),
-        ("sampler", "sample.sampler"),
-        ("steps", "sample.steps"),
-        ("sample_seed", "sample.seed"),
-        ("device", "device"),
-    ]:
+    for flag, key in FLAG_KEYS.items():
         value = getattr(args, flag, None)
         if value is not None:
+            flags[key] = flag
             sets.append(f"{key}={json.dumps(value)}")
     if getattr(args, "seeds", None) is not None:
+        flags["train.seeds"] = "seeds"
         sets.append(f"train.seeds={json.dumps(list(parse_seeds(args.seeds)))}")
-    sets += list(getattr(args, "set", None) or [])
+    for text in getattr(args, "set", None) or []:
+        key = text.split("=")[0].strip()
+        check(
+            key not in flags,
+            f"--set {text} and --{flags.get(key, '').replace('_', '-')} both set {key}; "
+            "give it once",
+        )
+        sets.append(text)
     data = assign(data, sets)
     sampler = getattr(args, "sampler", None)
     given = {s.split("=")[0].strip() for s in sets}
