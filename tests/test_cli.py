@@ -115,6 +115,20 @@ def test_a_config_file_is_read_once(tmp_path, capsys, monkeypatch):
     assert len(reads) == 1
 
 
+def test_a_config_file_is_checked_for_fields_nothing_reads(tmp_path, capsys):
+    out = ["train", "--out", str(tmp_path / "r")]
+    saved = tmp_path / "saved.json"  # every field, as --dry-run prints them
+    assert main([*out, "--set", "data.kind=digits", "--dry-run"]) == 0
+    saved.write_text(capsys.readouterr().out)
+    assert dry_run_sample(capsys, *out, "--config", str(saved))["sampler"] == "ddim"
+    deeper = tmp_path / "deeper.yaml"
+    deeper.write_text("model: {depth: 4}\n")
+    assert main([*out, "--config", str(deeper), "--dry-run"]) == 2
+    assert "model.depth=4 is read by model.arch in ['resnet'" in capsys.readouterr().err
+    assert dry_run_sample(capsys, *out, "--config", str(deeper), "--model", "unet")
+    assert not (tmp_path / "r").exists()
+
+
 def test_sampler_without_steps_takes_its_own_step_count(tmp_path, capsys):
     out = ["train", "--out", str(tmp_path / "r"), "--set", "data.kind=digits"]
     assert dry_run_sample(capsys, *out, "--sampler", "ddpm")["steps"] == 1000

@@ -72,7 +72,6 @@ def assert_all_done(out, n_points: int) -> None:
         ({"model.nope": [1]}, "model.nope"),
         ({"model.arch": ["cnn", "transformer"]}, "transformer"),
         ({"train.epochs": [1, 0]}, "train.epochs=0"),
-        ({"data.kind": ["pairings", "digits"]}, "measured by consistency and creativity"),
         ({"train.seeds": 3}, "train.seeds"),
         ({"model.arch": ["resnet", "cnn"], "model.depth": [4]}, "arch=cnn__depth=4: model.depth"),
         ({"data.kind": ["digits"], "data.n_images": [64]}, "sets the colour pairings only"),
@@ -82,6 +81,19 @@ def test_bad_grid_fails_before_anything_runs(tmp_path, grid, named):
     with pytest.raises(UserError, match=named.replace(".", r"\.")):
         plan_sweep(tiny_spec(tmp_path / "out", grid))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_base_field_a_point_never_reads_is_refused(tmp_path):
+    spec = tiny_spec(tmp_path / "out", {"data.kind": ["digits"]})  # the base's data.n_images=64
+    with pytest.raises(UserError, match="kind=digits: data.n_images=64 sets the colour pairings"):
+        plan_sweep(spec)
+
+
+def test_one_table_holds_one_metric(tmp_path):
+    spec = tiny_spec(tmp_path / "out", {"data.kind": ["pairings", "digits"]})
+    del spec["base"]["data"]
+    with pytest.raises(UserError, match="measured by consistency and creativity"):
+        plan_sweep(spec)
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,9 @@ def resolve_config(args, base: RunConfig | None = None) -> RunConfig:
 def _layered(args, from_file: dict | None, data: dict) -> dict:
     """`data` with the --config file's mapping (read once), the flags and --set laid over it;
     not yet validated."""
+    from_file_changed = set()
     if from_file is not None:
+        from_file_changed = changed_keys(data, from_file)
         data = deep_merge(data, from_file)
         for section in ("data", "diffusion", "sample"):
             check(isinstance(data[section], dict), f"--config: {section} must be a mapping")
@@ -114,13 +116,27 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
         data["sample"]["steps"] = DDIM_STEPS if sampler == "ddim" else data["diffusion"]["T"]
     if sampler == "ddpm" and "sample.eta" not in given:
         data["sample"]["eta"] = 0.0  # a run sampled with DDIM's eta, now sampled with ddpm
-    refuse_unread(given, data)
+    refuse_unread(given | from_file_changed, data)
     return data
 
 
+def changed_keys(data: dict, extra: dict) -> set[str]:
+    """The `section.field` keys that `extra` sets to something other than `data` holds: a
+    saved --dry-run lists every field, and the ones left at their values are not choices."""
+    plain = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731 (tuples as lists)
+    return {
+        f"{section}.{name}"
+        for section, fields in extra.items()
+        if isinstance(fields, dict) and isinstance(data.get(section), dict)
+        for name, value in fields.items()
+        if plain(value) != plain(data[section].get(name))
+    }
+
+
 def refuse_unread(given: set[str], data: dict) -> None:
-    """Refuse a field given on the command line that the data kind or the architecture never
-    reads: else --set model.depth=4 on the cnn would train the usual cnn without a word."""
+    """Refuse a field given on the command line (or changed by --config) that the data kind or
+    the architecture never reads: else --set model.depth=4 on the cnn would train the usual cnn
+    without a word."""
     kind, arch = data["data"]["kind"], data["model"]["arch"]
     for key in sorted(given):
         section, _, name = key.partition(".")

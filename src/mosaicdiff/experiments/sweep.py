@@ -112,7 +112,7 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
         f"sweep spec: out={out!r} must name an output folder (out: in the spec, or --out)",
     )
     out = Path(out)
-    from mosaicdiff.cli import deep_merge, refuse_unread  # the --config merge and check, shared
+    from mosaicdiff.cli import changed_keys, deep_merge, refuse_unread  # as --config is read
     from mosaicdiff.evaluate import metric_for
 
     def resolve(values: dict) -> RunConfig:
@@ -120,9 +120,10 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
         assignments = [*sets, *(f"{k}={json.dumps(v)}" for k, v in values.items())]
 
         def layer(data: dict) -> dict:
+            given = changed_keys(data, base_part) | {a.split("=")[0].strip() for a in assignments}
             data = assign(deep_merge(data, base_part), assignments)
             # a grid of cnn x model.depth would train the same cnn twice, under two names
-            refuse_unread({a.split("=")[0].strip() for a in assignments}, data)
+            refuse_unread(given, data)
             return data
 
         return new_run_config(layer)
