@@ -104,10 +104,10 @@ def test_new_runs_on_natural_data_sample_a_thousand_clipped_ddim_images(tmp_path
 
 def test_a_config_file_is_read_once(tmp_path, capsys, monkeypatch):
     """A new run lays the file over the defaults twice (once to learn the data kind): one read."""
-    import mosaicdiff.cli as cli
+    import mosaicdiff.resolve as resolve
 
-    reads, read = [], cli.read_mapping
-    monkeypatch.setattr(cli, "read_mapping", lambda *a: reads.append(a) or read(*a))
+    reads, read = [], resolve.read_mapping
+    monkeypatch.setattr(resolve, "read_mapping", lambda *a: reads.append(a) or read(*a))
     path = tmp_path / "digits.yaml"
     path.write_text("data: {kind: digits}\n")
     args = ["train", "--out", str(tmp_path / "r"), "--config", str(path)]

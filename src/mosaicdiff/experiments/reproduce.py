@@ -296,7 +296,7 @@ def register(sub) -> None:
 
 
 def cmd_reproduce(args) -> int:
-    from mosaicdiff.cli import resolve_config
+    from mosaicdiff.resolve import resolve_config
 
     models = tuple(m.strip() for m in args.models.split(","))
     for m in models:

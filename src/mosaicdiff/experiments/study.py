@@ -314,7 +314,7 @@ STUDY_SETS_MODEL = (
 
 def cmd_study(args) -> int:
     """Handler of `mosaicdiff study`."""
-    from mosaicdiff.cli import resolve_config
+    from mosaicdiff.resolve import resolve_config
 
     preset, sc = preset_configs(args.preset)
     sets = args.set or []

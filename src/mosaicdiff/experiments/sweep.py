@@ -112,8 +112,8 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
         f"sweep spec: out={out!r} must name an output folder (out: in the spec, or --out)",
     )
     out = Path(out)
-    from mosaicdiff.cli import changed_keys, deep_merge, refuse_unread  # as --config is read
     from mosaicdiff.evaluate import metric_for
+    from mosaicdiff.resolve import changed_keys, deep_merge, refuse_unread
 
     def resolve(values: dict) -> RunConfig:
         """A new run's config (defaults of its data kind) <- base <- --set <- `values`."""
