@@ -24,8 +24,8 @@ needs_native = pytest.mark.skipif(
 )
 
 
-def _model(arch, T, seeds=(0, 1), scale=1.0, **kw):
-    model = build_model(ModelConfig(arch=arch, **kw), SHAPE, T, seeds)
+def _model(arch, T, seeds=(0, 1), scale=1.0, image=SHAPE, **kw):
+    model = build_model(ModelConfig(arch=arch, **kw), image, T, seeds)
     with torch.no_grad():  # scale 3: sharper attention than at initialisation
         for p in model.parameters():
             p.mul_(scale)
@@ -51,6 +51,22 @@ def test_native_sampler_equals_the_reference_sampler(arch, time_embedding):
 
 @needs_native
 @pytest.mark.parametrize("arch", native.ARCHS)
+def test_native_sampler_at_another_shape_equals_the_reference_sampler(arch):
+    """16 tokens (8x8 images) of width 16, as a sweep over the pairings' grid and width has:
+    a build of its own."""
+    schedule, image = Schedule.linear(T=20), (3, 8, 8)
+    model = _model(arch, 20, image=image, hidden=16)
+    x_T = torch.randn(2 * 13, *image, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    ref = ddpm_sample(model.as_denoiser(), x_T, g, schedule, noise="threefry")
+    fast = FastDDPM(fast_denoiser(model), schedule, compile=True)
+    assert fast.native and native.shape_of(fast.net) == (16, 12, 16)
+    out = fast(x_T, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@needs_native
+@pytest.mark.parametrize("arch", native.ARCHS)
 def test_native_steps_equal_the_eager_steps(arch):
     """`n_steps` runs the first steps only, with the same noise as the eager token-space step;
     with sharp attention, so the softmax weights and top1's winners are far from uniform."""
@@ -63,14 +79,19 @@ def test_native_steps_equal_the_eager_steps(arch):
     assert not torch.allclose(eager, x_T, atol=1e-2)  # 7 steps moved the samples
 
 
-def test_native_sampler_is_used_for_the_networks_it_was_built_for_only():
+def test_native_sampler_is_used_for_the_networks_it_computes_only():
     schedule = Schedule.linear(T=10)
     cnn = fast_denoiser(_model("cnn", 10))
-    assert native.supports(cnn, "threefry") == ((4, 12, 32) in native.SHAPES)
+    assert native.shape_of(cnn) == native.PAPER_SHAPE and native.supports(cnn, "threefry")
     assert not native.supports(cnn, "torch")
-    for kw in ({"nonlinearity": "relu"}, {"hidden": 16}, {"arch": "attn", "hidden": 16}):
+    for kw, image in [
+        ({"nonlinearity": "relu"}, SHAPE),
+        ({"hidden": 18}, SHAPE),  # not whole vectors of four columns
+        ({"patch": 1}, SHAPE),  # 3 values per token
+        ({"arch": "attn", "hidden": 512}, SHAPE),  # activations too big for the registers and L1
+    ]:
         cfg = ModelConfig(**{"arch": "cnn", **kw})
-        net = fast_denoiser(build_model(cfg, SHAPE, 10, (0,)).eval().requires_grad_(False))
+        net = fast_denoiser(build_model(cfg, image, 10, (0,)).eval().requires_grad_(False))
         assert not native.supports(net, "threefry"), kw
     assert not FastDDPM(cnn, schedule, compile=False).native  # it builds only where compiling
     assert not FastDDPM(cnn, schedule, native_loop=False).native
@@ -100,7 +121,7 @@ def test_a_build_killed_halfway_leaves_nothing_to_wait_on(tmp_path):
 
 
 def test_a_failed_build_warns_and_the_compiled_step_stands_in(monkeypatch):
-    def no_compiler():
+    def no_compiler(shape=native.PAPER_SHAPE):
         raise RuntimeError("Error building extension 'mosaicdiff_ddpm_loop'\nc++: not found")
 
     monkeypatch.setattr(native, "_module", no_compiler)

@@ -24,6 +24,12 @@
 #include <cmath>
 #include <cstdint>
 
+// The shape this build computes: native.py compiles one module per (tokens, values per token,
+// hidden) with -DMD_TOKENS=N -DMD_VALUES=P -DMD_HIDDEN=H.
+#if !defined(MD_TOKENS) || !defined(MD_VALUES) || !defined(MD_HIDDEN)
+#error "build with -DMD_TOKENS=N -DMD_VALUES=P -DMD_HIDDEN=H, as native.py does"
+#endif
+
 namespace {
 
 using Vec = at::vec::Vectorized<float>;
@@ -208,21 +214,22 @@ template <int ARCH>
 void run(const Args& a) {
   at::parallel_for(0, a.seeds * a.blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      sample_block<ARCH, 4, 12, 32>(a, i / a.blocks, i % a.blocks);
+      sample_block<ARCH, MD_TOKENS, MD_VALUES, MD_HIDDEN>(a, i / a.blocks, i % a.blocks);
     }
   });
 }
 
 }  // namespace
 
-// Built for one shape, 4 tokens x 12 values x 32 hidden (native.SHAPES): the paper's networks.
+// Built for one shape, MD_TOKENS tokens x MD_VALUES values x MD_HIDDEN hidden.
 void ddpm_loop(torch::Tensor x, int64_t arch, torch::Tensor w_in, torch::Tensor bias,
                torch::Tensor w2, torch::Tensor a, double scale, torch::Tensor b_out,
                torch::Tensor coef, torch::Tensor tok, int64_t key0, int64_t key1, int64_t t_first,
                int64_t n_steps, int64_t per_seed) {
   const int64_t N = tok.size(0) / w_in.size(1), P = w_in.size(1), H = w_in.size(2);
-  TORCH_CHECK(N == 4 && P == 12 && H == 32, "ddpm_loop is built for 4 tokens x 12 values x 32 "
-              "hidden, not ", N, " x ", P, " x ", H);
+  TORCH_CHECK(N == MD_TOKENS && P == MD_VALUES && H == MD_HIDDEN, "this ddpm_loop is built for ",
+              MD_TOKENS, " tokens x ", MD_VALUES, " values x ", MD_HIDDEN, " hidden, not ", N,
+              " x ", P, " x ", H);
   TORCH_CHECK(x.is_contiguous() && x.size(2) == N * P && x.size(3) == LANES, "bad x layout");
   TORCH_CHECK(arch >= CNN && arch <= TOP1, "bad arch code ", arch);
   const uint32_t k0 = static_cast<uint32_t>(key0), k1 = static_cast<uint32_t>(key1);

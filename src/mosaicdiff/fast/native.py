@@ -1,15 +1,18 @@
 """DDPM for the paper's networks as one hand-vectorised C++ loop (`ddpm_loop.cpp`), x86 with AVX2.
 
-`FastDDPM` uses it for cnn, attn, identity and top1 (SiLU, 4 tokens of 12 values, hidden 32)
-with Threefry noise when it compiles. It computes the same samples as the compiled token-space
+`FastDDPM` uses it for cnn, attn, identity and top1 (SiLU) with Threefry noise when it
+compiles, at any shape `buildable` allows: the paper's 4 tokens of 12 values and hidden 32, and
+the widths and image sizes a sweep tries. It computes the same samples as the compiled token-space
 step (tested to float tolerance against `sampling.ddpm_sample`), several times faster on an
 AVX2 host: each block of 8 samples stays in registers and L1 from x_T to x_0, where the
 compiled step sends every intermediate through memory and MKL's thin GEMMs
 (`python -m benchmarks` measures it).
 
-It is built once per machine and torch version with `torch.utils.cpp_extension.load_inline`
-(~1 min), in a build folder of its own, and moved into the cache in one step:
-TORCH_EXTENSIONS_DIR (by default ~/.cache/torch_extensions)/mosaicdiff_ddpm_loop-<key>.so.
+It is built once per shape, machine and torch version with
+`torch.utils.cpp_extension.load_inline` (~1 min; the shape is a compile-time constant, so the
+compiler unrolls every loop over it), in a build folder of its own, and moved into the cache in
+one step: TORCH_EXTENSIONS_DIR (by default ~/.cache/torch_extensions)/
+mosaicdiff_ddpm_loop_<N>x<P>x<H>-<key>.so.
 So a build killed halfway leaves nothing for the next one to wait on (torch's shared build
 folder has a lock file that a SIGKILL leaves behind, and every later build waits on it
 forever), and virtualenvs with the same torch share one build. Where it cannot be built or
@@ -38,7 +41,7 @@ from mosaicdiff.models.patchnet import patchify
 
 SOURCE = Path(__file__).with_name("ddpm_loop.cpp")
 ARCHS = ("cnn", "attn", "identity", "top1")  # the kernel's arch codes, in order
-SHAPES = {(4, 12, 32)}  # (tokens, values per token, hidden) with a compiled instance
+PAPER_SHAPE = (4, 12, 32)  # (tokens, values per token, hidden) of the paper's networks
 LANES = 8  # samples per vector
 
 
@@ -52,14 +55,41 @@ CFLAGS = ["-O3", "-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-fopenmp"]
 STALE_S = 3600  # a build folder this old belongs to a build that was killed
 
 
-def cached_path() -> Path:
-    """Where the built loop lives: one file per source, flags, torch and Python version."""
+def buildable(shape: tuple[int, int, int]) -> bool:
+    """Whether the loop is built for (tokens N, values per token P, hidden H): vectors of four
+    columns (P, H), noise in groups of four Box-Muller pairs (N P), and no bigger than measured
+    faster than the compiled step. On the 2-core AVX2 host, per sample-step, native against
+    compiled: cnn 2.2-3.0x at hidden 16-128, N = 16 (8x8 images) or P = 48 (patch 4); attn 3.4x
+    at hidden 16, 1.6x at 64, 1.1x at 128 (its N x H activations spill out of the registers),
+    1.5x at N = 16 (`python -m benchmarks.native_shapes`)."""
+    n, p, h = shape
+    return p % 4 == 0 and h % 4 == 0 and n * p % 8 == 0 and n <= 16 and n * p <= 192 and h <= 128
+
+
+def shape_of(net) -> tuple[int, int, int]:
+    """(tokens, values per token, hidden) of a `FoldedNet`."""
+    _, h, w = net.image_shape
+    return (h // net.patch) * (w // net.patch), net.w_in.shape[1], net.w_in.shape[2]
+
+
+def module_name(shape: tuple[int, int, int]) -> str:
+    return f"{NAME}_{'x'.join(map(str, shape))}"
+
+
+def cflags(shape: tuple[int, int, int]) -> list[str]:
+    n, p, h = shape
+    return [*CFLAGS, f"-DMD_TOKENS={n}", f"-DMD_VALUES={p}", f"-DMD_HIDDEN={h}"]
+
+
+def cached_path(shape: tuple[int, int, int] = PAPER_SHAPE) -> Path:
+    """Where the loop built for `shape` lives: one file per shape, source, flags, torch and
+    Python version."""
     from torch.utils.cpp_extension import get_default_build_root
 
-    what = [SOURCE.read_text(), *CFLAGS, torch.__version__, sys.version, platform.machine()]
+    what = [SOURCE.read_text(), *cflags(shape), torch.__version__, sys.version, platform.machine()]
     key = hashlib.sha256("\0".join(what).encode()).hexdigest()[:16]
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
-    return root / f"{NAME}-{key}.so"
+    return root / f"{module_name(shape)}-{key}.so"
 
 
 def _remove_killed_builds(folder: Path) -> None:
@@ -71,25 +101,26 @@ def _remove_killed_builds(folder: Path) -> None:
             pass
 
 
-def build(name: str, source: str, folder: str):
-    """Compile `source` (the loop's, or a variant of it) into module `name`, in `folder`."""
+def build(name: str, source: str, folder: str, shape: tuple[int, int, int] = PAPER_SHAPE):
+    """Compile `source` (the loop's, or a variant of it) for `shape` into module `name`, in
+    `folder`."""
     from torch.utils.cpp_extension import load_inline
 
     return load_inline(
         name,
         cpp_sources=[source],
         functions=["ddpm_loop"],
-        extra_cflags=CFLAGS,
+        extra_cflags=cflags(shape),
         extra_ldflags=["-fopenmp"],
         build_directory=folder,
     )
 
 
 @cache
-def _module():
-    so = cached_path()
+def _module(shape: tuple[int, int, int] = PAPER_SHAPE):
+    so, name = cached_path(shape), module_name(shape)
     if so.is_file():
-        spec = importlib.util.spec_from_file_location(NAME, so)
+        spec = importlib.util.spec_from_file_location(name, so)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
@@ -97,18 +128,18 @@ def _module():
     _remove_killed_builds(so.parent)
     print(f"mosaicdiff: building the native DDPM loop, once (~1 min): {so}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix=f".{NAME}-build-", dir=so.parent) as tmp:
-        module = build(NAME, SOURCE.read_text(), tmp)
-        os.replace(Path(tmp) / f"{NAME}.so", so)  # one step: others see all of it or nothing
+        module = build(name, SOURCE.read_text(), tmp, shape)
+        os.replace(Path(tmp) / f"{name}.so", so)  # one step: others see all of it or nothing
     return module
 
 
 @cache
-def available() -> bool:
-    """Whether the kernel runs here: an AVX2 CPU, and it builds (or is already built)."""
+def available(shape: tuple[int, int, int] = PAPER_SHAPE) -> bool:
+    """Whether the kernel for `shape` runs here: an AVX2 CPU, and it builds (or is built)."""
     if not cpu_has_avx2():
         return False
     try:
-        _module()
+        _module(shape)
     except Exception as e:  # no compiler, no ninja, a failed build: the compiled step stands in
         why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         warnings.warn(f"native DDPM loop not built ({why}); compiled step used", stacklevel=2)
@@ -118,14 +149,12 @@ def available() -> bool:
 
 def supports(net, noise: str) -> bool:
     """Whether `net` (a `FoldedNet`) is a network this kernel computes, on the CPU."""
-    c, h, w = net.image_shape
-    n, p, hidden = (h // net.patch) * (w // net.patch), net.w_in.shape[1], net.w_in.shape[2]
     return (
         net.arch in ARCHS
         and net.act is F.silu
         and noise == "threefry"
         and not net.w_in.is_cuda
-        and (n, p, hidden) in SHAPES
+        and buildable(shape_of(net))
     )
 
 
@@ -150,7 +179,7 @@ def ddpm(
     )
     a = torch.empty(0) if net.a is None else net.a.float().contiguous()  # cnn, identity: none
     code = ARCHS.index(net.arch)
-    _module().ddpm_loop(
+    _module(shape_of(net)).ddpm_loop(
         x, code, w_in, bias, w2, a, net.scale, b_out, coef, tok, k0, k1, t_first, n_steps, b
     )
     x = x.transpose(2, 3).reshape(s, blocks * LANES, d)[:, :b]

@@ -115,7 +115,7 @@ class FastDDPM:
         step = (_ddpm_step_counter if noise == "threefry" else _ddpm_step).__get__(net)
         # The hand-vectorised sampler, where it runs: compiled too, and several times faster.
         use = compile and native_loop and native.supports(net, noise)
-        self.native = use and native.available()
+        self.native = use and native.available(native.shape_of(net))
         if compile and not self.native:
             configure_inductor()
             step = torch.compile(step, fullgraph=True, dynamic=False)
