@@ -89,6 +89,13 @@ def test_a_base_field_a_point_never_reads_is_refused(tmp_path):
         plan_sweep(spec)
 
 
+def test_a_base_value_in_place_of_a_section_is_one_line(tmp_path):
+    spec = tiny_spec(tmp_path / "out")
+    spec["base"]["model"] = "cnn"
+    with pytest.raises(UserError, match="sweep base: config section model must be a mapping"):
+        plan_sweep(spec)
+
+
 def test_one_table_holds_one_metric(tmp_path):
     spec = tiny_spec(tmp_path / "out", {"data.kind": ["pairings", "digits"]})
     del spec["base"]["data"]

@@ -67,9 +67,7 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
     from_file_changed = set()
     if from_file is not None:
         from_file_changed = changed_keys(data, from_file)
-        data = deep_merge(data, from_file)
-        for section in ("data", "diffusion", "sample"):
-            check(isinstance(data[section], dict), f"--config: {section} must be a mapping")
+        data = lay_over(data, from_file, "--config")
     flags = {}  # config key -> the flag that set it
     sets = []
     for flag, key in FLAG_KEYS.items():
@@ -139,6 +137,18 @@ def check_device(device: str) -> None:
         import torch
 
         check(torch.cuda.is_available(), f"--device {device}: no CUDA GPU is visible; use cpu")
+
+
+def lay_over(data: dict, extra: dict, what: str = "") -> dict:
+    """`extra` (a --config file's mapping, a sweep's base) merged into `data`, a `to_dict`;
+    refused, naming `what`, where it puts a value in place of a config section."""
+    for section, fields in extra.items():
+        check(
+            isinstance(fields, dict) or not isinstance(data.get(section), dict),
+            f"{what}{': ' if what else ''}config section {section} must be a mapping, "
+            f"not {fields!r}",
+        )
+    return deep_merge(data, extra)
 
 
 def deep_merge(base: dict, extra: dict) -> dict:

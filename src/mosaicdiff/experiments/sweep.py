@@ -113,7 +113,7 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
     )
     out = Path(out)
     from mosaicdiff.evaluate import metric_for
-    from mosaicdiff.resolve import changed_keys, deep_merge, refuse_unread
+    from mosaicdiff.resolve import changed_keys, lay_over, refuse_unread
 
     def resolve(values: dict) -> RunConfig:
         """A new run's config (defaults of its data kind) <- base <- --set <- `values`."""
@@ -121,7 +121,7 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
 
         def layer(data: dict) -> dict:
             given = changed_keys(data, base_part) | {a.split("=")[0].strip() for a in assignments}
-            data = assign(deep_merge(data, base_part), assignments)
+            data = assign(lay_over(data, base_part), assignments)
             # a grid of cnn x model.depth would train the same cnn twice, under two names
             refuse_unread(given, data)
             return data
