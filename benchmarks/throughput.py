@@ -14,6 +14,7 @@ Run: python -m benchmarks [--quick] [--json PATH] [--threads N] [--device cuda]
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -214,6 +215,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     archs = checked_archs(p, args.archs)
     check_counts(p, args, ("group", "threads"))
+    if args.skip != "sample" and importlib.util.find_spec("diffusers") is None:
+        p.error(
+            "the plain baseline samples with diffusers' DDPMScheduler, which is not installed: "
+            "pip install -e '.[test]' (or --skip sample)"
+        )
     # A persistent, benchmark-only inductor cache: reruns skip most of the compilation.
     os.environ.setdefault(
         "TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "mosaicdiff" / "inductor-bench")
