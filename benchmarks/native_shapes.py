@@ -1,11 +1,11 @@
 """The native C++ DDPM loop against the compiled step at other network shapes than the paper's.
 
-The loop is built per (tokens, values per token, hidden) shape, and `fast.native.buildable`
-admits only shapes measured faster than the compiled token-space step. This measures both
-samplers on untrained networks at each shape asked for, in the same run: ns per sample-step
-(best of --reps) and their ratio. A shape not yet built is built first (~1 min each, cached in
-TORCH_EXTENSIONS_DIR like any other); `buildable` is ignored here, so shapes beyond its limits
-can be measured too.
+The loop is built per (tokens, values per token, hidden) shape, and `fast.native.supports`
+uses it only within the limits measured faster than the compiled token-space step. This
+measures both samplers on untrained networks at each shape asked for, in the same run: ns per
+sample-step (best of --reps), their ratio, and whether `supports` picks the loop there. A shape
+not yet built is built first (~1 min each, cached in TORCH_EXTENSIONS_DIR like any other); the
+limits are lifted here, so shapes beyond them can be measured too.
 
 Run: python -m benchmarks.native_shapes [--archs cnn,attn] [--shapes 4:2:16,4:2:64,8:2:32]
      (a shape is image side : patch : hidden)
@@ -71,10 +71,10 @@ def main(argv=None) -> int:
     print(f"ns per sample-step ({args.batch} samples x {args.steps} steps, best of {args.reps})")
     print(
         f"{'arch':9}{'side':>5}{'patch':>6}{'hidden':>7}  {'N x P x H':11}"
-        f"{'native':>8}{'compiled':>10}{'ratio':>7}  buildable"
+        f"{'native':>8}{'compiled':>10}{'ratio':>7}  used"
     )
-    limits = native.buildable
-    native.buildable = lambda shape: True  # measure beyond the limits too
+    supports = native.supports
+    native.supports = lambda net, noise: True  # measure beyond the limits too
     try:
         for side, patch, hidden in shapes:
             for arch in archs:
@@ -90,10 +90,11 @@ def main(argv=None) -> int:
                 ours = ns_per_sample_step(fast, x_T, args.steps, args.reps)
                 compiled = FastDDPM(net, schedule, native_loop=False)
                 base = ns_per_sample_step(compiled, x_T, args.steps, args.reps)
-                cells = f"{ours:8.0f}{base:10.0f}{base / ours:6.2f}x  {limits(shape)}"
+                used = supports(net, "threefry")
+                cells = f"{ours:8.0f}{base:10.0f}{base / ours:6.2f}x  {'yes' if used else 'no'}"
                 print(row + cells, flush=True)
     finally:
-        native.buildable = limits
+        native.supports = supports
     return 0
 
 

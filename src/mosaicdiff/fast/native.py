@@ -55,15 +55,22 @@ CFLAGS = ["-O3", "-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-fopenmp"]
 STALE_S = 3600  # a build folder this old belongs to a build that was killed
 
 
+# Where the loop is used, measured against the compiled step by `python -m
+# benchmarks.native_shapes` on the 2-core AVX2 host (per sample-step, two runs): the cnn 1.9-3.0x
+# at hidden 16-128, at 16 tokens (8x8 images) and at 48 values (patch 4); attn 2.3-3.4x at
+# hidden 16, 1.3-1.6x at 64 and 0.8-1.1x at 128, where its tokens' activations no longer fit
+# the registers; 1.5-1.7x at 16 tokens or 48 values.
+MAX_TOKENS, MAX_VALUES, MAX_HIDDEN = 16, 192, 128  # tokens, values per sample, hidden
+MAX_ATTENTION_HIDDEN = 64
+
+
 def buildable(shape: tuple[int, int, int]) -> bool:
     """Whether the loop is built for (tokens N, values per token P, hidden H): vectors of four
     columns (P, H), noise in groups of four Box-Muller pairs (N P), and no bigger than measured
-    faster than the compiled step. On the 2-core AVX2 host, per sample-step, native against
-    compiled: cnn 2.2-3.0x at hidden 16-128, N = 16 (8x8 images) or P = 48 (patch 4); attn 3.4x
-    at hidden 16, 1.6x at 64, 1.1x at 128 (its N x H activations spill out of the registers),
-    1.5x at N = 16 (`python -m benchmarks.native_shapes`)."""
+    faster than the compiled step."""
     n, p, h = shape
-    return p % 4 == 0 and h % 4 == 0 and n * p % 8 == 0 and n <= 16 and n * p <= 192 and h <= 128
+    fits = n <= MAX_TOKENS and n * p <= MAX_VALUES and h <= MAX_HIDDEN
+    return p % 4 == 0 and h % 4 == 0 and n * p % 8 == 0 and fits
 
 
 def shape_of(net) -> tuple[int, int, int]:
@@ -149,12 +156,14 @@ def available(shape: tuple[int, int, int] = PAPER_SHAPE) -> bool:
 
 def supports(net, noise: str) -> bool:
     """Whether `net` (a `FoldedNet`) is a network this kernel computes, on the CPU."""
+    shape = shape_of(net)
     return (
         net.arch in ARCHS
         and net.act is F.silu
         and noise == "threefry"
         and not net.w_in.is_cuda
-        and buildable(shape_of(net))
+        and buildable(shape)
+        and (net.arch == "cnn" or shape[2] <= MAX_ATTENTION_HIDDEN)
     )
 
 
