@@ -13,9 +13,8 @@ Run: python -m benchmarks.native_shapes [--archs cnn,attn] [--shapes 4:2:16,4:2:
 
 from __future__ import annotations
 
-import time
-
 from benchmarks import parse_profiler_args, profiler_parser
+from benchmarks.throughput import best_time
 
 DEFAULT_SHAPES = "4:2:16,4:2:32,4:2:64,4:2:128,8:2:32,8:4:32"
 
@@ -38,11 +37,7 @@ def ns_per_sample_step(fast, x_T, steps: int, reps: int) -> float:
     import torch
 
     fast(x_T, torch.Generator().manual_seed(1), 1)  # compile, or load the loop
-    best = float("inf")
-    for _ in range(reps):
-        tick = time.perf_counter()
-        fast(x_T, torch.Generator().manual_seed(1), steps)
-        best = min(best, time.perf_counter() - tick)
+    best = best_time(lambda: fast(x_T, torch.Generator().manual_seed(1), steps), reps)
     return 1e9 * best / (x_T.shape[0] * steps)
 
 

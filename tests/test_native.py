@@ -84,15 +84,15 @@ def test_native_sampler_is_used_for_the_networks_it_computes_only():
     cnn = fast_denoiser(_model("cnn", 10))
     assert native.shape_of(cnn) == native.PAPER_SHAPE and native.supports(cnn, "threefry")
     assert not native.supports(cnn, "torch")
-    for kw, image in [
-        ({"nonlinearity": "relu"}, SHAPE),
-        ({"hidden": 18}, SHAPE),  # not whole vectors of four columns
-        ({"patch": 1}, SHAPE),  # 3 values per token
-        ({"hidden": 256}, SHAPE),  # beyond what was measured
-        ({"arch": "attn", "hidden": 128}, SHAPE),  # attention's activations spill: slower
+    for kw in [
+        {"nonlinearity": "relu"},
+        {"hidden": 18},  # not whole vectors of four columns
+        {"patch": 1},  # 3 values per token
+        {"hidden": 256},  # beyond what was measured
+        {"arch": "attn", "hidden": 128},  # attention's activations spill: slower
     ]:
         cfg = ModelConfig(**{"arch": "cnn", **kw})
-        net = fast_denoiser(build_model(cfg, image, 10, (0,)).eval().requires_grad_(False))
+        net = fast_denoiser(build_model(cfg, SHAPE, 10, (0,)).eval().requires_grad_(False))
         assert not native.supports(net, "threefry"), kw
     wide = build_model(ModelConfig(hidden=128), SHAPE, 10, (0,)).eval().requires_grad_(False)
     assert native.supports(fast_denoiser(wide), "threefry")  # the cnn's are not
