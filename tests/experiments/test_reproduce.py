@@ -10,7 +10,7 @@ from mosaicdiff.runs import load_run
 from mosaicdiff.theory.agreement import sample_agreement
 
 
-def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch):
+def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch, capsys):
     base = override(
         rp.preset_config("quick"),
         [
@@ -26,6 +26,9 @@ def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch):
     )
     monkeypatch.setitem(rp.THEORY_SIZES, "quick", (32, 8))
     report = rp.reproduce(base, tmp_path, progress=False)
+    # Without progress bars (a batch log) each model still says when it is done.
+    printed = capsys.readouterr().out
+    assert all(f"{m}: done in " in printed for m in rp.PAPER_MODELS), printed
     rows = json.loads((report / "table.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["random", "random_mc", "cnn", "top1", "identity", "attn"]
     assert abs(rows[0]["ours"] - 100 * 3 / 81) < 1e-9

@@ -135,8 +135,7 @@ def model_stages(
     if jobs <= 1:
         for arch, cfg in configs.items():
             results[arch], timings[arch] = model_stage(cfg, out / "runs" / arch, progress)
-            if progress:
-                print(done_line(arch, timings[arch]), flush=True)
+            print(done_line(arch, timings[arch]), flush=True)
         return results, timings
     import os
 
@@ -145,9 +144,7 @@ def model_stages(
     side = side or {}
     jobs = min(jobs, len(configs) + len(side))
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    if progress:
-        names = ", ".join([*configs, *side])
-        print(f"{names}: {jobs} processes at once", flush=True)
+    print(f"{', '.join([*configs, *side])}: {jobs} processes at once", flush=True)
     with process_pool(jobs) as pool:
         work = {a: (model_stage, (cfg, out / "runs" / a, False)) for a, cfg in configs.items()}
         futures = {
@@ -160,8 +157,7 @@ def model_stages(
                 results[name], timings[name] = result
             else:
                 timings[name] = seconds
-            if progress:
-                print(done_line(name, timings[name]), flush=True)
+            print(done_line(name, timings[name]), flush=True)
     return results, timings
 
 
@@ -248,8 +244,7 @@ def reproduce(
 
         rows = table_rows(configs, results, baseline)
         tick = time.perf_counter()
-        log = print if progress else (lambda *_: None)
-        points = ab.run_ablation(configs, ab.models_to_ablate(rows), out, jobs, log)
+        points = ab.run_ablation(configs, ab.models_to_ablate(rows), out, jobs)
         timings["ablation"] = time.perf_counter() - tick
         ablation_md = ab.ablation_markdown(points, rows)
     timings["total"] = time.perf_counter() - start  # the report itself takes a few seconds

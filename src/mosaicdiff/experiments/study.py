@@ -270,8 +270,7 @@ def study(
         creativity[name] = creativity_stage(cfg, out / "runs" / name, sc, progress)
         laps("sample + creativity")
         timings[name] = laps.seconds
-        if progress:
-            print(done_line(name, laps.seconds), flush=True)
+        print(done_line(name, laps.seconds), flush=True)
     tick = time.perf_counter()
     theory = theory_stage(out, configs, sc)
     timings["theory"] = time.perf_counter() - tick
