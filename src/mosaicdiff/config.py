@@ -329,14 +329,20 @@ def override(cfg: Any, assignments: list[str]) -> Any:
     return from_dict(type(cfg), assign(to_dict(cfg), assignments))
 
 
+def split_assignment(item: str) -> tuple[str, str]:
+    """'section.field = value' -> ('section.field', ' value'): the key it sets, its raw value."""
+    check("=" in item, f"override {item!r} must look like section.field=value")
+    key, raw = item.split("=", 1)
+    return key.strip(), raw
+
+
 def assign(data: dict, assignments: list[str]) -> dict:
     """`override` on a `to_dict` mapping: a copy of `data` with the assignments made, every key
     checked to exist but no value validated yet."""
     data = copy.deepcopy(data)
     for item in assignments:
-        check("=" in item, f"override {item!r} must look like section.field=value")
-        key, raw = item.split("=", 1)
-        node, names = data, key.strip().split(".")
+        key, raw = split_assignment(item)
+        node, names = data, key.split(".")
         for depth, name in enumerate(names):
             valid = sorted(node) if isinstance(node, dict) else []
             check(name in valid, f"unknown config key {key!r}; valid here: {valid}")

@@ -18,6 +18,7 @@ from mosaicdiff.config import (
     from_dict,
     new_run_config,
     read_mapping,
+    split_assignment,
     to_dict,
 )
 from mosaicdiff.errors import UserError, check
@@ -79,7 +80,7 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
         flags["train.seeds"] = "seeds"
         sets.append(f"train.seeds={json.dumps(list(parse_seeds(args.seeds)))}")
     for text in getattr(args, "set", None) or []:
-        key = text.split("=")[0].strip()
+        key = split_assignment(text)[0]
         check(
             key not in flags,
             f"--set {text} and --{flags.get(key, '').replace('_', '-')} both set {key}; "
@@ -88,7 +89,7 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
         sets.append(text)
     data = assign(data, sets)
     sampler = getattr(args, "sampler", None)
-    given = {s.split("=")[0].strip() for s in sets}
+    given = {split_assignment(s)[0] for s in sets}
     if sampler in ("ddim", "ddpm") and "sample.steps" not in given:
         # --sampler without --steps: ddim's 50 steps, or every one of ddpm's T
         data["sample"]["steps"] = DDIM_STEPS if sampler == "ddim" else data["diffusion"]["T"]

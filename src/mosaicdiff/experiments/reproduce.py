@@ -24,6 +24,7 @@ from mosaicdiff.config import (
     TrainConfig,
     matches,
     override,
+    split_assignment,
     stored_sample,
     to_dict,
 )
@@ -299,7 +300,7 @@ def cmd_reproduce(args) -> int:
     check(len(set(models)) == len(models), f"--models {args.models!r} names a model twice")
     for assignment in args.set or []:
         check(
-            assignment.split("=")[0].strip() != "model.arch",
+            split_assignment(assignment)[0] != "model.arch",
             f"--set {assignment!r}: reproduce trains the paper's models; choose them with --models",
         )
     base = resolve_config(args, preset_config(args.preset))

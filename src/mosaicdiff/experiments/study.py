@@ -35,6 +35,7 @@ from mosaicdiff.config import (
     assign,
     from_dict,
     override,
+    split_assignment,
     to_dict,
 )
 from mosaicdiff.errors import check
@@ -319,7 +320,7 @@ def cmd_study(args) -> int:
     sets = args.set or []
     study_sets = [s for s in sets if s.startswith("study.")]
     args.set = [s for s in sets if not s.startswith("study.")]
-    given = {s.split("=")[0].strip(): s.split("=", 1)[-1] for s in args.set}
+    given = dict(split_assignment(s) for s in args.set)
     for field in ("arch", "depth", "kernel", "patch"):  # run_configs sets these per run
         key = f"model.{field}"  # (study takes no --config file: --set is the only way in)
         check(key not in given, f"{key}={given.get(key)}: {STUDY_SETS_MODEL}")

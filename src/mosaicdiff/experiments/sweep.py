@@ -38,6 +38,7 @@ from mosaicdiff.config import (
     matches,
     new_run_config,
     read_mapping,
+    split_assignment,
     to_dict,
 )
 from mosaicdiff.errors import UserError, check
@@ -120,7 +121,7 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
         assignments = [*sets, *(f"{k}={json.dumps(v)}" for k, v in values.items())]
 
         def layer(data: dict) -> dict:
-            given = changed_keys(data, base_part) | {a.split("=")[0].strip() for a in assignments}
+            given = changed_keys(data, base_part) | {split_assignment(a)[0] for a in assignments}
             data = assign(lay_over(data, base_part), assignments)
             # a grid of cnn x model.depth would train the same cnn twice, under two names
             refuse_unread(given, data)
