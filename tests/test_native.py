@@ -3,6 +3,7 @@ its build cache."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,7 +104,8 @@ def test_native_sampler_is_used_for_the_networks_it_computes_only():
 @needs_native
 def test_a_build_killed_halfway_leaves_nothing_to_wait_on(tmp_path):
     """SIGKILL the first build in the middle; the next process builds in a folder of its own
-    (removing the killed one once it is old) and a third loads that build without building."""
+    (removing the killed one: its process is gone) and a third loads that build without
+    building."""
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
     code = "from mosaicdiff.fast import native; assert native.available()"
     run = [sys.executable, "-c", code]
@@ -115,12 +117,29 @@ def test_a_build_killed_halfway_leaves_nothing_to_wait_on(tmp_path):
     first.wait()
     (killed,) = tmp_path.glob(".*-build-*")
     assert (killed / "lock").exists()  # torch's lock, which its own shared folder would keep
-    os.utime(killed, (time.time() - 2 * native.STALE_S,) * 2)
+    assert killed.name.startswith(f".{native.NAME}-build-{socket.gethostname()}-{first.pid}-")
     for builds in (True, False):
         done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
         assert ("building the native DDPM loop" in done.stderr) == builds
     assert [p.name for p in tmp_path.iterdir()] == [native.cached_path().name]
+
+
+def test_build_folders_of_live_processes_and_of_other_hosts_stay_until_old(tmp_path):
+    """A build folder is removed when its process on this host is gone, or (another host's,
+    on a shared filesystem) when it is older than STALE_S; a live build's folder stays."""
+    prefix = f".{native.NAME}-build-"
+    live = tmp_path / f"{prefix}{socket.gethostname()}-{os.getpid()}-abc_1"
+    other = tmp_path / f"{prefix}node-07.cluster-{os.getpid()}-abc_2"
+    old = tmp_path / f"{prefix}node-08-12-abc_3"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    killed = tmp_path / f"{prefix}{socket.gethostname()}-{gone.pid}-abc_4"
+    for folder in (live, other, old, killed):
+        folder.mkdir()
+    os.utime(old, (time.time() - 2 * native.STALE_S,) * 2)
+    native._remove_killed_builds(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
 
 
 def test_a_failed_build_warns_and_the_compiled_step_stands_in(monkeypatch):

@@ -27,6 +27,7 @@ import importlib.util
 import os
 import platform
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -52,7 +53,7 @@ def cpu_has_avx2() -> bool:
 
 NAME = "mosaicdiff_ddpm_loop"
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-fopenmp"]
-STALE_S = 3600  # a build folder this old belongs to a build that was killed
+STALE_S = 3600  # a build folder this old, from another host, belongs to a killed build
 
 
 # Where the loop is used, measured against the compiled step by `python -m
@@ -99,10 +100,30 @@ def cached_path(shape: tuple[int, int, int] = PAPER_SHAPE) -> Path:
     return root / f"{module_name(shape)}-{key}.so"
 
 
+def _build_prefix() -> str:
+    """The start of this process's build folder's name: whose build it is (tempfile adds a
+    random tail of letters, digits and '_')."""
+    return f".{NAME}-build-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _killed(build: Path) -> bool:
+    """Whether the build in folder `build` was killed: its process is gone (one of this host's),
+    or the folder is older than STALE_S (another host's, on a shared filesystem)."""
+    owner = build.name.removeprefix(f".{NAME}-build-").rsplit("-", 2)[:-1]  # [host, pid]
+    if len(owner) == 2 and owner[0] == socket.gethostname() and owner[1].isdigit():
+        try:
+            os.kill(int(owner[1]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # another user's process: alive
+            pass
+    return time.time() - build.stat().st_mtime > STALE_S
+
+
 def _remove_killed_builds(folder: Path) -> None:
     for build in folder.glob(f".{NAME}-build-*"):
         try:
-            if time.time() - build.stat().st_mtime > STALE_S:
+            if _killed(build):
                 shutil.rmtree(build, ignore_errors=True)
         except OSError:  # another process removed it first
             pass
@@ -134,7 +155,7 @@ def _module(shape: tuple[int, int, int] = PAPER_SHAPE):
     so.parent.mkdir(parents=True, exist_ok=True)
     _remove_killed_builds(so.parent)
     print(f"mosaicdiff: building the native DDPM loop, once (~1 min): {so}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix=f".{NAME}-build-", dir=so.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=_build_prefix(), dir=so.parent) as tmp:
         module = build(name, SOURCE.read_text(), tmp, shape)
         os.replace(Path(tmp) / f"{name}.so", so)  # one step: others see all of it or nothing
     return module
