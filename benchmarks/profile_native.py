@@ -1,11 +1,12 @@
 """Where the native C++ DDPM loop's time goes: the loop timed against copies of it with one part
 taken out.
 
-The loop (`fast/ddpm_loop.cpp`, the default sampler for the paper's networks on AVX2) is one
-call, which torch.profiler cannot split. So this builds two copies of its source: one whose
-Threefry + Box-Muller noise is zeros, one whose SiLU is the identity (no exponentials). A part's
-cost is the full loop's time minus the copy's. Without SiLU the attention sees other
-activations, so that column is approximate. Each copy takes ~1 min to build; nothing is cached.
+The loop (`fast/ddpm_loop.cpp`, the default sampler for the paper's networks on AVX2 and
+AVX-512) is one call, which torch.profiler cannot split. So this builds two copies of its
+source: one whose Threefry + Box-Muller noise is zeros, one whose SiLU is the identity (no
+exponentials). A part's cost is the full loop's time minus the copy's. Without SiLU the attention
+sees other activations, so that column is approximate. Each copy takes ~1 min to build; nothing
+is cached.
 
 Run: python -m benchmarks.profile_native [--archs cnn,attn] [--batch 100000] [--steps 50]
 """
@@ -17,7 +18,7 @@ import time
 
 from benchmarks import parse_profiler_args, profiler_parser
 
-NOISE_HEAD = "inline void noise(const uint32_t key[3], __m256i index, int64_t t, Vec* z) {\n"
+NOISE_HEAD = "inline void noise(const uint32_t key[3], Bits index, int64_t t, Vec* z) {\n"
 ZERO_NOISE = "  for (int j = 0; j < D; ++j) z[j] = Vec(0.0f);\n  return;\n"
 SILU = "inline Vec silu(Vec v) { return v / (Vec(1.0f) + v.neg().exp_u20()); }"
 NO_SILU = "inline Vec silu(Vec v) { return v; }"

@@ -243,6 +243,7 @@ def main(argv=None) -> int:
         if args.device == "cpu"
         else f"{args.device} ({torch.cuda.get_device_name(args.device)})",
         "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the native loop's vectors
         "quick": args.quick,
         "group": args.group,
         "matmul_ceiling_flops": ceiling,
@@ -269,7 +270,7 @@ def report(res: dict) -> str:
     lines = [
         f"device={res.get('device', 'cpu')} "
         f"threads={res['threads']} of {res['cpus']} cpus (load {res['load_average_1min']:.1f}) "
-        f"torch={res['torch']} quick={res['quick']} "
+        f"torch={res['torch']} ({res.get('cpu_capability', '?')}) quick={res['quick']} "
         f"malloc thresholds {'fixed' if res.get('malloc_thresholds_fixed') else 'default'} "
         f"matmul ceiling {ceil / 1e9:.0f} GFLOP/s, wall {res.get('wall_s', 0):.0f} s",
     ]

@@ -80,6 +80,45 @@ def test_native_steps_equal_the_eager_steps(arch):
     assert not torch.allclose(eager, x_T, atol=1e-2)  # 7 steps moved the samples
 
 
+SAMPLE_EVERY_ARCH = """
+import sys, torch
+from mosaicdiff.config import ModelConfig
+from mosaicdiff.diffusion import Schedule
+from mosaicdiff.fast import native
+from mosaicdiff.fast.folding import fast_denoiser
+from mosaicdiff.fast.sampling import FastDDPM
+from mosaicdiff.models import build_model
+out = {}
+for arch in native.ARCHS:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch), (3, 4, 4), 30, (0, 1))
+    fast = FastDDPM(fast_denoiser(model.eval().requires_grad_(False)), Schedule.linear(T=30))
+    assert fast.native and native.lanes() == int(sys.argv[2]), native.isa()
+    x_T = torch.randn(2 * 37, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    out[arch] = fast(x_T, torch.Generator().manual_seed(2))
+    out[arch + " weights"] = torch.cat([p.flatten() for p in model.parameters()])
+torch.save(out, sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(native.isa() != "AVX512", reason="compares AVX-512 with AVX2: no AVX-512")
+def test_the_avx512_loop_draws_the_avx2_loops_samples(tmp_path):
+    """16 samples per vector against 8 (ATEN_CPU_CAPABILITY=avx2 chooses the AVX2 build), each
+    in a process of its own: the same samples, for every arch, 37 per seed (not whole vectors)."""
+    outs = []
+    for capability, lanes in (("avx512", 16), ("avx2", 8)):
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+        file = tmp_path / f"{capability}.pt"
+        run = [sys.executable, "-c", SAMPLE_EVERY_ARCH, str(file), str(lanes)]
+        done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        outs.append(torch.load(file, weights_only=True))
+    wide, narrow = outs
+    for arch in native.ARCHS:
+        assert torch.equal(wide[arch + " weights"], narrow[arch + " weights"])
+        torch.testing.assert_close(wide[arch], narrow[arch], rtol=1e-5, atol=1e-5)
+
+
 def test_native_sampler_is_used_for_the_networks_it_computes_only():
     schedule = Schedule.linear(T=10)
     cnn = fast_denoiser(_model("cnn", 10))

@@ -8,6 +8,6 @@
   `sampling.ddpm_sample`.
 - `inductor.configure_inductor`: the compiler settings both compiled paths need (ATen's random
   numbers, an inductor cache of each process's own, an allocator that keeps freed memory).
-- `native`: DDPM for the paper's four networks as one hand-vectorised C++ loop (x86 with AVX2),
-  which `sampling.FastDDPM` uses where it compiles and the loop builds.
+- `native`: DDPM for the paper's four networks as one hand-vectorised C++ loop (x86, AVX2 or
+  AVX-512), which `sampling.FastDDPM` uses where it compiles and the loop builds.
 """

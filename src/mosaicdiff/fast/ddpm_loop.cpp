@@ -1,12 +1,13 @@
-// The paper's networks' whole DDPM sampler (Threefry noise) as one AVX2 loop; built and called
-// by native.py.
+// The paper's networks' whole DDPM sampler (Threefry noise) as one AVX2 or AVX-512 loop; built
+// and called by native.py.
 //
 // It computes what `fast.sampling._ddpm_step_counter` computes, for every step at once: each
-// block of 8 samples (one per vector lane) stays in registers and L1 from x_T to x_0, so no
-// intermediate goes to memory, and there is one call per batch instead of one per step.
+// block of LANES samples (one per vector lane: 8 with AVX2, 16 with AVX-512) stays in registers
+// and L1 from x_T to x_0, so no intermediate goes to memory, and there is one call per batch
+// instead of one per step.
 //
-// Layout: x is (S, blocks, D, 8): seed, block of 8 samples, the D = C H W values of a sample in
-// image order, lane. Token n's value q is the image value tok[n P + q] (patchify's order).
+// Layout: x is (S, blocks, D, LANES): seed, block of LANES samples, the D = C H W values of a
+// sample in image order, lane. Token n's value q is the image value tok[n P + q] (patchify's order).
 // Noise: Threefry-2x32-20 of counters (sample index, t D/2 + j) under the key, then
 // Box-Muller (noise.counter_normal): the cosine normal is value j, the sine normal D/2 + j.
 // Network (FoldedNet.eps_tokens): h = silu(x_tok W_in + bias[t]) per token, y = h W2 with
@@ -32,44 +33,60 @@
 
 namespace {
 
+// The vector width is ATen's, chosen by -DCPU_CAPABILITY_AVX512 or -DCPU_CAPABILITY_AVX2 (and
+// the matching -m flags): Vec holds LANES floats, Bits as many 32-bit integers (the noise's).
 using Vec = at::vec::Vectorized<float>;
-constexpr int LANES = 8;
+constexpr int LANES = Vec::size();
+#if defined(CPU_CAPABILITY_AVX512)
+using Bits = __m512i;
+inline Bits add(Bits a, Bits b) { return _mm512_add_epi32(a, b); }
+inline Bits bit_xor(Bits a, Bits b) { return _mm512_xor_si512(a, b); }
+inline Bits rotl(Bits x, int r) { return _mm512_rolv_epi32(x, _mm512_set1_epi32(r)); }
+inline Bits splat(uint32_t v) { return _mm512_set1_epi32(static_cast<int>(v)); }
+inline Bits lane_index() {
+  return _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+}
+inline Vec top24(Bits b) { return Vec(_mm512_cvtepi32_ps(_mm512_srli_epi32(b, 8))); }
+#else
+using Bits = __m256i;
+inline Bits add(Bits a, Bits b) { return _mm256_add_epi32(a, b); }
+inline Bits bit_xor(Bits a, Bits b) { return _mm256_xor_si256(a, b); }
+inline Bits rotl(Bits x, int r) {
+  return _mm256_or_si256(_mm256_slli_epi32(x, r), _mm256_srli_epi32(x, 32 - r));
+}
+inline Bits splat(uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
+inline Bits lane_index() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+inline Vec top24(Bits b) { return Vec(_mm256_cvtepi32_ps(_mm256_srli_epi32(b, 8))); }
+#endif
+static_assert(sizeof(Bits) == sizeof(float) * LANES, "Bits and Vec must hold as many lanes");
+
 constexpr int ROTATIONS[8] = {13, 15, 26, 6, 17, 29, 16, 24};
 constexpr int GROUP = 4;  // counters hashed together: four independent chains keep the ALUs busy
 
-inline __m256i rotl(__m256i x, int r) {
-  return _mm256_or_si256(_mm256_slli_epi32(x, r), _mm256_srli_epi32(x, 32 - r));
-}
-
-inline __m256i splat(uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
-
 // Threefry-2x32-20 of GROUP counter pairs (c0 per lane, c1[g] for every lane) under key ks.
-inline void threefry(const uint32_t ks[3], __m256i c0, const uint32_t* c1, __m256i* x0,
-                     __m256i* x1) {
+inline void threefry(const uint32_t ks[3], Bits c0, const uint32_t* c1, Bits* x0, Bits* x1) {
   for (int g = 0; g < GROUP; ++g) {
-    x0[g] = _mm256_add_epi32(c0, splat(ks[0]));
+    x0[g] = add(c0, splat(ks[0]));
     x1[g] = splat(c1[g] + ks[1]);
   }
 #pragma GCC unroll 20
   for (int r = 0; r < 20; ++r) {
     for (int g = 0; g < GROUP; ++g) {
-      x0[g] = _mm256_add_epi32(x0[g], x1[g]);
-      x1[g] = _mm256_xor_si256(rotl(x1[g], ROTATIONS[r % 8]), x0[g]);
+      x0[g] = add(x0[g], x1[g]);
+      x1[g] = bit_xor(rotl(x1[g], ROTATIONS[r % 8]), x0[g]);
     }
     if (r % 4 == 3) {  // key injection every 4 rounds
       const uint32_t i = (r + 1) / 4;
       for (int g = 0; g < GROUP; ++g) {
-        x0[g] = _mm256_add_epi32(x0[g], splat(ks[i % 3]));
-        x1[g] = _mm256_add_epi32(x1[g], splat(ks[(i + 1) % 3] + i));
+        x0[g] = add(x0[g], splat(ks[i % 3]));
+        x1[g] = add(x1[g], splat(ks[(i + 1) % 3] + i));
       }
     }
   }
 }
 
 // u = (bits >> 8) / 2^24 in [0, 1), as noise._uniform.
-inline Vec uniform(__m256i bits) {
-  return Vec(_mm256_cvtepi32_ps(_mm256_srli_epi32(bits, 8))) * Vec(1.0f / 16777216.0f);
-}
+inline Vec uniform(Bits bits) { return top24(bits) * Vec(1.0f / 16777216.0f); }
 
 // silu(v) = v / (1 + exp(-v)), with ATen's inline exp_u20 (20 ulp), as Inductor's kernels: with
 // Sleef's out-of-line exp the cnn's loop took 288 instead of 242 ns per sample-step.
@@ -88,13 +105,13 @@ struct Args {
 
 // z (D values) of step t for the lanes' sample indices.
 template <int D>
-inline void noise(const uint32_t key[3], __m256i index, int64_t t, Vec* z) {
+inline void noise(const uint32_t key[3], Bits index, int64_t t, Vec* z) {
   constexpr int PAIRS = D / 2;
   static_assert(PAIRS % GROUP == 0, "unsupported shape");
   for (int j0 = 0; j0 < PAIRS; j0 += GROUP) {
     uint32_t c1[GROUP];
     for (int g = 0; g < GROUP; ++g) c1[g] = static_cast<uint32_t>(t * PAIRS + j0 + g);
-    __m256i b0[GROUP], b1[GROUP];
+    Bits b0[GROUP], b1[GROUP];
     threefry(key, index, c1, b0, b1);
     for (int g = 0; g < GROUP; ++g) {
       const Vec r = (Vec(-2.0f) * (Vec(1.0f) - uniform(b0[g])).log()).sqrt();
@@ -181,9 +198,8 @@ void sample_block(const Args& a, int64_t seed, int64_t block) {
   Vec xs[D], z[D];
   float* xb = a.x + (seed * a.blocks + block) * D * LANES;
   for (int v = 0; v < D; ++v) xs[v] = Vec::loadu(xb + v * LANES);
-  const __m256i index =
-      _mm256_add_epi32(splat(static_cast<uint32_t>(seed * a.per_seed + block * LANES)),
-                       _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const Bits index = add(splat(static_cast<uint32_t>(seed * a.per_seed + block * LANES)),
+                         lane_index());
   for (int64_t k = 0; k < a.n_steps; ++k) {
     const int64_t t = a.t_first - k;
     const float* bias = a.bias + (t * a.seeds + seed) * H;

@@ -1,14 +1,16 @@
-"""DDPM for the paper's networks as one hand-vectorised C++ loop (`ddpm_loop.cpp`), x86 with AVX2.
+"""DDPM for the paper's networks as one hand-vectorised C++ loop (`ddpm_loop.cpp`), x86 with AVX2
+or AVX-512.
 
 `FastDDPM` uses it for cnn, attn, identity and top1 (SiLU) with Threefry noise when it
 compiles, at any shape `buildable` allows: the paper's 4 tokens of 12 values and hidden 32, and
 the widths and image sizes a sweep tries. It computes the same samples as the compiled token-space
-step (tested to float tolerance against `sampling.ddpm_sample`), several times faster on an
-AVX2 host: each block of 8 samples stays in registers and L1 from x_T to x_0, where the
-compiled step sends every intermediate through memory and MKL's thin GEMMs
-(`python -m benchmarks` measures it).
+step (tested to float tolerance against `sampling.ddpm_sample`), several times faster: each
+block of 8 samples (16 with AVX-512) stays in registers and L1 from x_T to x_0, where the
+compiled step sends every intermediate through memory and MKL's thin GEMMs (`python -m
+benchmarks` measures it).
 
-It is built once per shape, machine and torch version with
+It is built for the widest vectors torch uses here (`isa()`: AVX-512 where the CPU has it;
+ATEN_CPU_CAPABILITY=avx2 chooses AVX2), once per shape, machine and torch version with
 `torch.utils.cpp_extension.load_inline` (~1 min; the shape is a compile-time constant, so the
 compiler unrolls every loop over it), in a build folder of its own, and moved into the cache in
 one step: TORCH_EXTENSIONS_DIR (by default ~/.cache/torch_extensions)/
@@ -43,16 +45,31 @@ from mosaicdiff.models.patchnet import patchify
 SOURCE = Path(__file__).with_name("ddpm_loop.cpp")
 ARCHS = ("cnn", "attn", "identity", "top1")  # the kernel's arch codes, in order
 PAPER_SHAPE = (4, 12, 32)  # (tokens, values per token, hidden) of the paper's networks
-LANES = 8  # samples per vector
+# torch's CPU capability -> the loop's vector flags (as ATen's own kernels for it) and the
+# samples one vector holds.
+ISAS = {
+    "AVX2": (["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2"], 8),
+    "AVX512": (
+        ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-DCPU_CAPABILITY_AVX512"],
+        16,
+    ),
+}
+
+
+def isa() -> str | None:
+    """The vectors the loop is built for: torch's CPU capability (AVX512 or AVX2, the widest the
+    CPU has; ATEN_CPU_CAPABILITY=avx2 chooses AVX2 on an AVX-512 CPU), None where neither runs."""
+    x86 = platform.machine() in ("x86_64", "AMD64")
+    capability = torch.backends.cpu.get_cpu_capability()
+    return capability if x86 and capability in ISAS else None
 
 
 def cpu_has_avx2() -> bool:
-    x86 = platform.machine() in ("x86_64", "AMD64")
-    return x86 and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    return isa() is not None
 
 
 NAME = "mosaicdiff_ddpm_loop"
-CFLAGS = ["-O3", "-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-fopenmp"]
+CFLAGS = ["-O3", "-fopenmp"]
 STALE_S = 3600  # a build folder this old, from another host, belongs to a killed build
 
 
@@ -60,7 +77,9 @@ STALE_S = 3600  # a build folder this old, from another host, belongs to a kille
 # benchmarks.native_shapes` on the 2-core AVX2 host (per sample-step, two runs): the cnn 1.9-3.0x
 # at hidden 16-128, at 16 tokens (8x8 images) and at 48 values (patch 4); attn 2.3-3.4x at
 # hidden 16, 1.3-1.6x at 64 and 0.8-1.1x at 128, where its tokens' activations no longer fit
-# the registers; 1.5-1.7x at 16 tokens or 48 values.
+# the registers; 1.5-1.7x at 16 tokens or 48 values. On a 2-core AVX-512 host (a Xeon; the
+# 16-lane build, one run): the cnn 1.7-4.2x everywhere; attn, identity and top1 1.7-3.5x at
+# hidden 16-32, 1.2-2.0x at 64 and 1.0-1.7x at 128; 1.6-29x at 16 tokens or 48 values.
 MAX_TOKENS, MAX_VALUES, MAX_HIDDEN = 16, 192, 128  # tokens, values per sample, hidden
 MAX_ATTENTION_HIDDEN = 64
 
@@ -84,14 +103,20 @@ def module_name(shape: tuple[int, int, int]) -> str:
     return f"{NAME}_{'x'.join(map(str, shape))}"
 
 
+def lanes() -> int:
+    """Samples per vector of the loop built here."""
+    return ISAS[isa() or "AVX2"][1]
+
+
 def cflags(shape: tuple[int, int, int]) -> list[str]:
     n, p, h = shape
-    return [*CFLAGS, f"-DMD_TOKENS={n}", f"-DMD_VALUES={p}", f"-DMD_HIDDEN={h}"]
+    vectors = ISAS[isa() or "AVX2"][0]
+    return [*CFLAGS, *vectors, f"-DMD_TOKENS={n}", f"-DMD_VALUES={p}", f"-DMD_HIDDEN={h}"]
 
 
 def cached_path(shape: tuple[int, int, int] = PAPER_SHAPE) -> Path:
-    """Where the loop built for `shape` lives: one file per shape, source, flags, torch and
-    Python version."""
+    """Where the loop built for `shape` lives: one file per shape, source, flags (vector width
+    included), torch and Python version."""
     from torch.utils.cpp_extension import get_default_build_root
 
     what = [SOURCE.read_text(), *cflags(shape), torch.__version__, sys.version, platform.machine()]
@@ -163,7 +188,8 @@ def _module(shape: tuple[int, int, int] = PAPER_SHAPE):
 
 @cache
 def available(shape: tuple[int, int, int] = PAPER_SHAPE) -> bool:
-    """Whether the kernel for `shape` runs here: an AVX2 CPU, and it builds (or is built)."""
+    """Whether the kernel for `shape` runs here: an AVX2 or AVX-512 CPU, and it builds (or is
+    built)."""
     if not cpu_has_avx2():
         return False
     try:
@@ -194,13 +220,13 @@ def ddpm(
     """DDPM from step `t_first` for `n_steps` steps: x_T (S*B, C, H, W) -> x. `coef` (T, 3) is
     (c_x, c_eps, sigma), `key` the Threefry key. Sample i of seed s has noise index s*B + i, as
     in `FastDDPM._counter_loop`."""
-    s = net.n_seeds
+    s, lane = net.n_seeds, lanes()
     b = x_T.shape[0] // s
     d = x_T[0].numel()
-    blocks = -(-b // LANES)
+    blocks = -(-b // lane)
     x = x_T.reshape(s, b, d).float()
-    x = F.pad(x, (0, 0, 0, blocks * LANES - b))  # padded lanes compute noise nobody keeps
-    x = x.view(s, blocks, LANES, d).transpose(2, 3).contiguous()  # (S, blocks, D, lanes)
+    x = F.pad(x, (0, 0, 0, blocks * lane - b))  # padded lanes compute noise nobody keeps
+    x = x.view(s, blocks, lane, d).transpose(2, 3).contiguous()  # (S, blocks, D, lanes)
     # Token n's value q is image value tok[n P + q].
     tok = patchify(torch.arange(d).view(1, *net.image_shape), net.patch).reshape(-1).int()
     k0, k1 = (int(k) & 0xFFFFFFFF for k in key.tolist())
@@ -212,5 +238,5 @@ def ddpm(
     _module(shape_of(net)).ddpm_loop(
         x, code, w_in, bias, w2, a, net.scale, b_out, coef, tok, k0, k1, t_first, n_steps, b
     )
-    x = x.transpose(2, 3).reshape(s, blocks * LANES, d)[:, :b]
+    x = x.transpose(2, 3).reshape(s, blocks * lane, d)[:, :b]
     return x.reshape(x_T.shape).to(x_T.dtype)

@@ -15,8 +15,8 @@ Exact rewrites, each tested against the reference:
    per-step kernel: same numbers up to float rounding of log/cos/sin.
    Either way the samples equal `sampling.ddpm_sample`'s with the same `noise` to float rounding.
 4. For the paper's networks with Threefry noise on an x86 CPU with AVX2, compiling means the
-   native loop of `fast.native` instead: all steps for 8 samples per vector, in registers and
-   L1 (several times the compiled step's speed on an AVX2 host).
+   native loop of `fast.native` instead: all steps for 8 samples per vector (16 with
+   AVX-512), in registers and L1 (several times the compiled step's speed).
 
 The per-step update x_{t-1} = c_x[t] x_t - c_eps[t] eps + sigma[t] z (Ho et al. 2020, Alg. 2;
 tables from `sampling.ddpm_tables`) is fused with the network into one compiled function that
