@@ -21,7 +21,7 @@ from mosaicdiff.sampling import ddpm_sample
 
 SHAPE = (3, 4, 4)
 needs_native = pytest.mark.skipif(
-    not native.cpu_has_avx2(), reason="the native sampler needs an x86 CPU with AVX2"
+    native.isa() is None, reason="the native sampler needs an x86 CPU with AVX2 or AVX-512"
 )
 
 
@@ -187,7 +187,7 @@ def test_a_failed_build_warns_and_the_compiled_step_stands_in(monkeypatch):
         raise RuntimeError("Error building extension 'mosaicdiff_ddpm_loop'\nc++: not found")
 
     monkeypatch.setattr(native, "_module", no_compiler)
-    monkeypatch.setattr(native, "cpu_has_avx2", lambda: True)
+    monkeypatch.setattr(native, "isa", lambda: "AVX2")
     monkeypatch.setattr(native, "available", native.available.__wrapped__)  # not the cached one
     net = fast_denoiser(_model("cnn", 10))
     with pytest.warns(UserWarning, match="not built \\(Error building extension"):
