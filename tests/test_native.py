@@ -120,7 +120,8 @@ def test_the_avx512_loop_draws_the_avx2_loops_samples(tmp_path):
         assert torch.equal(wide[arch], narrow[arch]), arch
 
 
-def test_native_sampler_is_used_for_the_networks_it_computes_only():
+def test_native_sampler_is_used_for_the_networks_it_computes_only(monkeypatch):
+    monkeypatch.setattr(native, "isa", lambda: "AVX2")  # the 8-lane build's limits
     schedule = Schedule.linear(T=10)
     cnn = fast_denoiser(_model("cnn", 10))
     assert native.shape_of(cnn) == native.PAPER_SHAPE and native.supports(cnn, "threefry")
@@ -139,6 +140,14 @@ def test_native_sampler_is_used_for_the_networks_it_computes_only():
     assert native.supports(fast_denoiser(wide), "threefry")  # the cnn's are not
     assert not FastDDPM(cnn, schedule, compile=False).native  # it builds only where compiling
     assert not FastDDPM(cnn, schedule, native_loop=False).native
+
+
+def test_attention_at_hidden_128_takes_the_loop_only_with_16_lanes(monkeypatch):
+    cfg = ModelConfig(arch="attn", hidden=128)
+    net = fast_denoiser(build_model(cfg, SHAPE, 10, (0,)).eval().requires_grad_(False))
+    for capability, used in [("AVX2", False), ("AVX512", True)]:
+        monkeypatch.setattr(native, "isa", lambda c=capability: c)
+        assert native.supports(net, "threefry") == used, capability
 
 
 @needs_native

@@ -75,9 +75,11 @@ STALE_S = 3600  # a build folder this old, from another host, belongs to a kille
 # hidden 16, 1.3-1.6x at 64 and 0.8-1.1x at 128, where its tokens' activations no longer fit
 # the registers; 1.5-1.7x at 16 tokens or 48 values. On a 2-core AVX-512 host (a Xeon; the
 # 16-lane build, one run): the cnn 1.7-4.2x everywhere; attn, identity and top1 1.7-3.5x at
-# hidden 16-32, 1.2-2.0x at 64 and 1.0-1.7x at 128; 1.6-29x at 16 tokens or 48 values.
+# hidden 16-32, 1.2-2.0x at 64 and 1.0-1.7x at 128; 1.6-29x at 16 tokens or 48 values. On a
+# 2-core AVX-512 AMD EPYC (Zen 5; one run): attn, identity and top1 2.1-4.3x at 64 and 2.2-3.7x
+# at 128. So attention with hidden 128 takes the loop where its vectors hold 16 samples only.
 MAX_TOKENS, MAX_VALUES, MAX_HIDDEN = 16, 192, 128  # tokens, values per sample, hidden
-MAX_ATTENTION_HIDDEN = 64
+MAX_ATTENTION_HIDDEN = {"AVX2": 64, "AVX512": 128}  # by isa()
 
 
 def buildable(shape: tuple[int, int, int]) -> bool:
@@ -206,7 +208,7 @@ def supports(net, noise: str) -> bool:
         and noise == "threefry"
         and not net.w_in.is_cuda
         and buildable(shape)
-        and (net.arch == "cnn" or shape[2] <= MAX_ATTENTION_HIDDEN)
+        and (net.arch == "cnn" or shape[2] <= MAX_ATTENTION_HIDDEN[isa() or "AVX2"])
     )
 
 
