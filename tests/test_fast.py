@@ -3,7 +3,7 @@ import torch
 
 from mosaicdiff.config import ModelConfig
 from mosaicdiff.diffusion import Schedule
-from mosaicdiff.fast.folding import fast_denoiser, thin_bmm
+from mosaicdiff.fast.folding import fast_denoiser, mix, thin_bmm
 from mosaicdiff.fast.sampling import FastDDPM, box_muller, fast_ddpm_sample, patchify_pairs
 from mosaicdiff.models import build_model
 from mosaicdiff.models.patchnet import patchify
@@ -62,6 +62,21 @@ def test_thin_bmm_is_bmm_and_compiles_without_a_gemm_call_where_it_fuses(fuse, m
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
     # fused: one loop, no GEMM between kernels; else MKL's GEMMs
     assert ("bmm" in "".join(code)) is not fuse
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("n", [4, 16, 20])  # unrolled up to 16 tokens, a GEMM beyond
+def test_mix_is_bmm_and_compiles_without_a_reduction_over_tokens(n):
+    from torch._inductor.utils import run_and_get_code
+
+    g = torch.Generator().manual_seed(0)
+    w, v = torch.randn(300, n, n, generator=g).softmax(-1), torch.randn(300, n, 12, generator=g)
+    torch.testing.assert_close(mix(w, v), torch.bmm(w, v), rtol=1e-5, atol=1e-6)
+    torch._dynamo.reset()
+    out, code = run_and_get_code(torch.compile(mix, fullgraph=True, dynamic=False), w, v)
+    torch.testing.assert_close(out, torch.bmm(w, v), rtol=1e-5, atol=1e-6)
+    if n <= 16 and not out.is_cuda:  # pointwise: nothing for inductor to parallelise badly
+        assert "tmp_acc" not in "".join(code)
     torch._dynamo.reset()
 
 

@@ -40,6 +40,26 @@ def thin_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a, b)
 
 
+# Up to this many tokens `mix` is a sum of N products, not a reduction over N: with AVX-512,
+# Inductor parallelised the reduction of the broadcast sum over its 16 terms at 16 tokens (8x8
+# images), opening an OpenMP region per row, and the attn step took 14-35 us per sample-step
+# instead of ~2 (identity 13-16 us; Zen 5 EPYC, one process per run). At 4 tokens the three
+# forms were within this host's noise, except torch.bmm under AVX2 (1.5-1.8x slower); past 16
+# tokens the unrolled graph grows, and a GEMM has work enough.
+UNROLL_TOKENS = 16
+
+
+def mix(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """weights (B, N, N) @ values (B, N, P): each query's weighted sum of the value rows."""
+    n = weights.shape[-1]
+    if n > UNROLL_TOKENS:
+        return torch.bmm(weights, values)
+    out = weights[..., :1] * values[:, :1]
+    for j in range(1, n):
+        out = out + weights[..., j : j + 1] * values[:, j : j + 1]
+    return out
+
+
 class FoldedNet:
     """A trained `PatchNet` (S seeds, eval mode) with its weights folded for sampling.
 
@@ -95,7 +115,7 @@ class FoldedNet:
             winner = logits.argmax(-1, keepdim=True).expand(-1, -1, p)  # (S B, N, P)
             mixed = values.gather(1, winner)
         else:
-            mixed = (logits.softmax(-1)[..., None] * values[:, None]).sum(2)
+            mixed = mix(logits.softmax(-1), values)
         y = y2[..., :p] + mixed
         return y.view(s, b, n, p) + self.b_out[:, None, None]
 

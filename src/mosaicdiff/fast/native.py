@@ -75,9 +75,10 @@ STALE_S = 3600  # a build folder this old, from another host, belongs to a kille
 # hidden 16, 1.3-1.6x at 64 and 0.8-1.1x at 128, where its tokens' activations no longer fit
 # the registers; 1.5-1.7x at 16 tokens or 48 values. On a 2-core AVX-512 host (a Xeon; the
 # 16-lane build, one run): the cnn 1.7-4.2x everywhere; attn, identity and top1 1.7-3.5x at
-# hidden 16-32, 1.2-2.0x at 64 and 1.0-1.7x at 128; 1.6-29x at 16 tokens or 48 values. On a
-# 2-core AVX-512 AMD EPYC (Zen 5; one run): attn, identity and top1 2.1-4.3x at 64 and 2.2-3.7x
-# at 128. So attention with hidden 128 takes the loop where its vectors hold 16 samples only.
+# hidden 16-32, 1.2-2.0x at 64 and 1.0-1.7x at 128; 1.6-29x at 16 tokens or 48 values (29x
+# against a compiled step `folding.mix` has since made 7x faster). On a 2-core AVX-512 AMD EPYC
+# (Zen 5; one run): attn, identity and top1 2.1-4.3x at 64, 2.2-3.7x at 128, 3.3-4.1x at 16
+# tokens. So attention with hidden 128 takes the loop where its vectors hold 16 samples only.
 MAX_TOKENS, MAX_VALUES, MAX_HIDDEN = 16, 192, 128  # tokens, values per sample, hidden
 MAX_ATTENTION_HIDDEN = {"AVX2": 64, "AVX512": 128}  # by isa()
 
