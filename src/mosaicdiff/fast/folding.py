@@ -50,13 +50,13 @@ UNROLL_TOKENS = 16
 
 
 def mix(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """weights (B, N, N) @ values (B, N, P): each query's weighted sum of the value rows."""
+    """weights (..., N, N) @ values (..., N, P): each query's weighted sum of the value rows."""
     n = weights.shape[-1]
     if n > UNROLL_TOKENS:
-        return torch.bmm(weights, values)
-    out = weights[..., :1] * values[:, :1]
+        return weights @ values
+    out = weights[..., :1] * values[..., :1, :]
     for j in range(1, n):
-        out = out + weights[..., j : j + 1] * values[:, j : j + 1]
+        out = out + weights[..., j : j + 1] * values[..., j : j + 1, :]
     return out
 
 
