@@ -44,7 +44,10 @@ def test_native_shapes_refuses_a_bad_shape_in_one_line(args, needle):
     assert done.returncode == 2 and needle in done.stderr.strip().splitlines()[-1]
 
 
-def test_the_ceiling_is_the_larger_of_its_first_and_last_measurement(monkeypatch, tmp_path, capsys):
+@pytest.mark.parametrize("rate", [1e7, 1e8])  # 31 % and 307 % of the ceiling
+def test_the_ceiling_is_the_larger_of_its_first_and_last_measurement(
+    rate, monkeypatch, tmp_path, capsys
+):
     monkeypatch.syspath_prepend(str(ROOT))
     from benchmarks import throughput
 
@@ -52,7 +55,7 @@ def test_the_ceiling_is_the_larger_of_its_first_and_last_measurement(monkeypatch
     monkeypatch.setattr(throughput, "matmul_ceiling", lambda *a: next(measured))
     fake = {
         "plain_sample_steps_per_s": 1e6,
-        "fast_sample_steps_per_s": 1e7,
+        "fast_sample_steps_per_s": rate,
         "max_rel_diff_samples_plain_vs_fast": 0.0,
         "max_rel_diff_samples_reference_vs_fast": 0.0,
     }
@@ -67,7 +70,8 @@ def test_the_ceiling_is_the_larger_of_its_first_and_last_measurement(monkeypatch
         torch.set_flush_denormal(False)
     printed = capsys.readouterr().out
     assert "matmul ceiling 200 GFLOP/s (best of 100 at the start, 200 at the end)" in printed
-    pct = 100 * 1e7 * throughput.flops("cnn")["sample_folded"] / 2e11
+    pct = 100 * rate * throughput.flops("cnn")["sample_folded"] / 2e11
     row = next(line for line in printed.splitlines() if line.startswith("cnn "))
     assert f"{pct:8.1f}" in row
     assert json.loads(out.read_text())["matmul_ceiling_flops"] == 2e11
+    assert ("% ceil over 100" in printed) is (pct > 100)
