@@ -102,15 +102,20 @@ def module_name(shape: tuple[int, int, int]) -> str:
     return f"{NAME}_{'x'.join(map(str, shape))}"
 
 
+def _width() -> str:
+    """The ISAS entry whose settings apply here: isa(), or AVX2's where neither runs (nothing
+    is built there)."""
+    return isa() or "AVX2"
+
+
 def lanes() -> int:
     """Samples per vector of the loop built here."""
-    return ISAS[isa() or "AVX2"][1]
+    return ISAS[_width()][1]
 
 
 def cflags(shape: tuple[int, int, int]) -> list[str]:
     n, p, h = shape
-    vectors = ISAS[isa() or "AVX2"][0]  # (AVX2's where neither runs: nothing is built there)
-    return [*CFLAGS, *vectors, f"-DMD_TOKENS={n}", f"-DMD_VALUES={p}", f"-DMD_HIDDEN={h}"]
+    return [*CFLAGS, *ISAS[_width()][0], f"-DMD_TOKENS={n}", f"-DMD_VALUES={p}", f"-DMD_HIDDEN={h}"]
 
 
 def cached_path(shape: tuple[int, int, int] = PAPER_SHAPE) -> Path:
@@ -209,7 +214,7 @@ def supports(net, noise: str) -> bool:
         and noise == "threefry"
         and not net.w_in.is_cuda
         and buildable(shape)
-        and (net.arch == "cnn" or shape[2] <= MAX_ATTENTION_HIDDEN[isa() or "AVX2"])
+        and (net.arch == "cnn" or shape[2] <= MAX_ATTENTION_HIDDEN[_width()])
     )
 
 
