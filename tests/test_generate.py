@@ -42,3 +42,25 @@ def test_ddpm_chunks_use_the_fast_path_and_equal_the_reference_sampler(tmp_path,
     x_T = torch.randn((24, 3, 4, 4), generator=g)
     ref = ddpm_sample(loaded.model.as_denoiser(), x_T, g, loaded.schedule).reshape(2, 12, 3, 4, 4)
     torch.testing.assert_close(torch.as_tensor(got), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_the_native_loops_shape_is_known_before_training():
+    """`native_shape`: what `reproduce` builds in the background while the networks train; the
+    loop's shape where sampling a run of the config uses it, None where it samples another way."""
+    from mosaicdiff.config import RunConfig, override
+    from mosaicdiff.fast import native
+    from mosaicdiff.generate import native_shape
+
+    paper = RunConfig()
+    assert native_shape(paper) == native.PAPER_SHAPE
+    assert native_shape(override(paper, ["model.arch=top1", "model.hidden=16"])) == (4, 12, 16)
+    for change in [
+        "device=cuda",
+        "sample.n_per_run=10",  # too few samples to compile for
+        "model.nonlinearity=relu",
+        "sample.noise=torch",
+        "sample.sampler=ddim",
+        "sample.clip_x0=true",
+        "model.arch=resnet",
+    ]:
+        assert native_shape(override(paper, [change])) is None, change

@@ -166,7 +166,8 @@ def test_a_build_killed_halfway_leaves_nothing_to_wait_on(tmp_path):
     first.wait()
     (killed,) = tmp_path.glob(".*-build-*")
     assert (killed / "lock").exists()  # torch's lock, which its own shared folder would keep
-    assert killed.name.startswith(f".{native.NAME}-build-{socket.gethostname()}-{first.pid}-")
+    stem = native.cached_path().stem
+    assert killed.name.startswith(f".{stem}-build-{socket.gethostname()}-{first.pid}-")
     for builds in (True, False):
         done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
@@ -177,14 +178,16 @@ def test_a_build_killed_halfway_leaves_nothing_to_wait_on(tmp_path):
 def test_build_folders_of_live_processes_and_of_other_hosts_stay_until_old(tmp_path):
     """A build folder is removed when its process on this host is gone, or (another host's,
     on a shared filesystem) when it is older than STALE_S; a live build's folder stays."""
-    prefix = f".{native.NAME}-build-"
+    prefix = f".{native.NAME}-build-"  # as earlier versions named them
+    stem = native.cached_path().stem
     live = tmp_path / f"{prefix}{socket.gethostname()}-{os.getpid()}-abc_1"
     other = tmp_path / f"{prefix}node-07.cluster-{os.getpid()}-abc_2"
     old = tmp_path / f"{prefix}node-08-12-abc_3"
     gone = subprocess.Popen(["true"])
     gone.wait()
     killed = tmp_path / f"{prefix}{socket.gethostname()}-{gone.pid}-abc_4"
-    for folder in (live, other, old, killed):
+    killed_named_by_what_it_built = tmp_path / f".{stem}-build-{socket.gethostname()}-{gone.pid}-x"
+    for folder in (live, other, old, killed, killed_named_by_what_it_built):
         folder.mkdir()
     os.utime(old, (time.time() - 2 * native.STALE_S,) * 2)
     native._remove_killed_builds(tmp_path)
@@ -202,3 +205,75 @@ def test_a_failed_build_warns_and_the_compiled_step_stands_in(monkeypatch):
     with pytest.warns(UserWarning, match="not built \\(Error building extension"):
         fast = FastDDPM(net, Schedule.linear(T=10), compile=True)
     assert native.supports(net, "threefry") and not fast.native
+
+
+def _fake_builder(folder, so):
+    """A live process on this host, and a build folder in `folder` named as its build of `so`."""
+    process = subprocess.Popen(["sleep", "60"])
+    build = folder / f".{so.stem}-build-{socket.gethostname()}-{process.pid}-abc"
+    build.mkdir(parents=True)
+    return process, build
+
+
+@needs_native
+def test_a_live_build_in_another_process_is_waited_for_not_repeated(tmp_path, monkeypatch, capsys):
+    """While another process on this host builds the same file, `_module` waits and loads its
+    build; when that process dies with nothing built, `_module` builds it itself."""
+    import shutil
+    import threading
+
+    built = native.cached_path()
+    assert native.available() and built.is_file()
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    so = native.cached_path()
+    calls = []
+
+    def build(name, source, folder, shape):
+        calls.append(shape)
+        shutil.copy(built, f"{folder}/{name}.so")
+        return "built here"
+
+    monkeypatch.setattr(native, "build", build)
+
+    def finish(process, build_folder):  # the other process's last steps: its .so, then gone
+        shutil.copy(built, so)
+        shutil.rmtree(build_folder)
+        process.kill()
+        process.wait()
+
+    process, build_folder = _fake_builder(tmp_path, so)
+    threading.Timer(1.0, finish, (process, build_folder)).start()
+    module = native._module.__wrapped__(native.PAPER_SHAPE)
+    assert hasattr(module, "ddpm_loop") and calls == []
+    assert f"waiting for process {process.pid}'s build" in capsys.readouterr().err
+
+    so.unlink()
+    process, build_folder = _fake_builder(tmp_path, so)
+    threading.Timer(1.0, lambda: (process.kill(), process.wait())).start()  # its build unfinished
+    assert native._module.__wrapped__(native.PAPER_SHAPE) == "built here"
+    assert calls == [native.PAPER_SHAPE] and so.is_file()
+    assert not build_folder.exists()  # a killed build's folder is removed
+
+
+@needs_native
+def test_a_background_build_stopped_early_leaves_nothing(tmp_path, monkeypatch):
+    """`built_in_background` builds in a process of its own; the block ending mid-build stops
+    it, compiler included, and its build folder goes. Shapes already built start nothing."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    deadline = time.monotonic() + 120
+    with native.built_in_background([native.PAPER_SHAPE, native.PAPER_SHAPE]):
+        while not list(tmp_path.glob(".*-build-*/build.ninja")):
+            assert time.monotonic() < deadline, "no build started"
+            time.sleep(0.1)
+        (build,) = tmp_path.glob(".*-build-*")
+        assert build.name.startswith(f".{native.cached_path().stem}-build-")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()  # the usual build folder
+    assert native.available() and native.cached_path().is_file()
+
+    def no_process(*args, **kwargs):
+        raise AssertionError("a build started for a shape already built")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    with native.built_in_background([native.PAPER_SHAPE]):
+        pass

@@ -16,7 +16,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mosaicdiff.config import SampleConfig, differences, from_dict, stored_sample, to_dict
+from mosaicdiff.config import (
+    RunConfig,
+    SampleConfig,
+    differences,
+    from_dict,
+    stored_sample,
+    to_dict,
+)
 from mosaicdiff.errors import UserError
 from mosaicdiff.io import atomic_write_json, load_npz, read_json, save_npz
 from mosaicdiff.runs import LoadedRun
@@ -38,12 +45,8 @@ def make_sampler(loaded: LoadedRun, scfg: SampleConfig, n_total: int):
     noise from the same generator as `sampling.ddpm_sample` (torch's stream on the CPU only);
     it is compiled when the work (`n_total` samples x T steps) repays the compilation.
     """
-    from mosaicdiff.models.patchnet import PatchNet
-
     model, schedule = loaded.model, loaded.schedule
-    cpu = next(model.parameters()).device.type == "cpu"
-    fast_noise = cpu or scfg.noise == "threefry"
-    if scfg.sampler == "ddpm" and not scfg.clip_x0 and fast_noise and isinstance(model, PatchNet):
+    if samples_folded(model, scfg):
         from mosaicdiff.fast.folding import fast_denoiser
         from mosaicdiff.fast.sampling import FastDDPM
 
@@ -67,6 +70,35 @@ def make_sampler(loaded: LoadedRun, scfg: SampleConfig, n_total: int):
 
 # Below this many samples (x T steps) compiling the fast sampler costs more than it saves.
 COMPILE_MIN_SAMPLES = 200_000
+
+
+def samples_folded(model, scfg: SampleConfig) -> bool:
+    """Whether `make_sampler` samples `model` folded in token space (`fast.sampling`)."""
+    from mosaicdiff.models.patchnet import PatchNet
+
+    cpu = next(model.parameters()).device.type == "cpu"
+    fast_noise = cpu or scfg.noise == "threefry"
+    return (
+        scfg.sampler == "ddpm" and not scfg.clip_x0 and fast_noise and isinstance(model, PatchNet)
+    )
+
+
+def native_shape(cfg: RunConfig) -> tuple[int, int, int] | None:
+    """The shape of the native loop (`fast.native`) that sampling a run of `cfg` uses, known
+    before its training: None where it samples another way."""
+    from mosaicdiff.data import load_dataset
+    from mosaicdiff.fast import native
+    from mosaicdiff.fast.folding import fast_denoiser
+    from mosaicdiff.models import build_model
+
+    n_total = cfg.sample.n_runs * cfg.sample.n_per_run * len(cfg.train.seeds)
+    if cfg.device != "cpu" or n_total < COMPILE_MIN_SAMPLES:
+        return None
+    model = build_model(cfg.model, load_dataset(cfg.data).shape, cfg.diffusion.T, cfg.train.seeds)
+    if not samples_folded(model, cfg.sample):
+        return None
+    net = fast_denoiser(model.eval().requires_grad_(False))
+    return native.shape_of(net) if native.supports(net, cfg.sample.noise) else None
 
 
 def draw_samples(

@@ -80,6 +80,20 @@ def train_stage(cfg: RunConfig, run_path: Path, progress: bool) -> None:
     train(cfg, run_path, resume=run.exists(), progress=progress)
 
 
+def stored_results(cfg: RunConfig, run_path: Path) -> dict | None:
+    """The results `sample_stage` stored for `run_path`, where its samples were drawn by
+    `cfg.sample`."""
+    from mosaicdiff import evaluate
+    from mosaicdiff.runs import RunDir
+
+    out = RunDir(run_path).samples_dir()
+    results = out / evaluate.results_name(evaluate.metric_for(cfg.data.kind))
+    stored = read_json(out / "sample.json")["sample"] if results.is_file() else None
+    if stored is None or not matches(stored_sample(stored), cfg.sample):
+        return None
+    return read_json(results)
+
+
 def sample_stage(cfg: RunConfig, run_path: Path, progress: bool, lap=lambda name: None) -> dict:
     """Sample a trained run (and `samples.png`) and measure its samples: consistency on the
     colour pairings, creativity (of every sample) on other data; reused when measured with
@@ -88,13 +102,12 @@ def sample_stage(cfg: RunConfig, run_path: Path, progress: bool, lap=lambda name
     from mosaicdiff.generate import draw_samples, save_preview
     from mosaicdiff.runs import load_run
 
+    stored = stored_results(cfg, run_path)
+    if stored is not None:
+        return stored
     loaded = load_run(run_path, device=cfg.device)
     out = loaded.run.samples_dir()
     metric = evaluate.metric_for(cfg.data.kind)
-    results = out / evaluate.results_name(metric)
-    stored = read_json(out / "sample.json")["sample"] if results.is_file() else None
-    if stored is not None and matches(stored_sample(stored), cfg.sample):
-        return read_json(results)
     draw_samples(loaded, cfg.sample, progress=progress)
     seeds = list(cfg.train.seeds)
     save_preview(out, seeds)
@@ -228,7 +241,12 @@ def reproduce(
         from mosaicdiff.experiments.theory_section import machines_stage
 
         side["theory machines"] = (machines_stage, (base, out, *THEORY_SIZES[preset]))
-    results, timings = model_stages(configs, out, progress, model_jobs, side)
+    from mosaicdiff.fast import native
+    from mosaicdiff.generate import native_shape
+
+    to_sample = [c for a, c in configs.items() if stored_results(c, out / "runs" / a) is None]
+    with native.built_in_background(filter(None, map(native_shape, to_sample))):
+        results, timings = model_stages(configs, out, progress, model_jobs, side)
     baseline = baseline_stage(base, out)
     theory_result = None
     if theory:

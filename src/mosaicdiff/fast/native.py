@@ -29,11 +29,15 @@ import importlib.util
 import os
 import platform
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -67,6 +71,7 @@ def isa() -> str | None:
 NAME = "mosaicdiff_ddpm_loop"
 CFLAGS = ["-O3", "-fopenmp"]
 STALE_S = 3600  # a build folder this old, from another host, belongs to a killed build
+WAIT_S = 600  # the longest a process waits for another's build before building itself
 
 
 # Where the loop is used, measured against the compiled step by `python -m
@@ -129,28 +134,59 @@ def cached_path(shape: tuple[int, int, int] = PAPER_SHAPE) -> Path:
     return root / f"{module_name(shape)}-{key}.so"
 
 
-def _build_prefix() -> str:
-    """The start of this process's build folder's name: whose build it is (tempfile adds a
-    random tail of letters, digits and '_')."""
-    return f".{NAME}-build-{socket.gethostname()}-{os.getpid()}-"
+def _build_prefix(so: Path) -> str:
+    """The start of the name of this process's folder for building `so`: what it builds and
+    whose build it is (tempfile adds a random tail of letters, digits and '_')."""
+    return f".{so.stem}-build-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _owner(build: Path) -> tuple[str, int] | None:
+    """(host, pid) of the process building in folder `build`, as its name says."""
+    owner = build.name.partition("-build-")[2].rsplit("-", 2)[:-1]
+    return (owner[0], int(owner[1])) if len(owner) == 2 and owner[1].isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
 
 
 def _killed(build: Path) -> bool:
     """Whether the build in folder `build` was killed: its process is gone (one of this host's),
     or the folder is older than STALE_S (another host's, on a shared filesystem)."""
-    owner = build.name.removeprefix(f".{NAME}-build-").rsplit("-", 2)[:-1]  # [host, pid]
-    if len(owner) == 2 and owner[0] == socket.gethostname() and owner[1].isdigit():
-        try:
-            os.kill(int(owner[1]), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # another user's process: alive
-            pass
+    owner = _owner(build)
+    if owner and owner[0] == socket.gethostname() and not _alive(owner[1]):
+        return True
     return time.time() - build.stat().st_mtime > STALE_S
 
 
+def _builder(so: Path) -> int | None:
+    """The pid of another live process on this host that is building `so` now, if any."""
+    for build in so.parent.glob(f".{so.stem}-build-{socket.gethostname()}-*"):
+        owner = _owner(build)
+        if owner and owner[1] != os.getpid() and _alive(owner[1]):
+            return owner[1]
+    return None
+
+
+def _wait_for_builder(so: Path) -> None:
+    """Wait while another process on this host builds `so` (as `built_in_background` starts
+    one), at most WAIT_S: its build is the same file, and two cost twice the time."""
+    pid, deadline = _builder(so), time.monotonic() + WAIT_S
+    if pid is not None:
+        print(f"mosaicdiff: waiting for process {pid}'s build of {so}", file=sys.stderr)
+    while pid is not None and not so.is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+        pid = _builder(so)
+
+
 def _remove_killed_builds(folder: Path) -> None:
-    for build in folder.glob(f".{NAME}-build-*"):
+    for build in folder.glob(f".{NAME}*-build-*"):
         try:
             if _killed(build):
                 shutil.rmtree(build, ignore_errors=True)
@@ -176,6 +212,8 @@ def build(name: str, source: str, folder: str, shape: tuple[int, int, int] = PAP
 @cache
 def _module(shape: tuple[int, int, int] = PAPER_SHAPE):
     so, name = cached_path(shape), module_name(shape)
+    if not so.is_file():
+        _wait_for_builder(so)
     if so.is_file():
         spec = importlib.util.spec_from_file_location(name, so)
         module = importlib.util.module_from_spec(spec)
@@ -184,7 +222,7 @@ def _module(shape: tuple[int, int, int] = PAPER_SHAPE):
     so.parent.mkdir(parents=True, exist_ok=True)
     _remove_killed_builds(so.parent)
     print(f"mosaicdiff: building the native DDPM loop, once (~1 min): {so}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix=_build_prefix(), dir=so.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=_build_prefix(so), dir=so.parent) as tmp:
         module = build(name, SOURCE.read_text(), tmp, shape)
         os.replace(Path(tmp) / f"{name}.so", so)  # one step: others see all of it or nothing
     return module
@@ -203,6 +241,45 @@ def available(shape: tuple[int, int, int] = PAPER_SHAPE) -> bool:
         warnings.warn(f"native DDPM loop not built ({why}); compiled step used", stacklevel=2)
         return False
     return True
+
+
+@contextmanager
+def built_in_background(shapes):
+    """Within the block, build the loop for each of `shapes` not built yet, in a process of its
+    own: on one core, while the caller trains on the other. `_module` waits for that build
+    rather than start its own. The process is stopped (its build folder removed) if it is still
+    at work when the block ends."""
+    todo = [s for s in dict.fromkeys(shapes) if not cached_path(s).is_file()]
+    process = None
+    if todo and isa() is not None:
+        print(
+            f"mosaicdiff: building the native DDPM loop in the background, once: "
+            f"{', '.join(str(cached_path(s)) for s in todo)}",
+            file=sys.stderr,
+        )
+        args = [sys.executable, "-m", __name__, *("x".join(map(str, s)) for s in todo)]
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        process = subprocess.Popen(args, start_new_session=True, **quiet)
+        # Reaped as soon as it ends: a zombie would look alive to a `_module` waiting on it.
+        threading.Thread(target=process.wait, daemon=True).start()
+    try:
+        yield
+    finally:
+        if process is not None and process.poll() is None:
+            # The compiler too; `_main` turns SIGTERM into an exception, so its folder goes.
+            os.killpg(process.pid, signal.SIGTERM)
+        if process is not None:
+            process.wait()
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m mosaicdiff.fast.native 4x12x32 ...`: build the loop for each shape (what
+    `built_in_background` runs). Quiet: a failed build is reported where the loop is used."""
+    from mosaicdiff.cli import sigterm_interrupts
+
+    with sigterm_interrupts():
+        shapes = [tuple(int(v) for v in text.split("x")) for text in argv]
+        return 0 if all([available(shape) for shape in shapes]) else 1
 
 
 def supports(net, noise: str) -> bool:
@@ -244,3 +321,7 @@ def ddpm(
     )
     x = x.transpose(2, 3).reshape(s, blocks * lane, d)[:, :b]
     return x.reshape(x_T.shape).to(x_T.dtype)
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
