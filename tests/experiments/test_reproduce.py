@@ -1,11 +1,14 @@
 import json
+from contextlib import contextmanager
 
 import pytest
 
+from mosaicdiff import generate
 from mosaicdiff.config import override
 from mosaicdiff.experiments import reproduce as rp
 from mosaicdiff.experiments import theory_section as ts
 from mosaicdiff.experiments.theory_section import machines_stage
+from mosaicdiff.fast import native
 from mosaicdiff.runs import load_run
 from mosaicdiff.theory.agreement import sample_agreement
 
@@ -25,7 +28,18 @@ def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch, caps
         ],
     )
     monkeypatch.setitem(rp.THEORY_SIZES, "quick", (32, 8))
+    # The native loop is built meanwhile for every model still to sample (none use it here).
+    built = []
+
+    @contextmanager
+    def record(shapes):
+        built.append(list(shapes))
+        yield
+
+    monkeypatch.setattr(generate, "native_shape", lambda cfg: (cfg.model.arch,))
+    monkeypatch.setattr(native, "built_in_background", record)
     report = rp.reproduce(base, tmp_path, progress=False)
+    assert built == [[(m,) for m in rp.PAPER_MODELS]]
     # Without progress bars (a batch log) each model still says when it is done.
     printed = capsys.readouterr().out
     assert all(f"{m}: done in " in printed for m in rp.PAPER_MODELS), printed
@@ -72,6 +86,7 @@ def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch, caps
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("runs/*/**/*") if p.is_file()}
     rp.reproduce(base, tmp_path, progress=False)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    assert built[1] == []  # nothing left to sample, nothing to build
     timings = json.loads((report / "timings.json").read_text())["timings"]
     assert list(timings["cnn"]) == ["train"]  # reused samples are neither drawn nor evaluated
 

@@ -17,9 +17,11 @@ one step: TORCH_EXTENSIONS_DIR (by default ~/.cache/torch_extensions)/
 mosaicdiff_ddpm_loop_<N>x<P>x<H>-<key>.so.
 So a build killed halfway leaves nothing for the next one to wait on (torch's shared build
 folder has a lock file that a SIGKILL leaves behind, and every later build waits on it
-forever), and virtualenvs with the same torch share one build. Where it cannot be built or
-run (no AVX2, no compiler), `available()` is False, with a warning, and the compiled step is
-used.
+forever), and virtualenvs with the same torch share one build. A process that finds a live
+process on this host building the same file waits for it instead of building it again, as
+`reproduce` does for the build `built_in_background` starts while the networks train. Where
+it cannot be built or run (no AVX2, no compiler), `available()` is False, with a warning, and
+the compiled step is used.
 """
 
 from __future__ import annotations
@@ -247,8 +249,8 @@ def available(shape: tuple[int, int, int] = PAPER_SHAPE) -> bool:
 def built_in_background(shapes):
     """Within the block, build the loop for each of `shapes` not built yet, in a process of its
     own: on one core, while the caller trains on the other. `_module` waits for that build
-    rather than start its own. The process is stopped (its build folder removed) if it is still
-    at work when the block ends."""
+    rather than start its own. When the block ends (Ctrl-C and SIGTERM included) a build still
+    at work is stopped, its folder removed; one whose caller was SIGKILLed runs to its end."""
     todo = [s for s in dict.fromkeys(shapes) if not cached_path(s).is_file()]
     process = None
     if todo and isa() is not None:
@@ -265,10 +267,11 @@ def built_in_background(shapes):
     try:
         yield
     finally:
-        if process is not None and process.poll() is None:
-            # The compiler too; `_main` turns SIGTERM into an exception, so its folder goes.
-            os.killpg(process.pid, signal.SIGTERM)
         if process is not None:
+            try:  # the compiler too; `_main` turns SIGTERM into an exception, so its folder goes
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:  # done
+                pass
             process.wait()
 
 
