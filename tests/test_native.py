@@ -258,7 +258,7 @@ def test_a_live_build_in_another_process_is_waited_for_not_repeated(tmp_path, mo
 @needs_native
 def test_a_background_build_stopped_early_leaves_nothing(tmp_path, monkeypatch):
     """`built_in_background` builds in a process of its own; the block ending mid-build stops
-    it, compiler included, and its build folder goes. Shapes already built start nothing."""
+    it, and its build folder goes. Shapes already built start nothing."""
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     deadline = time.monotonic() + 120
     with native.built_in_background([native.PAPER_SHAPE, native.PAPER_SHAPE]):

@@ -268,7 +268,10 @@ def built_in_background(shapes):
         yield
     finally:
         if process is not None:
-            try:  # the compiler too; `_main` turns SIGTERM into an exception, so its folder goes
+            # The builder and its ninja. `_main` turns SIGTERM into an exception, so its folder
+            # goes; a compiler that ninja started in a process group of its own may run on to
+            # its end (~30 s), its output going nowhere, as with a foreground build stopped.
+            try:
                 os.killpg(process.pid, signal.SIGTERM)
             except ProcessLookupError:  # done
                 pass
