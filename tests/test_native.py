@@ -236,7 +236,8 @@ def test_a_live_build_in_another_process_is_waited_for_not_repeated(tmp_path, mo
     monkeypatch.setattr(native, "build", build)
 
     def finish(process, build_folder):  # the other process's last steps: its .so, then gone
-        shutil.copy(built, so)
+        shutil.copy(built, build_folder / "done.so")
+        os.replace(build_folder / "done.so", so)  # in one step, as `_module` does
         shutil.rmtree(build_folder)
         process.kill()
         process.wait()
