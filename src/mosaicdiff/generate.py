@@ -38,20 +38,20 @@ def chunk_paths(out: Path) -> list[Path]:
     return sorted(out.glob("chunk-*.npz"))
 
 
-def make_sampler(loaded: LoadedRun, scfg: SampleConfig, n_total: int):
+def make_sampler(loaded: LoadedRun, scfg: SampleConfig):
     """`sampler(x_T, generator) -> x_0` by `scfg`, the fastest exact one available.
 
     For the paper's networks, DDPM runs folded in token space (`fast.sampling`), with the same
     noise from the same generator as `sampling.ddpm_sample` (torch's stream on the CPU only);
-    it is compiled when the work (`n_total` samples x T steps) repays the compilation.
+    it is compiled when the work (`worth_compiling`) repays the compilation.
     """
     model, schedule = loaded.model, loaded.schedule
     if samples_folded(model, scfg):
         from mosaicdiff.fast.folding import fast_denoiser
         from mosaicdiff.fast.sampling import FastDDPM
 
-        worth_compiling = n_total >= COMPILE_MIN_SAMPLES
-        fast = FastDDPM(fast_denoiser(model), schedule, worth_compiling, noise=scfg.noise)
+        compiled = worth_compiling(scfg, model.n_seeds)
+        fast = FastDDPM(fast_denoiser(model), schedule, compiled, noise=scfg.noise)
         return lambda x_T, g, progress=False: fast(x_T, g)
     denoiser = model.as_denoiser()
     return lambda x_T, g, progress=False: sample(
@@ -70,6 +70,12 @@ def make_sampler(loaded: LoadedRun, scfg: SampleConfig, n_total: int):
 
 # Below this many samples (x T steps) compiling the fast sampler costs more than it saves.
 COMPILE_MIN_SAMPLES = 200_000
+
+
+def worth_compiling(scfg: SampleConfig, n_seeds: int) -> bool:
+    """Whether drawing `scfg`'s samples for `n_seeds` seeds repays compiling the fast sampler
+    (and so whether it uses the native loop)."""
+    return scfg.n_runs * scfg.n_per_run * n_seeds >= COMPILE_MIN_SAMPLES
 
 
 def samples_folded(model, scfg: SampleConfig) -> bool:
@@ -91,8 +97,7 @@ def native_shape(cfg: RunConfig) -> tuple[int, int, int] | None:
     from mosaicdiff.fast.folding import fast_denoiser
     from mosaicdiff.models import build_model
 
-    n_total = cfg.sample.n_runs * cfg.sample.n_per_run * len(cfg.train.seeds)
-    if cfg.device != "cpu" or n_total < COMPILE_MIN_SAMPLES:
+    if cfg.device != "cpu" or not worth_compiling(cfg.sample, len(cfg.train.seeds)):
         return None
     model = build_model(cfg.model, load_dataset(cfg.data).shape, cfg.diffusion.T, cfg.train.seeds)
     if not samples_folded(model, cfg.sample):
@@ -117,7 +122,7 @@ def draw_samples(
         )
     s = loaded.model.n_seeds
     total = scfg.n_runs * scfg.n_per_run
-    sampler = make_sampler(loaded, scfg, total * s)
+    sampler = make_sampler(loaded, scfg)
     device = next(loaded.model.parameters()).device
     shape = loaded.dataset.shape
 
