@@ -39,11 +39,11 @@ def method_section(configs: dict[str, RunConfig], sc, theory: dict) -> str:
             f"images, stride 1, circular windows. Their patch size per step was calibrated to "
             f"the CNN (seed 0) on {cal['n_samples']} DDPM trajectories, every "
             f"{sc.calib_every} steps, candidates {cal['candidates']} (sizes used: {sizes}). "
-            f"Exact ELS costs about 50 M patch pairs per second on CPU, so the comparison uses "
-            f"only {sc.agree_samples} samples per machine with DDIM (eta 0) in {sc.agree_steps} "
-            f"steps{' (clamped likewise)' * s.clip_x0}: every network seed is sampled from the "
-            f"same initial noise and compared "
-            f"by r^2 of the final images. Machine time: {secs}.",
+            f"Exact ELS weighs every patch of a sample against every training patch at every "
+            f"step, so the comparison uses only {sc.agree_samples} samples per machine with "
+            f"DDIM (eta 0) in {sc.agree_steps} steps{' (clamped likewise)' * s.clip_x0}: every "
+            f"network seed is sampled from the same initial noise and compared by r^2 of the "
+            f"final images. Machine time: {secs}.",
             "",
         ]
     )
