@@ -7,7 +7,7 @@ measured by a short run extrapolates linearly, and the script prints that extrap
 
 Work per step: B * 64 query patches against M distinct 3x3 training patches (M = 75,724 of
 115,008), one exp and ~2 (d + 2) flops per pair, d = 9. The full setting is therefore
-1000 * 1000 * 64 * 75,724 = 4.8e12 exact patch pairs: at the 300-700 M pairs/s one core of a
+1000 * 1000 * 64 * 75,724 = 4.8e12 exact patch pairs: at the 560-730 M pairs/s one core of a
 Zen 5 EPYC sustained (float32, 40 images x 10 DDIM steps; 260-280 before `mixture.LOG_FLOOR` and
 the component-major products), that is hours, not a minute; the printed extrapolation says how
 many here. One thread is the default: on a shared 2-core machine two threads contend badly
