@@ -52,3 +52,18 @@ def test_evaluate_refuses_what_the_data_cannot_answer(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run" / "samples" / "default" / "results-creativity.json").exists()
+
+
+def test_nearest_figure_puts_each_sample_above_its_nearest_image_with_the_distance():
+    from mosaicdiff.evaluate import nearest_figure
+
+    train = torch.linspace(-1, 1, 10 * 3 * 4 * 4).reshape(10, 3, 4, 4)
+    samples = torch.cat([train[[7, 2]], train[[4]] + 0.1])  # two copies, one 0.1 away
+    fig = nearest_figure(samples, train, "t", label="sample")
+    (ax,) = fig.axes  # three pairs: one line
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.00", "0.00", "0.10"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["sample", "nearest"]
+    tile = ax.get_images()[0].get_array()  # (2 (H + 1) + 1, 3 (W + 1) + 1, 3) in [0, 1]
+    assert tile.shape == (11, 16, 3)
+    nearest_of_third = (train[4].permute(1, 2, 0).numpy() + 1) / 2
+    assert abs(tile[6:10, 11:15] - nearest_of_third).max() < 1e-6

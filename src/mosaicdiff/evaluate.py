@@ -107,7 +107,7 @@ def evaluate_creativity_samples(
     and their mean and standard deviation over seeds.
 
     Writes SAMPLES/results-creativity.json and SAMPLES/nearest.png (the first samples of the
-    first seed beside their nearest training images), and returns the results. `progress`
+    first seed, each above its nearest training image), and returns the results. `progress`
     shows a bar over the seeds (10,000 digits take ~50 s a seed on 2 cores).
     """
     from tqdm.auto import tqdm
@@ -145,15 +145,20 @@ def evaluate_creativity_samples(
 
 
 def nearest_figure(
-    samples: torch.Tensor, train_images: torch.Tensor, title: str, label: str = "samples"
+    samples: torch.Tensor, train_images: torch.Tensor, title: str, label: str = "sample"
 ):
-    """Samples (n, C, H, W) beside their nearest training images (RMS), as a figure."""
+    """Samples (n, C, H, W), each above its nearest training image with their RMS distance."""
     from mosaicdiff import plots
     from mosaicdiff.metrics.creativity import nearest
 
-    _, index = nearest(samples.flatten(1), train_images.flatten(1), k=1)
-    panels = {label: samples.numpy(), "nearest training image": train_images[index[:, 0]].numpy()}
-    return plots.grids(panels, title=title)
+    distance, index = nearest(samples.flatten(1), train_images.flatten(1), k=1)
+    return plots.pairs(
+        samples.numpy(),
+        train_images[index[:, 0]].numpy(),
+        names=(label, "nearest"),
+        notes=[f"{d:.2f}" for d in distance[:, 0].tolist()],
+        title=f"{title} (RMS distance below each pair)",
+    )
 
 
 def creativity_line(p: dict) -> str:

@@ -43,6 +43,38 @@ def grids(panels: dict[str, np.ndarray], ncols: int = 8, title: str | None = Non
     return fig
 
 
+def pairs(
+    top: np.ndarray,
+    bottom: np.ndarray,
+    names: tuple[str, str],
+    notes: list[str],
+    ncols: int = 8,
+    title: str | None = None,
+):
+    """Each image of `top` directly above its partner in `bottom` (both (n, C, H, W)), with
+    `notes[i]` under pair i and `names` beside the two rows of every line of pairs."""
+    n, _, h, w = top.shape
+    lines, cols = -(-n // ncols), min(n, ncols)
+    fig, axes = plt.subplots(
+        lines, 1, figsize=(0.8 * cols + 1.2, 1.95 * lines + (0.3 if title else 0)), squeeze=False
+    )
+    blank = np.ones((cols, *top.shape[1:]), dtype=np.float32)  # white tiles end a short line
+    for line, ax in enumerate(axes[:, 0]):
+        part = slice(line * ncols, line * ncols + cols)
+        k = len(top[part])
+        tile = mosaic(np.concatenate([top[part], blank[k:], bottom[part], blank[k:]]), cols)
+        ax.imshow(tile, interpolation="nearest")
+        ax.set_xticks([1 + i * (w + 1) + (w - 1) / 2 for i in range(k)], notes[part], fontsize=7)
+        ax.set_yticks([1 + r * (h + 1) + (h - 1) / 2 for r in range(2)], names, fontsize=8)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def consistency_bars(names, ours, ours_err, paper=None, baseline=None):
     """Bars of consistency (%) with error bars; the paper's values as markers."""
     fig, ax = plt.subplots(figsize=(6, 3.6))

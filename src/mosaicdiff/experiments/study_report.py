@@ -124,8 +124,8 @@ def make_figures(out: Path, configs, sc, theory: dict) -> dict[str, str]:
         x = torch.from_numpy(load_samples(out / "runs" / arch / "samples" / "study", 16)[0])
         put(
             f"nearest-{arch}.png",
-            nearest_figure(x, train_images, LABELS[arch], label="samples (seed 0)"),
-            f"{LABELS[arch]}: samples beside their nearest training images (RMS distance).",
+            nearest_figure(x, train_images, LABELS[arch], label="sample (seed 0)"),
+            f"{LABELS[arch]}: each sample above its nearest training image, RMS distance below.",
         )
     machine_panels = {
         label: torch.load(out / "theory" / f"{label}.pt").numpy()[:16]
