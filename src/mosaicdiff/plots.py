@@ -54,7 +54,7 @@ def pairs(
     """Each image of `top` directly above its partner in `bottom` (both (n, C, H, W)), with
     `notes[i]` under pair i and `names` beside the two rows of every line of pairs."""
     n, _, h, w = top.shape
-    lines, cols = -(-n // ncols), min(n, ncols)
+    lines, cols, pad = -(-n // ncols), min(n, ncols), 1
     fig, axes = plt.subplots(
         lines, 1, figsize=(0.8 * cols + 1.2, 1.95 * lines + (0.3 if title else 0)), squeeze=False
     )
@@ -62,10 +62,11 @@ def pairs(
     for line, ax in enumerate(axes[:, 0]):
         part = slice(line * ncols, line * ncols + cols)
         k = len(top[part])
-        tile = mosaic(np.concatenate([top[part], blank[k:], bottom[part], blank[k:]]), cols)
+        tile = mosaic(np.concatenate([top[part], blank[k:], bottom[part], blank[k:]]), cols, pad)
         ax.imshow(tile, interpolation="nearest")
-        ax.set_xticks([1 + i * (w + 1) + (w - 1) / 2 for i in range(k)], notes[part], fontsize=7)
-        ax.set_yticks([1 + r * (h + 1) + (h - 1) / 2 for r in range(2)], names, fontsize=8)
+        centre = [pad + i * (w + pad) + (w - 1) / 2 for i in range(k)]  # of each tile, in pixels
+        ax.set_xticks(centre, notes[part], fontsize=7)
+        ax.set_yticks([pad + r * (h + pad) + (h - 1) / 2 for r in range(2)], names, fontsize=8)
         ax.tick_params(length=0)
         for spine in ax.spines.values():
             spine.set_visible(False)
