@@ -110,11 +110,17 @@ def test_bad_values_exit_with_code_2_and_one_line(bad, tmp_path, capsys):
     assert err.startswith("mosaicdiff: error:") and "\n" not in err
 
 
-def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny):
+def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny, monkeypatch):
     from dataclasses import replace
 
+    from mosaicdiff import plots
     from mosaicdiff.config import DiffusionConfig
     from mosaicdiff.training import train
+
+    figures, save = {}, plots.save
+    monkeypatch.setattr(
+        plots, "save", lambda fig, path: (figures.update({path.name: fig}), save(fig, path))
+    )
 
     cfg = tiny(epochs=1)
     cfg = replace(cfg, diffusion=DiffusionConfig(T=100), sample=replace(cfg.sample, steps=100))
@@ -136,6 +142,8 @@ def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny):
     assert 0 <= result["r2"]["median"] <= 1 and len(result["eps_cosine"]["t"]) == 5
     for figure in ("samples.png", "eps_cosine.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
+    (ax,) = figures["samples.png"].axes  # each network sample above the machine's, r^2 below
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"{r:.2f}" for r in result["r2"]["r2"]]
     assert main(["theory", "compare", str(tmp_path / "none"), "--out", str(out)]) == 2
 
 

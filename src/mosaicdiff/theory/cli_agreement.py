@@ -98,15 +98,21 @@ def cmd_compare(args) -> int:
 
 
 def _compare_figures(folder: Path, machine: str, per_member: list[dict], pairs: dict) -> None:
-    """FOLDER/samples.png: the first member's samples beside the machine's from the same noise;
-    FOLDER/eps_cosine.png: each member's eps cosine with the machine over t."""
+    """FOLDER/samples.png: the first member's samples, each above the machine's from the same
+    noise with their r^2; FOLDER/eps_cosine.png: each member's eps cosine with the machine."""
     from mosaicdiff import plots
 
     first = per_member[0]
     x_net, x_machine = (x[:16].numpy() for x in pairs[first["member"]])
-    title = f"the same noise through both: median r^2 {first['r2']['median']:.3f}"
-    panels = {f"network (member {first['member']})": x_net, f"machine ({machine})": x_machine}
-    plots.save(plots.grids(panels, title=title), folder / "samples.png")
+    fig = plots.pairs(
+        x_net,
+        x_machine,
+        names=(f"network (member {first['member']})", f"machine ({machine})"),
+        notes=[f"{r:.2f}" for r in first["r2"]["r2"][:16]],
+        title=f"the same noise through both: median r^2 {first['r2']['median']:.3f}, "
+        "each pair's r^2 below it",
+    )
+    plots.save(fig, folder / "samples.png")
     curves = {f"member {p['member']}": p["eps_cosine"] for p in per_member}
     plots.save(plots.cosine_curves(curves), folder / "eps_cosine.png")
 
