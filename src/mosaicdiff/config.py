@@ -249,8 +249,8 @@ def read_mapping(path: str | Path, what: str) -> dict:
     the file in the one-line errors, e.g. "--config"."""
     p = Path(path)
     check(p.is_file(), f"{what} {str(p)!r} is not a file")
-    text = p.read_text()
     try:
+        text = p.read_text()
         if p.suffix in (".yaml", ".yml"):
             import yaml
 

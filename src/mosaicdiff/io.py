@@ -74,10 +74,14 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 
 def read_json(path: str | Path) -> dict:
+    """The JSON object in `path`; a one-line UserError for anything else in it."""
     try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
+        data = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a JSON object, not {type(data).__name__}")
+    return data
 
 
 def sha256(data: bytes) -> str:

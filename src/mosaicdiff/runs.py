@@ -157,7 +157,13 @@ def load_run(path: str | Path, device: str | None = None, weights: str = "ema") 
     run = RunDir(path)
     cfg = run.read_config()
     loaded = run.load_latest()
-    check(loaded is not None, f"{path} has no checkpoint yet; train it first")
+    damaged = len(run.checkpoints())
+    check(
+        loaded is not None,
+        f"{path} has no checkpoint that verifies ({damaged} damaged); train it again"
+        if damaged
+        else f"{path} has no checkpoint yet; train it first",
+    )
     tensors, meta = loaded
     dataset = load_dataset(cfg.data)
     model = build_model(cfg.model, dataset.shape, cfg.diffusion.T, cfg.train.seeds)
