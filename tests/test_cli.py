@@ -134,6 +134,9 @@ def test_sampler_without_steps_takes_its_own_step_count(tmp_path, capsys):
     assert dry_run_sample(capsys, *out, "--sampler", "ddpm")["steps"] == 1000
     short = ["--sampler", "ddpm", "--set", "diffusion.T=300"]
     assert dry_run_sample(capsys, *out, *short)["steps"] == 300
+    # ddpm is the pairings' default: a shorter T alone needs no --sampler to follow it
+    pairings = ["train", "--out", str(tmp_path / "r"), "--set", "diffusion.T=300"]
+    assert dry_run_sample(capsys, *pairings)["steps"] == 300
     paper = ["train", "--out", str(tmp_path / "r"), "--sampler", "ddim"]
     assert dry_run_sample(capsys, *paper)["steps"] == 50
     # a stored run that samples with DDIM, resampled with DDPM
@@ -314,6 +317,31 @@ def test_malformed_config_file_is_one_line(tmp_path, capsys, text, needle):
     assert main(["train", "--out", str(tmp_path / "r"), "--config", str(bad), "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err
+
+
+def test_damaged_run_files_are_one_line_and_checkpoints_fall_back(tmp_path, capsys):
+    out = tmp_path / "run"
+    train = ["train", "--out", str(out), "--epochs", "2", "--set", "data.n_images=64"]
+    assert main([*train, "--set", "train.checkpoint_every=1", "--no-progress"]) == 0
+    draw = ["sample", str(out), "--runs", "1", "--per-run", "4", "--sampler", "ddim"]
+    draw += ["--steps", "2", "--no-progress"]
+    config = (out / "config.json").read_bytes()
+    for junk in (b"\xff\xfe", b"null", b"[1, 2]"):  # not UTF-8; JSON, but not an object
+        (out / "config.json").write_bytes(junk)
+        assert main([*draw, "--name", "x"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "config.json" in err and "Traceback" not in err
+    (out / "config.json").write_bytes(config)
+    newest, oldest = sorted((out / "checkpoints").glob("*.json"), reverse=True)
+    newest.write_bytes(b"\xff")  # a damaged sidecar: the checkpoint before it is used
+    with pytest.warns(UserWarning, match="falling back to the previous checkpoint"):
+        assert main([*draw, "--name", "fallback"]) == 0
+    assert json.loads((out / "samples" / "fallback" / "sample.json").read_text())["epoch"] == 1
+    oldest.write_bytes(b"[]")
+    with pytest.warns(UserWarning):
+        assert main([*draw, "--name", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("has no checkpoint that verifies (2 damaged); train it again")
 
 
 def test_an_unusable_out_path_is_one_line(tmp_path, capsys):

@@ -90,9 +90,12 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
     data = assign(data, sets)
     sampler = getattr(args, "sampler", None)
     given = {split_assignment(s)[0] for s in sets}
-    if sampler in ("ddim", "ddpm") and "sample.steps" not in given:
-        # --sampler without --steps: ddim's 50 steps, or every one of ddpm's T
-        data["sample"]["steps"] = DDIM_STEPS if sampler == "ddim" else data["diffusion"]["T"]
+    if "sample.steps" not in given:
+        # --sampler ddim without --steps: its 50 steps; ddpm (given or not): every one of T
+        if sampler == "ddim":
+            data["sample"]["steps"] = DDIM_STEPS
+        elif data["sample"]["sampler"] == "ddpm":
+            data["sample"]["steps"] = data["diffusion"]["T"]
     if sampler == "ddpm" and "sample.eta" not in given:
         data["sample"]["eta"] = 0.0  # a run sampled with DDIM's eta, now sampled with ddpm
     refuse_unread(given | from_file_changed, data)
