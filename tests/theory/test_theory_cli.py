@@ -134,6 +134,12 @@ def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny, monkeypatch):
     )
     table = json.loads(cal.read_text())["patch_size"]
     assert len(table) == 100 and set(table) <= {2, 4}
+    default = tmp_path / "default.json"  # 1,3,5,7 up to the 4x4 image's side
+    assert (
+        main(["theory", "calibrate", str(run), "--n", "2", "--every", "50", "--out", str(default)])
+        == 0
+    )
+    assert json.loads(default.read_text())["candidates"] == [1, 3]
     out = tmp_path / "cmp"
     assert (
         main(["theory", "compare", str(run), *common, "--patch", str(cal), "--out", str(out)]) == 0

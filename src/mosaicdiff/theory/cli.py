@@ -66,7 +66,8 @@ def register(subparsers) -> None:
         c.add_argument("--out", required=True, help=out)
         c.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub.choices["calibrate"].add_argument(
-        "--candidates", default="1,3,5,7", help="comma-separated patch sizes to try"
+        "--candidates",
+        help="comma-separated patch sizes to try (default: 1,3,5,7 up to the image side)",
     )
     sub.choices["calibrate"].set_defaults(handler=cmd_calibrate)
     sub.choices["compare"].set_defaults(handler=cmd_compare)

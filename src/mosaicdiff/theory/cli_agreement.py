@@ -38,14 +38,17 @@ def _load(args):
 def cmd_calibrate(args) -> int:
     from mosaicdiff.theory.calibrate import calibrate_patch_sizes, save_calibration
 
+    check_out(args.out, "JSON file")
+    run, members, x_T = _load(args)
+    kind = run.cfg.data.kind
+    if args.candidates is None:  # 4x4 pairings: 1,3
+        side = min(run.dataset.shape[-2:])
+        args.candidates = ",".join(str(k) for k in (1, 3, 5, 7) if k <= side)
     try:
         candidates = [int(k) for k in args.candidates.split(",") if k.strip()]
     except ValueError:
         raise UserError(f"--candidates {args.candidates!r} must be integers like 1,3,5") from None
     check(bool(candidates), f"--candidates {args.candidates!r} names no patch size")
-    check_out(args.out, "JSON file")
-    run, members, x_T = _load(args)
-    kind = run.cfg.data.kind
     machine_for = partial(machine_from_args, args, run.dataset.images, run.schedule, kind)
     for k in candidates:  # refuse a bad size before any work (machines build their tables lazily)
         machine_for(patch=k)
