@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 from mosaicdiff.errors import UserError
 from mosaicdiff.experiments.sweep import load_spec, plan_sweep, register, sweep
@@ -152,6 +153,19 @@ def test_dry_run_refuses_what_the_run_would(tmp_path, flags, needle):
     with pytest.raises(UserError, match=needle):
         args.handler(args)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_local_sweep_on_a_gpu_this_machine_lacks_is_refused_up_front(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps(tiny_spec(tmp_path / "out")))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    for dry in ([], ["--dry-run"]):
+        args = parser.parse_args(["sweep", str(spec), "--set", "device=cuda", *dry])
+        with pytest.raises(UserError, match="arch=cnn: device='cuda' but no CUDA GPU is visible"):
+            args.handler(args)
+    assert not (tmp_path / "out").exists()  # and a later run on the CPU is not blocked
 
 
 def test_local_sweep_runs_and_skips_finished_points(tmp_path):

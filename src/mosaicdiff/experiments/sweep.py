@@ -317,6 +317,16 @@ def cmd_sweep(args) -> int:
     )
     if args.executor == "slurm":
         import_submitit()  # before anything is written
+    else:  # local points run here: refuse a GPU this machine lacks (a cluster's nodes may not)
+        gpu = next((p for p in plan.points if p.cfg.device.startswith("cuda")), None)
+        if gpu is not None:
+            import torch
+
+            check(
+                torch.cuda.is_available(),
+                f"sweep grid point {gpu.name}: device={gpu.cfg.device!r} but no CUDA GPU is "
+                "visible here; use device=cpu, or --executor slurm",
+            )
     if args.dry_run:
         for p in plan.points:
             print(f"{p.name}: {' '.join(f'{k}={json.dumps(v)}' for k, v in p.values.items())}")
