@@ -141,6 +141,7 @@ def rejected(capsys, tmp_path, *argv: str) -> str:
     [
         ("study.candidates=[]", "study.candidates=[] must name at least one patch size"),
         ("study.candidates=[3,9]", "study.candidates=[3, 9]: patch size 9 must be between 1 and 8"),
+        ("study.candidates=[3,2]", "study.candidates=[3, 2]: patch size 2 must be odd"),
         ("study.mosaic_patch=0", "study.mosaic_patch=0 must be between 1 and 8"),
         ("study.mosaic_patch=99", "study.mosaic_patch=99 must be between 1 and 8"),
         ("study.sweep=[[1,2]]", "study.sweep: (1, 2) needs depth >= 1 and an odd kernel"),

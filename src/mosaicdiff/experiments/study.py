@@ -80,6 +80,11 @@ class StudyConfig:
                 f"study.candidates={list(self.candidates)}: patch size {k} must be between 1 "
                 f"and {SIDE}, the image side",
             )
+            check(
+                k % 2 == 1,
+                f"study.candidates={list(self.candidates)}: patch size {k} must be odd (the "
+                "machines centre each k x k patch on a pixel, stride 1)",
+            )
         check(
             1 <= self.mosaic_patch <= SIDE,
             f"study.mosaic_patch={self.mosaic_patch} must be between 1 and {SIDE}, the image side",
