@@ -331,6 +331,11 @@ def test_damaged_run_files_are_one_line_and_checkpoints_fall_back(tmp_path, caps
         assert main([*draw, "--name", "x"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "config.json" in err and "Traceback" not in err
+    edited = json.loads(config)
+    edited["model"]["hidden"] = 16  # edited after training: the checkpoint holds width 32
+    (out / "config.json").write_text(json.dumps(edited))
+    assert main([*draw, "--name", "x"]) == 2
+    assert "config.json does not match its checkpoint (size mismatch" in capsys.readouterr().err
     (out / "config.json").write_bytes(config)
     newest, oldest = sorted((out / "checkpoints").glob("*.json"), reverse=True)
     newest.write_bytes(b"\xff")  # a damaged sidecar: the checkpoint before it is used

@@ -169,7 +169,11 @@ def load_run(path: str | Path, device: str | None = None, weights: str = "ema") 
     model = build_model(cfg.model, dataset.shape, cfg.diffusion.T, cfg.train.seeds)
     prefix = {"ema": "ema.", "raw": "model."}[weights]
     state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # e.g. config.json edited after training: other shapes
+        first = str(e).strip().splitlines()[-1].strip()
+        raise UserError(f"{run.config_path} does not match its checkpoint ({first})") from None
     model.eval().requires_grad_(False)
     device = device or cfg.device
     return LoadedRun(
