@@ -90,7 +90,7 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
     data = assign(data, sets)
     sampler = getattr(args, "sampler", None)
     given = {split_assignment(s)[0] for s in sets}
-    if "sample.steps" not in given:
+    if "sample.steps" not in given | from_file_changed:
         # --sampler ddim without --steps: its 50 steps; ddpm (given or not): every one of T
         if sampler == "ddim":
             data["sample"]["steps"] = DDIM_STEPS
