@@ -110,6 +110,22 @@ def test_bad_values_exit_with_code_2_and_one_line(bad, tmp_path, capsys):
     assert err.startswith("mosaicdiff: error:") and "\n" not in err
 
 
+@pytest.mark.parametrize(
+    "unread, needle",
+    [
+        (["--lam", "0.3"], "--lam 0.3 is read by --machine attn only, not els"),
+        (["--machine", "bbels", "--attention", "top1"], "--attention top1 is read by --machine"),
+        (["--machine", "ideal", "--patch", "3"], "--patch 3: --machine ideal scores whole images"),
+        (["--machine", "ideal", "--boundary", "zeros"], "--boundary zeros: --machine ideal"),
+    ],
+)
+def test_options_the_machine_never_reads_are_refused(unread, needle, tmp_path, capsys):
+    # else they were stored with the samples, and a rerun without them was refused
+    args = ["theory", "sample", "--n", "2", "--sampler", "ddim", "--steps", "2"]
+    assert main([*args, *unread, "--out", str(tmp_path / "x")]) == 2
+    assert needle in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny, monkeypatch):
     from dataclasses import replace
 

@@ -53,6 +53,27 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
     choice(args.boundary, "--boundary", ("circular", "zeros"))
     choice(args.attention, "--attention", ("soft", "top1"))
     precision = PRECISIONS[choice(args.precision, "--precision", PRECISIONS)]
+    # Options the machine never reads are refused when set (the defaults stay, so folders
+    # sampled before this check resume with the same settings).
+    if name != "attn":
+        for flag, value, default in (
+            ("--lam", args.lam, 0.5),
+            ("--attention", args.attention, "soft"),
+        ):
+            check(
+                value in (default, None),
+                f"{flag} {value} is read by --machine attn only, not {name}",
+            )
+    if name == "ideal":
+        for flag, value, default in (
+            ("--patch", args.patch if patch is None else patch, None),
+            ("--stride", args.stride, None),
+            ("--boundary", args.boundary, "circular"),
+        ):
+            check(
+                value == default,
+                f"{flag} {value}: --machine ideal scores whole images, not patches",
+            )
     default = args.patch is None and patch is None
     if patch is None:
         if args.patch is None:
