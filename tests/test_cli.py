@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from mosaicdiff.cli import main
@@ -347,6 +348,35 @@ def test_damaged_run_files_are_one_line_and_checkpoints_fall_back(tmp_path, caps
         assert main([*draw, "--name", "none"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("has no checkpoint that verifies (2 damaged); train it again")
+
+
+def test_damaged_samples_are_one_line_and_a_bad_chunk_is_redrawn(tmp_path, capsys):
+    out = tmp_path / "run"
+    train = ["train", "--out", str(out), "--epochs", "1", "--set", "data.n_images=64"]
+    assert main([*train, "--no-progress"]) == 0
+    draw = ["sample", str(out), "--runs", "2", "--per-run", "4", "--sampler", "ddim"]
+    draw += ["--steps", "2", "--set", "sample.chunk_size=4", "--no-progress"]
+    assert main(draw) == 0
+    folder = out / "samples" / "default"
+    meta = (folder / "sample.json").read_bytes()
+    chunk = folder / "chunk-00001.npz"
+    good = np.load(chunk)["samples"]
+    (folder / "sample.json").write_text("{}")
+    for command in (draw, ["evaluate", str(out)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err
+        assert err.endswith(
+            f"sample.json is damaged (it has no 'n_chunks'); delete {folder} and sample again"
+        )
+    (folder / "sample.json").write_bytes(meta)
+    np.savez(chunk, samples=np.zeros((1, 3, 3, 4, 4)), index=np.arange(3), run=np.zeros(3))
+    assert main(["evaluate", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(chunk) in err and "redraw it" in err
+    chunk.unlink()  # as the message says: the chunk comes back as it was
+    assert main(draw) == 0 and np.array_equal(np.load(chunk)["samples"], good)
+    assert main(["evaluate", str(out)]) == 0
 
 
 def test_an_unusable_out_path_is_one_line(tmp_path, capsys):

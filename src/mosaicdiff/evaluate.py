@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mosaicdiff.generate import iter_chunks, load_samples
-from mosaicdiff.io import atomic_write_json, read_json
+from mosaicdiff.generate import iter_chunks, load_samples, read_meta
+from mosaicdiff.io import atomic_write_json
 from mosaicdiff.metrics.consistency import REASONS, consistency, summarize_rates
 
 # Two-sided 95 % Student-t quantiles for 1..30 degrees of freedom (beyond: 1.96).
@@ -46,7 +46,7 @@ def evaluate_consistency(samples_dir: Path, spec, seeds: list[int]) -> dict:
 
     Writes and returns SAMPLES/results.json.
     """
-    meta = read_json(samples_dir / "sample.json")
+    meta = read_meta(samples_dir, "sample")
     n_runs = meta["sample"]["n_runs"]
     s = len(seeds)
     hits = torch.zeros(s, n_runs, dtype=torch.float64)

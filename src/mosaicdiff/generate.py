@@ -38,6 +38,36 @@ def chunk_paths(out: Path) -> list[Path]:
     return sorted(out.glob("chunk-*.npz"))
 
 
+def read_meta(out: Path, *keys: str) -> dict:
+    """OUT/sample.json, refused in one line when it lacks any of `keys` (edited or damaged)."""
+    path = out / "sample.json"
+    meta = read_json(path)
+    for key in ("n_chunks", *keys):
+        if key not in meta:
+            raise UserError(f"{path} is damaged (it has no {key!r}); delete {out} and sample again")
+    return meta
+
+
+def check_chunk(path: Path, chunk: dict, n_seeds: int) -> dict:
+    """`chunk` (read from `path`) if it holds what `draw_chunks` writes for `n_seeds` seeds:
+    float samples (n_seeds, m, C, H, W) and integer index and run (m,)."""
+    x, index, run = (chunk.get(k) for k in ("samples", "index", "run"))
+    arrays = (x, index, run)
+    fine = all(isinstance(a, np.ndarray) for a in arrays) and x.dtype.kind == "f"
+    fine = fine and x.ndim == 5 and x.shape[0] == n_seeds
+    fine = fine and all(a.dtype.kind in "iu" and a.shape == x.shape[1:2] for a in (index, run))
+    if not fine:
+        got = ", ".join(
+            f"{k} {getattr(a, 'dtype', None)} {getattr(a, 'shape', None)}"
+            for k, a in zip(("samples", "index", "run"), arrays, strict=True)
+        )
+        raise UserError(
+            f"{path} is damaged (it holds {got}; expected float samples ({n_seeds}, m, C, H, W) "
+            "and integer index and run (m,)); delete it and sample again to redraw it"
+        )
+    return chunk
+
+
 def make_sampler(loaded: LoadedRun, scfg: SampleConfig):
     """`sampler(x_T, generator) -> x_0` by `scfg`, the fastest exact one available.
 
@@ -113,7 +143,7 @@ def draw_samples(
     out = loaded.run.samples_dir(name)
     meta_path = out / "sample.json"
     if meta_path.is_file():  # resume only the same draw: same settings, same weights
-        stored = read_json(meta_path)
+        stored = read_meta(out, "sample")
         old = to_dict(from_dict(SampleConfig, stored_sample(stored["sample"])))
         # A run trained on after these samples were drawn must not mix old chunks with new.
         was = stored.get("epoch", loaded.epoch)
@@ -194,12 +224,13 @@ def draw_chunks(
 
 def iter_chunks(out: Path):
     """Yield each chunk's arrays: samples (S, m, C, H, W), index (m,), run (m,)."""
-    meta = read_json(out / "sample.json")
+    meta = read_meta(out)
     paths = chunk_paths(out)
     if len(paths) != meta["n_chunks"]:
         raise UserError(f"{out} has {len(paths)} of {meta['n_chunks']} chunks; run sample again")
+    n_seeds = len(meta.get("seeds", [0]))  # a theory machine's folder holds one
     for p in paths:
-        yield load_npz(p)
+        yield check_chunk(p, load_npz(p), n_seeds)
 
 
 def load_samples(out: Path, limit: int | None = None) -> np.ndarray:

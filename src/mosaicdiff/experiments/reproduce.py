@@ -84,11 +84,12 @@ def stored_results(cfg: RunConfig, run_path: Path) -> dict | None:
     """The results `sample_stage` stored for `run_path`, where its samples were drawn by
     `cfg.sample`."""
     from mosaicdiff import evaluate
+    from mosaicdiff.generate import read_meta
     from mosaicdiff.runs import RunDir
 
     out = RunDir(run_path).samples_dir()
     results = out / evaluate.results_name(evaluate.metric_for(cfg.data.kind))
-    stored = read_json(out / "sample.json")["sample"] if results.is_file() else None
+    stored = read_meta(out, "sample")["sample"] if results.is_file() else None
     if stored is None or not matches(stored_sample(stored), cfg.sample):
         return None
     return read_json(results)
