@@ -73,8 +73,21 @@ def test_corrupted_checkpoint_falls_back_to_previous(tmp_path, tiny):
         assert load_run(tmp_path).epoch == 1
 
 
-def test_divergence_stops_with_a_clear_message(tmp_path, tiny):
+def test_divergence_stops_with_a_clear_message(tmp_path, tiny, monkeypatch):
+    from mosaicdiff import training
     from mosaicdiff.training import TrainingDiverged
 
-    with pytest.raises(TrainingDiverged, match="loss became"):
-        train(tiny(epochs=2, lr=1e30), tmp_path, progress=False)
+    with pytest.raises(TrainingDiverged, match="stopped before its first checkpoint") as e:
+        train(tiny(epochs=2, lr=1e30), tmp_path / "a", progress=False)
+    assert "loss became [nan] at epoch 1" in str(e.value) and "kept" not in str(e.value)
+    real = training.EagerStep.epoch
+
+    def third_epoch_diverges(self, perm, t_all, eps_all, loss_sum, batch_size):
+        real(self, perm, t_all, eps_all, loss_sum, batch_size)
+        self.epochs_run = getattr(self, "epochs_run", 0) + 1
+        if self.epochs_run == 3:
+            loss_sum.fill_(float("inf"))
+
+    monkeypatch.setattr(training.EagerStep, "epoch", third_epoch_diverges)
+    with pytest.raises(TrainingDiverged, match=r"epoch 3; .*epoch-000002.safetensors is kept"):
+        train(tiny(epochs=4, checkpoint_every=1), tmp_path / "b", progress=False)

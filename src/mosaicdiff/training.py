@@ -49,7 +49,7 @@ ONE_THREAD_BELOW = 512
 
 
 class TrainingDiverged(UserError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; checkpoints already saved are kept."""
 
 
 def data_seed(seed: int) -> int:
@@ -177,9 +177,11 @@ def train(
             losses = (loss_sum / steps_per_epoch).tolist()
             if not all(math.isfinite(v) for v in losses):
                 bar.close()
+                saved = run.checkpoints()
+                kept = f", {saved[-1]} is kept" if saved else " before its first checkpoint"
                 raise TrainingDiverged(
-                    f"loss became {losses} at epoch {epoch + 1}; training stopped, the last good "
-                    f"checkpoint in {run.checkpoint_dir} is kept (try a lower train.lr)"
+                    f"loss became {losses} at epoch {epoch + 1}; training stopped{kept} "
+                    "(try a lower train.lr)"
                 )
             rate = steps_per_epoch * len(tc.seeds) / (time.perf_counter() - tick)
             step.sync()
