@@ -382,10 +382,22 @@ def test_damaged_samples_are_one_line_and_a_bad_chunk_is_redrawn(tmp_path, capsy
 def test_an_unusable_out_path_is_one_line(tmp_path, capsys):
     taken = tmp_path / "afile"
     taken.write_text("not a folder")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({"out": str(taken), "grid": {"model.arch": ["cnn"]}}))
     for out in (taken, taken / "sub"):
-        assert main(["train", "--out", str(out), "--epochs", "1", "--no-progress"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and str(out) in err and "Traceback" not in err
+        # --dry-run too: it says whether the command would run
+        for command in (
+            ["train", "--out", str(out), "--epochs", "1", "--no-progress"],
+            ["train", "--out", str(out), "--dry-run"],
+            ["reproduce", "--out", str(out), "--dry-run"],
+            ["study", "digits", "--out", str(out), "--dry-run"],
+            ["sweep", str(spec), "--out", str(out), "--dry-run"],
+        ):
+            assert main(command) == 2, command
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and f"--out '{out}'" in err and "Traceback" not in err
+    assert main(["sweep", str(spec), "--dry-run"]) == 2
+    assert f"sweep spec: out '{taken}' is a file; name a folder" in capsys.readouterr().err
     assert taken.read_text() == "not a folder"
 
 

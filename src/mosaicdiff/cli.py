@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from mosaicdiff import __version__
 from mosaicdiff.allocator import hold_freed_memory
 from mosaicdiff.config import differences, to_dict
-from mosaicdiff.errors import UserError, check
+from mosaicdiff.errors import UserError, check, check_out
 from mosaicdiff.resolve import resolve_config
 
 SET_HELP = "override any config field, e.g. --set train.lr=3e-4 (repeatable; see --dry-run)"
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from mosaicdiff.runs import RunDir
 
-    run = RunDir(args.out)
+    run = RunDir(check_out(args.out))
     base = run.read_config() if args.resume and run.exists() else None
     cfg = resolve_config(args, base)
     if args.dry_run:

@@ -28,7 +28,7 @@ from mosaicdiff.config import (
     stored_sample,
     to_dict,
 )
-from mosaicdiff.errors import check
+from mosaicdiff.errors import check, check_out
 from mosaicdiff.experiments.timing import Laps, done_line
 from mosaicdiff.io import atomic_write_json, read_json
 
@@ -324,7 +324,7 @@ def cmd_reproduce(args) -> int:
         )
     base = resolve_config(args, preset_config(args.preset))
     check(args.jobs is None or args.jobs >= 1, f"--jobs={args.jobs} must be at least 1")
-    out = Path(args.out or f"reports/{args.preset}")
+    out = check_out(args.out or f"reports/{args.preset}")
     if args.dry_run:
         print(json.dumps({a: to_dict(c) for a, c in model_configs(base, models).items()}, indent=2))
         return 0

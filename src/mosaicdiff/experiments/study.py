@@ -38,7 +38,7 @@ from mosaicdiff.config import (
     split_assignment,
     to_dict,
 )
-from mosaicdiff.errors import check
+from mosaicdiff.errors import check, check_out
 from mosaicdiff.io import atomic_write_json, read_json
 
 ARCHS = ("resnet", "resnet_attn", "unet", "dit")
@@ -338,7 +338,7 @@ def cmd_study(args) -> int:
         )
     base = resolve_config(args, preset)
     sc = from_dict(StudyConfig, assign({"study": to_dict(sc)}, study_sets)["study"], "study.")
-    out = Path(args.out or f"reports/study-{args.dataset}")
+    out = check_out(args.out or f"reports/study-{args.dataset}")
     if args.dry_run:
         plan = {"study": to_dict(sc), **{k: to_dict(c) for k, c in run_configs(base, sc).items()}}
         print(json.dumps(plan, indent=2))

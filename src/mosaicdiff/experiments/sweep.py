@@ -41,7 +41,7 @@ from mosaicdiff.config import (
     split_assignment,
     to_dict,
 )
-from mosaicdiff.errors import UserError, check
+from mosaicdiff.errors import UserError, check, check_out
 from mosaicdiff.io import atomic_write_json, read_json
 
 SPEC_KEYS = ("base", "grid", "out")
@@ -107,12 +107,12 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
             isinstance(values, list) and values,
             f"sweep grid: {key} must be a non-empty list of values",
         )
-    out = out or spec.get("out")
+    given_out, out = out, out or spec.get("out")
     check(
         isinstance(out, (str, Path)) and str(out).strip() != "",
         f"sweep spec: out={out!r} must name an output folder (out: in the spec, or --out)",
     )
-    out = Path(out)
+    out = check_out(out, option="--out" if given_out else "sweep spec: out")
     from mosaicdiff.evaluate import metric_for
     from mosaicdiff.resolve import changed_keys, lay_over, refuse_unread
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from mosaicdiff.config import check_seed
-from mosaicdiff.errors import UserError, check
-from mosaicdiff.theory.cli_checks import check_out, machine_from_args, positive
+from mosaicdiff.errors import UserError, check, check_out
+from mosaicdiff.theory.cli_checks import machine_from_args, positive
 
 
 def _load(args):

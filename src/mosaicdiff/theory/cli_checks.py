@@ -5,8 +5,6 @@ Each check raises `UserError` naming the bad value and what would be valid, befo
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from mosaicdiff.errors import check
@@ -28,20 +26,6 @@ def choice(value: str, option: str, valid) -> str:
 def positive(value: int, option: str) -> int:
     check(value >= 1, f"{option}={value} must be at least 1")
     return value
-
-
-def check_out(out: str, what: str = "folder") -> Path:
-    """--out as a Path, refused before any work if the results could not be written there: empty,
-    under a file, or a file where a folder goes (a folder where a file goes)."""
-    check(bool(out), f"--out '' is empty; name an output {what}")
-    path = Path(out)
-    for parent in path.parents:
-        check(not parent.is_file(), f"--out {out!r} lies under {str(parent)!r}, a file")
-    if what == "folder":
-        check(not path.is_file(), f"--out {out!r} is a file; name a folder")
-    else:
-        check(not path.is_dir(), f"--out {out!r} is a folder; name a {what}")
-    return path
 
 
 def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: int | None = None):

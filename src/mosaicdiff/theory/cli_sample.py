@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 
 from mosaicdiff.config import DDIM_STEPS, check_seed
-from mosaicdiff.errors import check
+from mosaicdiff.errors import check, check_out
 from mosaicdiff.theory.cli_checks import (
     DATA_KINDS,
     MACHINE_MAX_SIDE,
-    check_out,
     choice,
     machine_from_args,
     positive,

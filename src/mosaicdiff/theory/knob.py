@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from mosaicdiff.errors import UserError, check
-from mosaicdiff.theory.cli_checks import check_out
+from mosaicdiff.errors import UserError, check, check_out
 from mosaicdiff.theory.cli_sample import prepare_sample
 
 COLUMNS = ("lam", "n", "consistency", "ci95_low", "ci95_high", "identical_quadrants", "baseline")
