@@ -150,6 +150,20 @@ def test_sampler_without_steps_takes_its_own_step_count(tmp_path, capsys):
     assert dry_run_sample(capsys, "sample", str(run))["steps"] == 50
 
 
+def test_a_key_set_twice_is_refused_unless_both_agree(tmp_path, capsys):
+    twice = ["--set", "train.lr=1e-3", "--set", "train.lr=2e-3"]
+    for command in (["train", "--out", str(tmp_path / "r")], ["study", "digits"]):
+        assert main([*command, *twice, "--dry-run"]) == 2
+        assert "--set train.lr=1e-3 and --set train.lr=2e-3 both" in capsys.readouterr().err
+    again = ["--set", "train.lr=2e-3", "--set", "train.lr=2e-3"]
+    assert main(["train", "--out", str(tmp_path / "r"), *again, "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["train"]["lr"] == 2e-3
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({"out": str(tmp_path / "s"), "grid": {"train.lr": [1e-3]}}))
+    assert main(["sweep", str(spec), "--set", "train.lr=2e-3", "--dry-run"]) == 2
+    assert "--set and the grid both set ['train.lr']" in capsys.readouterr().err
+
+
 def test_ddims_eta_is_refused_for_ddpm(tmp_path, capsys):
     args = ["train", "--out", str(tmp_path / "r"), "--dry-run", "--set", "sample.eta=0.5"]
     assert main(args) == 2
@@ -172,6 +186,7 @@ def test_ddims_eta_is_refused_for_ddpm(tmp_path, capsys):
         (["--set", "sample.steps=10"], "ddim"),
         (["--device", "cuda:7"], "cuda"),
         (["--set", "model.patch=3"], "model.patch"),
+        (["--set", "train.lr=1e-3", "--set", "train.lr=2e-3"], "both set train.lr; give it once"),
         (["--config", "/no/file.yaml"], "--config"),
         (["--sample-seed", "99999999999999999999"], "sample.seed"),
         (["--seeds", "0,3000000000"], "train.seeds"),

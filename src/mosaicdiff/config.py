@@ -336,6 +336,17 @@ def split_assignment(item: str) -> tuple[str, str]:
     return key.strip(), raw
 
 
+def check_once(assignments: list[str], option: str = "--set") -> set[str]:
+    """The keys `assignments` set, refused where two of them set one key to different values
+    (the later one would silently win)."""
+    seen = {}
+    for item in assignments:
+        key = split_assignment(item)[0]
+        first = seen.setdefault(key, item)
+        check(first == item, f"{option} {first} and {option} {item} both set {key}; give it once")
+    return set(seen)
+
+
 def assign(data: dict, assignments: list[str]) -> dict:
     """`override` on a `to_dict` mapping: a copy of `data` with the assignments made, every key
     checked to exist but no value validated yet."""

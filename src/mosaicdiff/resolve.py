@@ -15,6 +15,7 @@ from mosaicdiff.config import (
     PAIRINGS_FIELDS,
     RunConfig,
     assign,
+    check_once,
     from_dict,
     new_run_config,
     read_mapping,
@@ -79,6 +80,7 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
     if getattr(args, "seeds", None) is not None:
         flags["train.seeds"] = "seeds"
         sets.append(f"train.seeds={json.dumps(list(parse_seeds(args.seeds)))}")
+    check_once(getattr(args, "set", None) or [])
     for text in getattr(args, "set", None) or []:
         key = split_assignment(text)[0]
         check(

@@ -33,6 +33,7 @@ from mosaicdiff.config import (
     RunConfig,
     SampleConfig,
     assign,
+    check_once,
     from_dict,
     override,
     split_assignment,
@@ -323,6 +324,7 @@ def cmd_study(args) -> int:
 
     preset, sc = preset_configs(args.preset)
     sets = args.set or []
+    check_once(sets)
     study_sets = [s for s in sets if s.startswith("study.")]
     args.set = [s for s in sets if not s.startswith("study.")]
     given = dict(split_assignment(s) for s in args.set)

@@ -34,6 +34,7 @@ from pathlib import Path
 from mosaicdiff.config import (
     RunConfig,
     assign,
+    check_once,
     from_dict,
     matches,
     new_run_config,
@@ -115,6 +116,9 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
     out = check_out(out, option="--out" if given_out else "sweep spec: out")
     from mosaicdiff.evaluate import metric_for
     from mosaicdiff.resolve import changed_keys, lay_over, refuse_unread
+
+    both = sorted(check_once(list(sets)) & set(grid))
+    check(not both, f"sweep: --set and the grid both set {both}; give each key in one place")
 
     def resolve(values: dict) -> RunConfig:
         """A new run's config (defaults of its data kind) <- base <- --set <- `values`."""
