@@ -164,6 +164,19 @@ def test_a_key_set_twice_is_refused_unless_both_agree(tmp_path, capsys):
     assert "--set and the grid both set ['train.lr']" in capsys.readouterr().err
 
 
+def test_a_relative_data_path_is_stored_absolute(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({"out": "s", "grid": {"train.lr": [1e-3]}}))
+    npz = ["--set", "data.kind=npz", "--set", "data.path=imgs.npz"]
+    assert main(["train", "--out", "r", *npz, "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["path"] == str(tmp_path / "imgs.npz")
+    from mosaicdiff.experiments.sweep import plan_sweep
+
+    point = plan_sweep(json.loads(spec.read_text()), sets=npz[1::2]).points[0]
+    assert point.cfg.data.path == str(tmp_path / "imgs.npz")
+
+
 def test_ddims_eta_is_refused_for_ddpm(tmp_path, capsys):
     args = ["train", "--out", str(tmp_path / "r"), "--dry-run", "--set", "sample.eta=0.5"]
     assert main(args) == 2

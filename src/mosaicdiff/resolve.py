@@ -7,6 +7,7 @@ reads is refused, rather than run as if it had not been given.
 from __future__ import annotations
 
 import json
+import os
 from functools import partial
 
 from mosaicdiff.config import (
@@ -101,7 +102,16 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
     if sampler == "ddpm" and "sample.eta" not in given:
         data["sample"]["eta"] = 0.0  # a run sampled with DDIM's eta, now sampled with ddpm
     refuse_unread(given | from_file_changed, data)
+    anchor_data_path(given | from_file_changed, data)
     return data
+
+
+def anchor_data_path(given: set[str], data: dict) -> None:
+    """A data.path given relative to the folder the command runs in is stored absolute: the run
+    is later sampled, resumed or swept from other folders (and `~` is expanded)."""
+    path = data["data"]["path"]
+    if "data.path" in given and path and not os.path.isabs(path):
+        data["data"]["path"] = os.path.abspath(os.path.expanduser(path))
 
 
 def changed_keys(data: dict, extra: dict) -> set[str]:

@@ -115,7 +115,7 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
     )
     out = check_out(out, option="--out" if given_out else "sweep spec: out")
     from mosaicdiff.evaluate import metric_for
-    from mosaicdiff.resolve import changed_keys, lay_over, refuse_unread
+    from mosaicdiff.resolve import anchor_data_path, changed_keys, lay_over, refuse_unread
 
     both = sorted(check_once(list(sets)) & set(grid))
     check(not both, f"sweep: --set and the grid both set {both}; give each key in one place")
@@ -129,6 +129,7 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
             data = assign(lay_over(data, base_part), assignments)
             # a grid of cnn x model.depth would train the same cnn twice, under two names
             refuse_unread(given, data)
+            anchor_data_path(given, data)
             return data
 
         return new_run_config(layer)
