@@ -201,13 +201,15 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate_creativity(args, loaded, samples) -> int:
     from mosaicdiff.evaluate import (
+        CREATIVITY_LIMIT,
         CREATIVITY_RESULTS,
+        MOSAIC_PATCH,
         creativity_line,
         evaluate_creativity_samples,
     )
 
-    patch = 3 if args.patch is None else args.patch
-    limit = 1000 if args.limit is None else args.limit
+    patch = MOSAIC_PATCH if args.patch is None else args.patch
+    limit = CREATIVITY_LIMIT if args.limit is None else args.limit
     side = min(loaded.dataset.images.shape[-2:])
     check(1 <= patch <= side, f"--patch={patch} must be between 1 and {side}, the image side")
     check(limit >= 1, f"--limit={limit} must be at least 1")

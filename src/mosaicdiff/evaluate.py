@@ -82,6 +82,7 @@ def evaluate_consistency(samples_dir: Path, spec, seeds: list[int]) -> dict:
 CONSISTENCY_RESULTS = "results.json"  # the file name predates the creativity metrics
 CREATIVITY_RESULTS = "results-creativity.json"
 MOSAIC_PATCH = 3  # side of the patches a sample is a mosaic of, unless the user picks another
+CREATIVITY_LIMIT = 1000  # samples per seed the creativity metrics measure, unless told otherwise
 
 
 def metric_for(kind: str) -> str:

@@ -283,6 +283,8 @@ def test_patch_sizes_larger_than_a_runs_images_are_refused_before_work(
         (["--n", "0"], ["--n=0"]),
         (["--patch", "6", "--stride", "2"], ["patch size 6"]),
         (["--lams", "0,0.5", "--eta", "2"], ["--eta=2.0"]),
+        (["--limit", "5"], ["--limit=5", "data other than pairings"]),  # not in knob's --help
+        (["--data-path", "x.npz"], ["--data-path 'x.npz'", "npz or folder only"]),
     ],
 )
 def test_knob_checks_every_option_before_printing_or_writing(bad, names, tmp_path, capsys):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 
+from mosaicdiff.evaluate import CREATIVITY_LIMIT
 from mosaicdiff.theory.cli_agreement import cmd_calibrate, cmd_compare
 from mosaicdiff.theory.cli_checks import DATA_KINDS, MACHINE_MAX_SIDE
 from mosaicdiff.theory.cli_sample import cmd_sample
@@ -74,14 +75,21 @@ def register(subparsers) -> None:
 
 
 def _sample_options(s, knob: bool = False) -> None:
-    """The options of `theory sample` (and of `theory knob`, which runs it once per lam)."""
-    s.add_argument("--data", default="pairings", help=f"dataset: {', '.join(DATA_KINDS)}")
-    s.add_argument("--data-path", default="", help="npz or folder: where the images are")
+    """The options of `theory sample` (and of `theory knob`, which runs it once per lam, on the
+    colour pairings only: the options of other data stay out of its help, parsed to be refused)."""
+    hidden = argparse.SUPPRESS
+    kinds = "pairings only (knob measures consistency)" if knob else ", ".join(DATA_KINDS)
+    s.add_argument("--data", default="pairings", help=f"dataset: {kinds}")
+    s.add_argument(
+        "--data-path", default="", help=hidden if knob else "npz or folder: where the images are"
+    )
     s.add_argument(
         "--image-size",
         type=int,
         default=0,
-        help=f"folder: resize to this side (0 keeps it; at most {MACHINE_MAX_SIDE})",
+        help=hidden
+        if knob
+        else f"folder: resize to this side (0 keeps it; at most {MACHINE_MAX_SIDE})",
     )
     s.add_argument("--n-images", type=int, help="pairings: training images (default 2048)")
     s.add_argument("--data-seed", type=int, help="pairings: dataset seed (default 0)")
@@ -93,7 +101,11 @@ def _sample_options(s, knob: bool = False) -> None:
     s.add_argument("--eta", type=float, default=0.0, help="ddim: noise in [0, 1] (0 deterministic)")
     s.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise")
     s.add_argument(
-        "--limit", type=int, default=1000, help="creativity (not pairings): the first N samples"
+        "--limit",
+        type=int,
+        help=hidden
+        if knob
+        else f"creativity (not pairings): the first N samples (default {CREATIVITY_LIMIT})",
     )
     s.add_argument("--out", required=True, help="output folder (run again to resume)")
     s.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -38,7 +38,7 @@ def prepare_sample(args) -> Callable[[], int]:
     from mosaicdiff.config import DataConfig
     from mosaicdiff.data import load_dataset
     from mosaicdiff.diffusion import Schedule
-    from mosaicdiff.evaluate import MOSAIC_PATCH
+    from mosaicdiff.evaluate import CREATIVITY_LIMIT, MOSAIC_PATCH
 
     folder = check_out(args.out)
     kind = choice(args.data, "--data", DATA_KINDS)
@@ -62,6 +62,11 @@ def prepare_sample(args) -> Callable[[], int]:
             f"{flag}={value} sets the colour pairings only, not --data {kind}",
         )
         setattr(args, dest, default if value is None else value)  # stored with the settings
+    check(
+        kind != "pairings" or args.limit is None,
+        f"--limit={args.limit} applies to the creativity metrics of data other than pairings",
+    )
+    args.limit = CREATIVITY_LIMIT if args.limit is None else args.limit
     choice(args.sampler, "--sampler", ("ddpm", "ddim"))
     for option in ("n", "batch", "limit"):
         positive(getattr(args, option), f"--{option}")
