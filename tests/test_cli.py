@@ -371,6 +371,11 @@ def test_damaged_run_files_are_one_line_and_checkpoints_fall_back(tmp_path, caps
     with pytest.warns(UserWarning, match="falling back to the previous checkpoint"):
         assert main([*draw, "--name", "fallback"]) == 0
     assert json.loads((out / "samples" / "fallback" / "sample.json").read_text())["epoch"] == 1
+    shell = [sys.executable, "-m", "mosaicdiff", *draw, "--name", "fallback2"]
+    err = subprocess.run(shell, capture_output=True, text=True, check=True).stderr
+    warned = [line for line in err.splitlines() if "falling back" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"mosaicdiff: warning: {out}")
+    assert "warnings.warn" not in err  # Python's second line, the source that warned
     oldest.write_bytes(b"[]")
     with pytest.warns(UserWarning):
         assert main([*draw, "--name", "none"]) == 2

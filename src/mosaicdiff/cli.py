@@ -12,7 +12,9 @@ import json
 import signal
 import sys
 import threading
+import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 from mosaicdiff import __version__
 from mosaicdiff.allocator import hold_freed_memory
@@ -20,6 +22,7 @@ from mosaicdiff.config import differences, to_dict
 from mosaicdiff.errors import UserError, check, check_out
 from mosaicdiff.resolve import resolve_config
 
+PACKAGE = Path(__file__).parent
 SET_HELP = "override any config field, e.g. --set train.lr=3e-4 (repeatable; see --dry-run)"
 
 
@@ -246,6 +249,24 @@ def sigterm_interrupts():
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+@contextmanager
+def one_line_warnings():
+    """Within the block, mosaicdiff's own warnings print as one line, as its errors do, not as
+    Python's two (file:line: UserWarning: ..., then the source line that warned)."""
+    plain = warnings.formatwarning
+
+    def short(message, category, filename, lineno, line=None):
+        if category is UserWarning and Path(filename).is_relative_to(PACKAGE):
+            return f"mosaicdiff: warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+
+    warnings.formatwarning = short
+    try:
+        yield
+    finally:
+        warnings.formatwarning = plain
+
+
 def main(argv: list[str] | None = None) -> int:
     hold_freed_memory()  # for this process and the workers it starts
     parser = build_parser()
@@ -255,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     handlers = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate}
     try:
-        with sigterm_interrupts():
+        with sigterm_interrupts(), one_line_warnings():
             handler = handlers.get(args.command) or args.handler
             return handler(args)
     except UserError as e:
