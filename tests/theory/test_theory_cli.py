@@ -39,7 +39,7 @@ def test_sample_digits_with_an_attention_machine(tmp_path):
     assert not (tmp_path / "consistency.json").exists()
 
 
-def test_sample_on_user_arrays_scores_creativity_like_evaluate(tmp_path):
+def test_sample_on_user_arrays_scores_creativity_like_evaluate(tmp_path, monkeypatch):
     import torch
 
     from mosaicdiff.config import DataConfig
@@ -50,9 +50,12 @@ def test_sample_on_user_arrays_scores_creativity_like_evaluate(tmp_path):
     images = rng.integers(0, 256, size=(20, 6, 6), dtype=np.uint8)
     np.savez(tmp_path / "tiny.npz", images=images)
     out = tmp_path / "els"
-    args = ["theory", "sample", "--data", "npz", "--data-path", str(tmp_path / "tiny.npz")]
+    monkeypatch.chdir(tmp_path)  # a relative --data-path is stored absolute
+    args = ["theory", "sample", "--data", "npz", "--data-path", "tiny.npz"]
     args += ["--n", "6", "--batch", "4", "--limit", "5", "--sampler", "ddim", "--steps", "4"]
     assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    settings = json.loads((out / "sample.json").read_text())["theory"]
+    assert settings["data_path"] == str(tmp_path / "tiny.npz")
     samples = torch.from_numpy(np.load(out / "samples.npz")["samples"])
     assert samples.shape == (6, 1, 6, 6)
     for name in ("samples.png", "nearest.png"):

@@ -10,6 +10,7 @@ creativity metrics `mosaicdiff evaluate` computes for networks (results-creativi
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -47,6 +48,8 @@ def prepare_sample(args) -> Callable[[], int]:
         kind in ("npz", "folder") or not args.data_path,
         f"--data-path {args.data_path!r} is read by --data npz or folder only, not {kind}",
     )
+    if args.data_path:  # stored with the settings: a rerun from another folder still resumes
+        args.data_path = os.path.abspath(os.path.expanduser(args.data_path))
     check(
         kind == "folder" or args.image_size == 0,
         f"--image-size={args.image_size} resizes --data folder images only, not {kind}",
