@@ -67,6 +67,17 @@ def test_sample_on_user_arrays_scores_creativity_like_evaluate(tmp_path, monkeyp
     assert stored == {"seed": 0, **expected} and stored["n_samples"] == 5
 
 
+@pytest.mark.parametrize("entry", ["a", None, [3], 3.9])
+def test_a_bad_patch_schedule_file_is_one_line(entry, tmp_path, capsys):
+    bad = tmp_path / "p.json"
+    bad.write_text(json.dumps({"patch_size": [entry] * 1000}))
+    args = ["theory", "sample", "--n", "2", "--sampler", "ddim", "--steps", "2", "--patch"]
+    assert main([*args, str(bad), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"p.json': patch-size table entry {entry!r} is not an int")
+    assert "\n" not in err and not (tmp_path / "x").exists()
+
+
 def test_sample_resumes_its_batches_and_refuses_other_settings(tmp_path, capsys):
     out = tmp_path / "els"
     args = ["theory", "sample", "--n", "6", "--batch", "2", "--sampler", "ddim", "--steps", "3"]
@@ -100,6 +111,7 @@ def test_sample_resumes_its_batches_and_refuses_other_settings(tmp_path, capsys)
         ["--sampler", "euler"],
         ["--patch", "2", "--stride", "1"],
         ["--patch", "missing.json"],
+        ["--patch", "2.5"],
         ["--machine", "attn", "--lam", "1.5"],
         ["--precision", "float16"],
         ["--data", "npz"],

@@ -153,7 +153,16 @@ def test_patch_size_schedule_picks_the_size_per_step():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"patch_size": 2}, {"patch_size": 3, "stride": 2}, {"patch_size": 0}, {"patch_size": [3, 3]}],
+    [
+        {"patch_size": 2},
+        {"patch_size": 3, "stride": 2},
+        {"patch_size": 0},
+        {"patch_size": [3, 3]},
+        {"patch_size": ["a"] * SCHEDULE.T},  # these three were tracebacks from a JSON file
+        {"patch_size": [None] * SCHEDULE.T},
+        {"patch_size": [3.9] * SCHEDULE.T},  # was cut to 3 without a word
+        {"patch_size": "3" * SCHEDULE.T},
+    ],
 )
 def test_bad_patch_settings_raise_user_errors(kwargs):
     images, _ = data()

@@ -5,6 +5,8 @@ Each check raises `UserError` naming the bad value and what would be valid, befo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from mosaicdiff.errors import check
@@ -65,6 +67,11 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
         elif args.patch.lstrip("-").isdigit():
             patch = int(args.patch)
         else:
+            check(
+                Path(args.patch).is_file(),
+                f"--patch {args.patch!r} is neither an int nor a file (a patch schedule JSON "
+                "from `theory calibrate`)",
+            )
             patch = PatchSchedule.load(args.patch, schedule.T)
     if name != "ideal":  # the local machines see k x k windows of the image
         side = min(images.shape[-2:])

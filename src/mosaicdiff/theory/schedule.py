@@ -7,8 +7,8 @@ indexed by t, the form calibration produces and JSON stores), or a callable t ->
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
+from numbers import Integral
 from pathlib import Path
 
 from mosaicdiff.errors import UserError, check
@@ -30,6 +30,8 @@ class PatchSchedule:
                 len(spec) == T,
                 f"patch-size table has {len(spec)} entries; need one per timestep (T={T})",
             )
+            bad = [k for k in spec if isinstance(k, bool) or not isinstance(k, Integral)]
+            check(not bad, f"patch-size table entry {bad[0]!r} is not an int" if bad else "")
             spec = [int(k) for k in spec]
         self.spec = spec
         for k in self.sizes():
@@ -62,10 +64,11 @@ class PatchSchedule:
 
     @classmethod
     def load(cls, path: str | Path, T: int) -> PatchSchedule:
+        from mosaicdiff.io import read_json
+
         path = Path(path)
         check(path.is_file(), f"patch schedule file {str(path)!r} does not exist")
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise UserError(f"patch schedule file {str(path)!r} is not valid JSON: {err}") from err
-        return cls.from_json(data, T)
+            return cls.from_json(read_json(path), T)
+        except UserError as e:
+            raise UserError(f"patch schedule file {str(path)!r}: {e}") from None
