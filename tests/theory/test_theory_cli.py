@@ -141,7 +141,7 @@ def test_options_the_machine_never_reads_are_refused(unread, needle, tmp_path, c
     assert needle in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
-def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny, monkeypatch):
+def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny, monkeypatch, capsys):
     from dataclasses import replace
 
     from mosaicdiff import plots
@@ -171,6 +171,9 @@ def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny, monkeypatch):
         == 0
     )
     assert json.loads(default.read_text())["candidates"] == [1, 3]
+    capsys.readouterr()
+    ignored = ["theory", "calibrate", str(run), "--patch", "3", "--out", str(tmp_path / "p.json")]
+    refused(ignored, capsys, "--patch 3", "--candidates")  # it was ignored without a word
     out = tmp_path / "cmp"
     assert (
         main(["theory", "compare", str(run), *common, "--patch", str(cal), "--out", str(out)]) == 0

@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     ):
         c = sub.add_parser(name, help=text, **shows_defaults)
         c.add_argument("run", help="trained run directory (see `mosaicdiff train`)")
-        _machine_options(c)
+        _machine_options(c, patch=name != "calibrate")
         c.add_argument("--n", type=int, default=16, help="trajectories (samples) per seed")
         c.add_argument("--every", type=int, default=10, help="evaluate every n-th timestep")
         c.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise")
@@ -111,10 +111,11 @@ def _sample_options(s, knob: bool = False) -> None:
     s.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _machine_options(p, knob: bool = False) -> None:
+def _machine_options(p, knob: bool = False, patch: bool = True) -> None:
     """With `knob`, --machine and --lam stay out of the help: knob samples the attn machine at
     its --lams weights. They are still parsed, so that knob refuses them in words (else
-    argparse would take --lam for an abbreviation of --lams)."""
+    argparse would take --lam for an abbreviation of --lams). Without `patch` (calibrate, which
+    tries each of its --candidates), --patch is left out of the help the same way."""
     hidden = argparse.SUPPRESS
     p.add_argument(
         "--machine", default="els", help=hidden if knob else f"one of {', '.join(MACHINES)}"
@@ -123,9 +124,13 @@ def _machine_options(p, knob: bool = False) -> None:
         "--patch",
         default=None,
         help="patch size: an int, or a JSON file from `theory calibrate` "
-        "(default: 2 with stride 2 on pairings, 3 otherwise)",
+        "(default: 2 with stride 2 on pairings, 3 otherwise)"
+        if patch
+        else hidden,
     )
-    p.add_argument("--stride", type=int, default=None, help="grid stride (default: as --patch)")
+    p.add_argument(
+        "--stride", type=int, help="grid stride (default: 1; 2 with the pairings' default patch)"
+    )
     p.add_argument("--boundary", default="circular", help="padding: circular or zeros")
     p.add_argument(
         "--lam", type=float, default=0.5, help=hidden if knob else "attn: in-image mixture weight"

@@ -39,6 +39,10 @@ def cmd_calibrate(args) -> int:
     from mosaicdiff.theory.calibrate import calibrate_patch_sizes, save_calibration
 
     check_out(args.out, "JSON file")
+    check(
+        args.patch is None,
+        f"--patch {args.patch}: calibrate tries each size of --candidates; name them there",
+    )
     run, members, x_T = _load(args)
     kind = run.cfg.data.kind
     if args.candidates is None:  # 4x4 pairings: 1,3
