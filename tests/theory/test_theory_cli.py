@@ -236,6 +236,21 @@ def test_an_out_path_that_cannot_be_written_is_refused_before_work(
     assert (tmp_path / "f").stat().st_size == 0
 
 
+@pytest.mark.parametrize("command", ["sample", "knob", "calibrate", "compare"])
+def test_a_theory_command_never_writes_into_a_trained_run(command, trained_run, capsys):
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in trained_run.rglob("*"))
+    args = {"sample": SAMPLE, "knob": ["theory", "knob", "--n", "2", "--lams", "0"]}
+    args = args.get(command, ["theory", command, str(trained_run), "--n", "2", "--every", "50"])
+    out = trained_run / "config.json" if command == "calibrate" else trained_run
+    refused([*args, "--out", str(out)], capsys, "would write into the trained run")
+    if command == "calibrate":
+        other = trained_run.parent / "notes.json"  # a file of the user's, not a calibration
+        other.write_text("{}")
+        refused([*args, "--out", str(other)], capsys, "is a file but not a calibration")
+        assert other.read_text() == "{}"
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in trained_run.rglob("*")) == before
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A tiny run on the 4x4 pairings (T=100), trained once for this module's refusals."""

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from mosaicdiff.config import check_seed
-from mosaicdiff.errors import UserError, check, check_out
-from mosaicdiff.theory.cli_checks import machine_from_args, positive
+from mosaicdiff.errors import UserError, check
+from mosaicdiff.theory.cli_checks import machine_from_args, positive, theory_out
 
 
 def _load(args):
@@ -38,7 +38,7 @@ def _load(args):
 def cmd_calibrate(args) -> int:
     from mosaicdiff.theory.calibrate import calibrate_patch_sizes, save_calibration
 
-    check_out(args.out, "JSON file")
+    theory_out(args.out, "JSON file")
     check(
         args.patch is None,
         f"--patch {args.patch}: calibrate tries each size of --candidates; name them there",
@@ -84,7 +84,7 @@ def cmd_compare(args) -> int:
     from mosaicdiff.io import atomic_write_json
     from mosaicdiff.theory.agreement import eps_agreement, sample_agreement
 
-    folder = check_out(args.out)
+    folder = theory_out(args.out)
     run, members, x_T = _load(args)
     machine = machine_from_args(args, run.dataset.images, run.schedule, run.cfg.data.kind)
     steps = sorted(set(range(0, run.schedule.T, args.every)) | {run.schedule.T - 1})

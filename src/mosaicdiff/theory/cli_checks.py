@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from mosaicdiff.errors import check
+from mosaicdiff.errors import UserError, check, check_out
 from mosaicdiff.theory.machines import MACHINES
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
@@ -28,6 +28,27 @@ def choice(value: str, option: str, valid) -> str:
 def positive(value: int, option: str) -> int:
     check(value >= 1, f"{option}={value} must be at least 1")
     return value
+
+
+def theory_out(out: str, what: str = "folder") -> Path:
+    """`errors.check_out`, and more: a theory command writes beside a trained run, never into
+    it (its config.json, or a file of its folder), and a calibration overwrites only another."""
+    from mosaicdiff.io import read_json
+    from mosaicdiff.runs import RunDir
+
+    path = check_out(out, what)
+    folder = path if what == "folder" else path.parent
+    check(
+        not RunDir(folder).exists(),
+        f"--out {out!r} would write into the trained run {str(folder)!r}; name another {what}",
+    )
+    if path.is_file() and what != "folder":
+        try:
+            ours = "patch_size" in read_json(path)
+        except UserError:
+            ours = False
+        check(ours, f"--out {out!r} is a file but not a calibration; name a new {what}")
+    return path
 
 
 def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: int | None = None):

@@ -18,13 +18,14 @@ from pathlib import Path
 import torch
 
 from mosaicdiff.config import DDIM_STEPS, check_seed
-from mosaicdiff.errors import check, check_out
+from mosaicdiff.errors import check
 from mosaicdiff.theory.cli_checks import (
     DATA_KINDS,
     MACHINE_MAX_SIDE,
     choice,
     machine_from_args,
     positive,
+    theory_out,
 )
 
 
@@ -41,7 +42,7 @@ def prepare_sample(args) -> Callable[[], int]:
     from mosaicdiff.diffusion import Schedule
     from mosaicdiff.evaluate import CREATIVITY_LIMIT, MOSAIC_PATCH
 
-    folder = check_out(args.out)
+    folder = theory_out(args.out)
     kind = choice(args.data, "--data", DATA_KINDS)
     check(kind not in ("npz", "folder") or args.data_path, f"--data {kind} needs --data-path")
     check(

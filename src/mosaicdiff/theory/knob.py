@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 
-from mosaicdiff.errors import UserError, check, check_out
+from mosaicdiff.errors import UserError, check
+from mosaicdiff.theory.cli_checks import theory_out
 from mosaicdiff.theory.cli_sample import prepare_sample
 
 COLUMNS = ("lam", "n", "consistency", "ci95_low", "ci95_high", "identical_quadrants", "baseline")
@@ -43,7 +44,7 @@ def cmd_knob(args) -> int:
     check(args.lam is None, f"--lam {args.lam}: theory knob takes its weights from --lams")
     check(args.machine == "attn", f"--machine {args.machine!r}: lam weighs only the attn machine")
     check(args.data == "pairings", f"--data {args.data!r}: consistency needs --data pairings")
-    out = check_out(args.out)
+    out = theory_out(args.out)
     # Each folder has the settings of `theory sample --lam LAM --out FOLDER`: it resumes them.
     one = {k: v for k, v in vars(args).items() if k != "lams"}
     folders = {lam: out / f"lam={lam:g}" for lam in lams}
