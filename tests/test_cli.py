@@ -377,10 +377,15 @@ def test_damaged_run_files_are_one_line_and_checkpoints_fall_back(tmp_path, caps
     assert len(warned) == 1 and warned[0].startswith(f"mosaicdiff: warning: {out}")
     assert "warnings.warn" not in err  # Python's second line, the source that warned
     oldest.write_bytes(b"[]")
-    with pytest.warns(UserWarning):
+    with pytest.warns(UserWarning) as warned:
         assert main([*draw, "--name", "none"]) == 2
+    assert str(warned[-1].message).endswith("; it was the oldest")
     err = capsys.readouterr().err.strip()
     assert err.endswith("has no checkpoint that verifies (2 damaged); train it again")
+    newest.unlink(), oldest.unlink()  # the sidecars gone, the checkpoints still there
+    assert main([*draw, "--name", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("has 2 checkpoint(s) without the .json beside each; train it again")
 
 
 def test_damaged_samples_are_one_line_and_a_bad_chunk_is_redrawn(tmp_path, capsys):
@@ -407,9 +412,20 @@ def test_damaged_samples_are_one_line_and_a_bad_chunk_is_redrawn(tmp_path, capsy
     assert main(["evaluate", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(chunk) in err and "redraw it" in err
+    chunk.write_text("garbage")  # not numpy's advice to unpickle it
+    assert main(["evaluate", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        "is not a readable .npz file (not a zip archive); delete it and sample again to redraw it"
+    )
     chunk.unlink()  # as the message says: the chunk comes back as it was
     assert main(draw) == 0 and np.array_equal(np.load(chunk)["samples"], good)
     assert main(["evaluate", str(out)]) == 0
+    (folder / "results.json").unlink()
+    (folder / "results.json").mkdir()  # a folder where an output file goes: named, not its temp
+    assert main(["evaluate", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{folder / 'results.json'}: Is a directory; choose another path")
 
 
 def test_an_unusable_out_path_is_one_line(tmp_path, capsys):

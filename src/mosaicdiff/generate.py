@@ -48,9 +48,14 @@ def read_meta(out: Path, *keys: str) -> dict:
     return meta
 
 
-def check_chunk(path: Path, chunk: dict, n_seeds: int) -> dict:
-    """`chunk` (read from `path`) if it holds what `draw_chunks` writes for `n_seeds` seeds:
-    float samples (n_seeds, m, C, H, W) and integer index and run (m,)."""
+def read_chunk(path: Path, n_seeds: int) -> dict:
+    """The arrays of the chunk in `path`, if it holds what `draw_chunks` writes for `n_seeds`
+    seeds: float samples (n_seeds, m, C, H, W) and integer index and run (m,)."""
+    redraw = "delete it and sample again to redraw it"
+    try:
+        chunk = load_npz(path)
+    except UserError as e:
+        raise UserError(f"{e}; {redraw}") from None
     x, index, run = (chunk.get(k) for k in ("samples", "index", "run"))
     arrays = (x, index, run)
     fine = all(isinstance(a, np.ndarray) for a in arrays) and x.dtype.kind == "f"
@@ -63,7 +68,7 @@ def check_chunk(path: Path, chunk: dict, n_seeds: int) -> dict:
         )
         raise UserError(
             f"{path} is damaged (it holds {got}; expected float samples ({n_seeds}, m, C, H, W) "
-            "and integer index and run (m,)); delete it and sample again to redraw it"
+            f"and integer index and run (m,)); {redraw}"
         )
     return chunk
 
@@ -230,7 +235,7 @@ def iter_chunks(out: Path):
         raise UserError(f"{out} has {len(paths)} of {meta['n_chunks']} chunks; run sample again")
     n_seeds = len(meta.get("seeds", [0]))  # a theory machine's folder holds one
     for p in paths:
-        yield check_chunk(p, load_npz(p), n_seeds)
+        yield read_chunk(p, n_seeds)
 
 
 def load_samples(out: Path, limit: int | None = None) -> np.ndarray:

@@ -41,8 +41,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         if _WRITE_DELAY:  # fault-injection tests widen the window a kill can land in
             time.sleep(_WRITE_DELAY)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename == tmp:  # name the file the user knows
+            raise type(e)(e.errno, e.strerror, str(path)) from None
         raise
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # from a killed write
         stale.unlink(missing_ok=True)
@@ -125,7 +127,9 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise UserError(f"{path} is not a readable .npz file ({e})") from None
+        # numpy's error for bytes that are no archive is advice to unpickle them: not given here
+        why = "not a zip archive" if "pickle" in str(e) else str(e)
+        raise UserError(f"{path} is not a readable .npz file ({why})") from None
 
 
 def sidecar(path: Path) -> Path:

@@ -126,11 +126,13 @@ class RunDir:
 
     def load_latest(self) -> tuple[dict, dict] | None:
         """The newest checkpoint that verifies, or None when there is none."""
-        for path in reversed(self.checkpoints()):
+        found = self.checkpoints()
+        for i in reversed(range(len(found))):
             try:
-                return load_tensors(path)
+                return load_tensors(found[i])
             except UserError as e:
-                warnings.warn(f"{e}; falling back to the previous checkpoint", stacklevel=2)
+                then = "falling back to the previous checkpoint" if i else "it was the oldest"
+                warnings.warn(f"{e}; {then}", stacklevel=2)
         return None
 
 
@@ -157,13 +159,15 @@ def load_run(path: str | Path, device: str | None = None, weights: str = "ema") 
     run = RunDir(path)
     cfg = run.read_config()
     loaded = run.load_latest()
-    damaged = len(run.checkpoints())
-    check(
-        loaded is not None,
-        f"{path} has no checkpoint that verifies ({damaged} damaged); train it again"
-        if damaged
-        else f"{path} has no checkpoint yet; train it first",
-    )
+    if loaded is None:
+        damaged = len(run.checkpoints())
+        unpaired = len(list(run.checkpoint_dir.glob("epoch-*.safetensors"))) - damaged
+        why = f"has no checkpoint that verifies ({damaged} damaged); train it again"
+        if not damaged:
+            why = "has no checkpoint yet; train it first"
+        if not damaged and unpaired:
+            why = f"has {unpaired} checkpoint(s) without the .json beside each; train it again"
+        raise UserError(f"{path} {why}")
     tensors, meta = loaded
     dataset = load_dataset(cfg.data)
     model = build_model(cfg.model, dataset.shape, cfg.diffusion.T, cfg.train.seeds)
