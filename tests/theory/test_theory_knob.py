@@ -46,6 +46,7 @@ def test_knob_writes_one_row_per_lam_from_its_sample_folders(tmp_path, capsys):
         (["--lams", "0,2"], "2.0 must be in [0, 1]"),
         (["--lams", "0,x"], "--lams '0,x' must be numbers"),
         (["--lams", "0.5,0.5"], "repeats a weight"),
+        (["--lams", "0.123456789,0.1234567891"], "would share a folder"),
         (["--machine", "els"], "lam weighs only the attn machine"),
         (["--data", "digits"], "consistency needs --data pairings"),
         (["--lam", "0.3"], "takes its weights from --lams"),

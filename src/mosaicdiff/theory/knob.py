@@ -33,6 +33,11 @@ def parse_lams(text: str) -> list[float]:
     for lam in lams:
         check(0 <= lam <= 1, f"--lams: {lam} must be in [0, 1]")
     check(len(set(lams)) == len(lams), f"--lams {text!r} repeats a weight")
+    names = [f"{lam:g}" for lam in lams]  # each weight's folder is OUT/lam=NAME
+    check(
+        len(set(names)) == len(names),
+        f"--lams {text!r}: weights that agree to 6 significant digits would share a folder",
+    )
     return lams
 
 
@@ -47,7 +52,7 @@ def cmd_knob(args) -> int:
     out = theory_out(args.out)
     # Each folder has the settings of `theory sample --lam LAM --out FOLDER`: it resumes them.
     one = {k: v for k, v in vars(args).items() if k != "lams"}
-    folders = {lam: out / f"lam={lam:g}" for lam in lams}
+    folders = {lam: out / f"lam={lam:g}" for lam in lams}  # distinct: parse_lams checks
     runs = {  # every weight's options are checked before the first prints or writes anything
         lam: prepare_sample(argparse.Namespace(**{**one, "lam": lam, "out": str(folder)}))
         for lam, folder in folders.items()
