@@ -485,6 +485,7 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path, capsys, monkeypatch):
         (["reproduce", "--models", "cnn,,attn"], "--models: '' is not one of"),
         (["reproduce", "--models", "cnn,cnn"], "names a model twice"),
         (["reproduce", "--set", "model.arch=dit"], "choose them with --models"),
+        (["reproduce", "--config", "ARCH"], "--config sets model.arch='attn'"),  # was ignored
         (["reproduce", "--set", "data.kind=digits"], "needs data.kind=pairings"),
     ],
 )
@@ -493,9 +494,11 @@ def test_bad_outputs_and_model_lists_are_refused_before_anything_runs(
 ):
     monkeypatch.chdir(tmp_path)  # an empty --out would write here
     (tmp_path / "sweep.yaml").write_text("grid: {train.epochs: [1]}\nout: 5\n")
-    args = [str(tmp_path / "sweep.yaml") if a == "SPEC" else a for a in args]
+    (tmp_path / "arch.yaml").write_text("model: {arch: attn}\n")
+    files = {"SPEC": str(tmp_path / "sweep.yaml"), "ARCH": str(tmp_path / "arch.yaml")}
+    args = [files.get(a, a) for a in args]
     code = main([*args, "--dry-run"])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arch.yaml", "sweep.yaml"]

@@ -322,7 +322,13 @@ def cmd_reproduce(args) -> int:
             split_assignment(assignment)[0] != "model.arch",
             f"--set {assignment!r}: reproduce trains the paper's models; choose them with --models",
         )
-    base = resolve_config(args, preset_config(args.preset))
+    preset = preset_config(args.preset)
+    base = resolve_config(args, preset)
+    check(
+        base.model.arch == preset.model.arch,
+        f"--config sets model.arch={base.model.arch!r}: reproduce trains the paper's models; "
+        "choose them with --models",
+    )
     check(args.jobs is None or args.jobs >= 1, f"--jobs={args.jobs} must be at least 1")
     out = check_out(args.out or f"reports/{args.preset}")
     if args.dry_run:
