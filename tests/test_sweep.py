@@ -142,7 +142,15 @@ def test_dry_run_lists_points(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "flags, needle",
-    [(["--jobs", "0"], "--jobs=0"), (["--time", "-5"], "--time=-5"), (["--retries", "-1"], "-1")],
+    [
+        (["--jobs", "0"], "--jobs=0"),
+        (["--time", "-5"], "--time=-5"),
+        (["--retries", "-1"], "-1"),
+        (
+            ["--mem", "4G", "--slurm-arg", "a=b"],
+            "--mem, --slurm-arg: read by --executor slurm only",
+        ),
+    ],
 )
 def test_dry_run_refuses_what_the_run_would(tmp_path, flags, needle):
     spec = tmp_path / "spec.yaml"

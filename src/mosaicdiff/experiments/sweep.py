@@ -292,15 +292,21 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the base")
     p.add_argument("--dry-run", action="store_true", help="list the points and exit")
     g = p.add_argument_group("slurm (with --executor slurm)")
-    g.add_argument("--partition", help="SLURM partition")
-    g.add_argument("--time", type=int, default=60, help="minutes per point (default 60)")
-    g.add_argument("--cpus-per-task", type=int, default=1, help="cores per point (default 1)")
-    g.add_argument("--mem", help="memory per point, e.g. 4G")
-    g.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per point (default 0)")
-    g.add_argument("--array-parallelism", type=int, default=32, help="points at once (32)")
-    g.add_argument("--retries", type=int, default=1, help="resubmit preempted points (1)")
+    for flag, kind, default, text in SLURM_FLAGS:
+        g.add_argument(flag, type=kind, default=default, help=text)
     g.add_argument("--slurm-arg", action="append", metavar="KEY=VALUE", help="other sbatch option")
     p.set_defaults(handler=cmd_sweep)
+
+
+SLURM_FLAGS = (  # flag, type, default, help: the options only --executor slurm reads
+    ("--partition", str, None, "SLURM partition"),
+    ("--time", int, 60, "minutes per point (default 60)"),
+    ("--cpus-per-task", int, 1, "cores per point (default 1)"),
+    ("--mem", str, None, "memory per point, e.g. 4G"),
+    ("--gpus-per-node", int, 0, "GPUs per point (default 0)"),
+    ("--array-parallelism", int, 32, "points at once (32)"),
+    ("--retries", int, 1, "resubmit preempted points (1)"),
+)
 
 
 def cmd_sweep(args) -> int:
@@ -320,6 +326,10 @@ def cmd_sweep(args) -> int:
         args.retries,
         extra,
     )
+    if args.executor != "slurm":  # a local sweep would not read them
+        given = [f for f, _, d, _ in SLURM_FLAGS if getattr(args, f[2:].replace("-", "_")) != d]
+        given += ["--slurm-arg"] * bool(args.slurm_arg)
+        check(not given, f"{', '.join(given)}: read by --executor slurm only, not local")
     if args.executor == "slurm":
         import_submitit()  # before anything is written
     else:  # local points run here: refuse a GPU this machine lacks (a cluster's nodes may not)
