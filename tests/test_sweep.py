@@ -127,6 +127,17 @@ def test_point_names_follow_the_overrides(tmp_path):
     ]
 
 
+def test_a_point_trained_with_another_base_is_refused_naming_the_field(tmp_path):
+    from mosaicdiff.config import override, to_dict
+
+    point = plan_sweep(tiny_spec(tmp_path / "out")).points[0]
+    point.run_path.mkdir(parents=True)
+    older = to_dict(override(point.cfg, ["train.lr=0.5"]))
+    (point.run_path / "config.json").write_text(json.dumps(older))
+    with pytest.raises(UserError, match=r"another config \(train.lr: 0.5 -> 0.001\)"):
+        plan_sweep(tiny_spec(tmp_path / "out"))
+
+
 def test_dry_run_lists_points(tmp_path, capsys):
     spec = tmp_path / "spec.json.yaml"
     spec.write_text(json.dumps(tiny_spec(tmp_path / "out")))  # JSON is valid YAML

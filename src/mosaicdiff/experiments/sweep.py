@@ -35,6 +35,7 @@ from mosaicdiff.config import (
     RunConfig,
     assign,
     check_once,
+    differences,
     from_dict,
     matches,
     new_run_config,
@@ -158,9 +159,15 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
     )
     for p in points:
         cfg_path = p.run_path / "config.json"
-        if cfg_path.is_file() and not matches(read_json(cfg_path), p.cfg):
+        stored = read_json(cfg_path) if cfg_path.is_file() else None
+        if stored is not None and not matches(stored, p.cfg):
+            try:  # fields added since it was written read as their defaults
+                stored = to_dict(from_dict(RunConfig, stored))
+            except UserError:
+                pass
+            changed = "; ".join(differences(stored, to_dict(p.cfg))[:3])
             raise UserError(
-                f"{p.run_path} holds a run with another config (the base changed?); "
+                f"{p.run_path} holds a run with another config ({changed or 'unreadable'}); "
                 "use a new out folder or delete that point"
             )
     return Plan(spec, out, tuple(points))
