@@ -174,6 +174,8 @@ def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny, monkeypatch, cap
     capsys.readouterr()
     ignored = ["theory", "calibrate", str(run), "--patch", "3", "--out", str(tmp_path / "p.json")]
     refused(ignored, capsys, "--patch 3", "--candidates")  # it was ignored without a word
+    ideal = [*ignored[:3], "--machine", "ideal", "--out", str(tmp_path / "p.json")]
+    refused(ideal, capsys, "no patch size to calibrate")  # it blamed a --patch 1 nobody gave
     out = tmp_path / "cmp"
     assert (
         main(["theory", "compare", str(run), *common, "--patch", str(cal), "--out", str(out)]) == 0

@@ -43,6 +43,10 @@ def cmd_calibrate(args) -> int:
         args.patch is None,
         f"--patch {args.patch}: calibrate tries each size of --candidates; name them there",
     )
+    check(
+        args.machine != "ideal",
+        "--machine ideal scores whole images: it has no patch size to calibrate",
+    )
     run, members, x_T = _load(args)
     kind = run.cfg.data.kind
     if args.candidates is None:  # 4x4 pairings: 1,3
