@@ -202,7 +202,11 @@ def bench_sampling(arch, torch, quick: bool, group: int, device: str) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="short timings (under 2 minutes)")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

@@ -502,3 +502,9 @@ def test_bad_outputs_and_model_lists_are_refused_before_anything_runs(
     assert code == 2
     assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arch.yaml", "sweep.yaml"]
+
+
+def test_a_missing_command_names_the_commands(capsys):
+    for argv, names in (([], "{train,sample,evaluate,"), (["theory"], "{sample,knob,calibrate,")):
+        assert main(argv) == 2
+        assert f"the following arguments are required: {names}" in capsys.readouterr().err

@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register_theory(sub)
+    sub.metavar = "{" + ",".join(sub.choices) + "}"  # a missing command names them all
     return parser
 
 

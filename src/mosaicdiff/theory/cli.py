@@ -72,6 +72,7 @@ def register(subparsers) -> None:
     )
     sub.choices["calibrate"].set_defaults(handler=cmd_calibrate)
     sub.choices["compare"].set_defaults(handler=cmd_compare)
+    sub.metavar = "{" + ",".join(sub.choices) + "}"  # a missing command names them all
 
 
 def _sample_options(s, knob: bool = False) -> None:
