@@ -355,7 +355,7 @@ def test_damaged_run_files_are_one_line_and_checkpoints_fall_back(tmp_path, caps
     draw = ["sample", str(out), "--runs", "1", "--per-run", "4", "--sampler", "ddim"]
     draw += ["--steps", "2", "--no-progress"]
     config = (out / "config.json").read_bytes()
-    for junk in (b"\xff\xfe", b"null", b"[1, 2]"):  # not UTF-8; JSON, but not an object
+    for junk in (b"\xff\xfe", b"null", b"[1, 2]", b"{}"):  # not UTF-8; not an object; empty
         (out / "config.json").write_bytes(junk)
         assert main([*draw, "--name", "x"]) == 2
         err = capsys.readouterr().err.strip()

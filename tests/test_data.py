@@ -115,3 +115,9 @@ def test_folder_images_keep_their_channels_at_any_size(tmp_path, side):
     x = load_folder(str(tmp_path)).images
     assert x.shape == (2, 3, side, side)
     assert (x[:, 0] == 1).all() and (x[:, 1:] == -1).all()
+
+
+def test_a_folder_image_pil_cannot_read_is_named(tmp_path):
+    (tmp_path / "bad.png").write_text("not a png")
+    with pytest.raises(UserError, match=r"bad.png is not a readable image \(cannot identify"):
+        load_folder(str(tmp_path))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 
 import torch
@@ -65,7 +65,13 @@ class RunDir:
 
     def read_config(self) -> RunConfig:
         check(self.exists(), f"{self.path} is not a run directory (no config.json)")
-        return from_dict(RunConfig, read_json(self.config_path))
+        stored = read_json(self.config_path)
+        # A field added since the run was written reads as its default; a whole section missing
+        # is a damaged file (`{}` would otherwise sample the paper's million images).
+        sections = [k for k, v in vars(RunConfig()).items() if is_dataclass(v)]
+        missing = [k for k in sections if k not in stored]
+        check(not missing, f"{self.config_path} is damaged (no section {', '.join(missing)})")
+        return from_dict(RunConfig, stored)
 
     def check_continues(self, cfg: RunConfig) -> None:
         """A UserError naming every differing field unless this run, if any, was started with

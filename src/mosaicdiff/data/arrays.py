@@ -46,11 +46,14 @@ def load_folder(path: str, size: int = 0) -> ImageDataset:
     check(bool(files), f"data.path={path!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     arrays = []
     for f in files:
-        with Image.open(f) as im:
-            im = im.convert("RGB")
-            if size:
-                im = im.resize((size, size), Image.BICUBIC)
-            arrays.append(np.asarray(im))
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB")
+                if size:
+                    im = im.resize((size, size), Image.BICUBIC)
+                arrays.append(np.asarray(im))
+        except OSError as e:  # PIL's UnidentifiedImageError included: a damaged or renamed file
+            raise UserError(f"data.path={path!r}: {f.name} is not a readable image ({e})") from None
     shapes = {a.shape for a in arrays}
     check(len(shapes) == 1, f"data.path={path!r}: images differ in size {shapes}; set image_size")
     # Channels first here: for images 1 or 3 pixels high, (N, H, W, 3) would pass for (N, C, H, W).
