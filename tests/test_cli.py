@@ -508,3 +508,26 @@ def test_a_missing_command_names_the_commands(capsys):
     for argv, names in (([], "{train,sample,evaluate,"), (["theory"], "{sample,knob,calibrate,")):
         assert main(argv) == 2
         assert f"the following arguments are required: {names}" in capsys.readouterr().err
+
+
+def test_a_data_file_rewritten_since_training_is_refused(tmp_path, capsys):
+    images = np.random.default_rng(0).integers(0, 256, size=(16, 8, 8), dtype=np.uint8)
+    data = tmp_path / "imgs.npz"
+    np.savez(data, images=images)
+    out = tmp_path / "run"
+    npz = ["--set", "data.kind=npz", "--set", f"data.path={data}", "--set", "model.hidden=8"]
+    train = ["train", "--out", str(out), *npz, "--epochs", "1", "--no-progress"]
+    assert main(train) == 0
+    draw = ["sample", str(out), "--runs", "1", "--per-run", "2", "--sampler", "ddim"]
+    draw += ["--steps", "2", "--no-progress"]
+    np.savez(data, images=images[::-1])  # the same file name, other images (order counts)
+    resume = [*train, "--resume"]  # finished, but resuming checks the data first
+    for command in (draw, ["evaluate", str(out)], resume):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(
+            "no longer holds the images this run trained on (their sha256 "
+            "differs); put them back, or train a new run on them"
+        )
+    np.savez(data, images=images)
+    assert main(draw) == 0 and main(resume) == 0

@@ -21,11 +21,18 @@ from pathlib import Path
 
 import torch
 
-from mosaicdiff.config import RunConfig, differences, from_dict, to_dict
+from mosaicdiff.config import DataConfig, RunConfig, differences, from_dict, to_dict
 from mosaicdiff.data import ImageDataset, load_dataset
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError, check
-from mosaicdiff.io import atomic_write_json, load_tensors, read_json, save_tensors, sidecar
+from mosaicdiff.io import (
+    atomic_write_json,
+    load_tensors,
+    read_json,
+    save_tensors,
+    sha256,
+    sidecar,
+)
 from mosaicdiff.models import GroupedModel, build_model
 
 KEEP_CHECKPOINTS = 2
@@ -142,6 +149,25 @@ class RunDir:
         return None
 
 
+def data_fingerprint(dataset: ImageDataset, cfg: DataConfig) -> str | None:
+    """The sha256 of the images a user's file or folder gave (None for the generated data):
+    stored with each checkpoint, so a file rewritten since training is noticed."""
+    if cfg.kind not in ("npz", "folder"):
+        return None
+    return sha256(dataset.images.detach().cpu().contiguous().numpy().tobytes())
+
+
+def check_same_data(meta: dict, fingerprint: str | None, cfg: DataConfig) -> None:
+    """Refuse to go on with a run whose checkpoint (`meta`) saw other images than data.path
+    holds now (checkpoints written before fingerprints existed pass)."""
+    stored = meta.get("data_sha256")
+    check(
+        stored is None or stored == fingerprint,
+        f"data.path={cfg.path!r} no longer holds the images this run trained on (their sha256 "
+        "differs); put them back, or train a new run on them",
+    )
+
+
 @dataclass
 class LoadedRun:
     """A trained run, ready to sample: the model holds the EMA weights and is in eval mode."""
@@ -176,6 +202,7 @@ def load_run(path: str | Path, device: str | None = None, weights: str = "ema") 
         raise UserError(f"{path} {why}")
     tensors, meta = loaded
     dataset = load_dataset(cfg.data)
+    check_same_data(meta, data_fingerprint(dataset, cfg.data), cfg.data)
     model = build_model(cfg.model, dataset.shape, cfg.diffusion.T, cfg.train.seeds)
     prefix = {"ema": "ema.", "raw": "model."}[weights]
     state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

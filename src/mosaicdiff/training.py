@@ -33,7 +33,7 @@ from mosaicdiff.data import load_dataset
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError, check
 from mosaicdiff.models import build_model
-from mosaicdiff.runs import RunDir, model_state
+from mosaicdiff.runs import RunDir, check_same_data, data_fingerprint, model_state
 
 # Compiling the fused step costs ~COMPILE_S seconds once per process (cold cache) and saves at
 # least SAVED_S_PER_MODEL_STEP per model-step (1 seed: ~3 ms; 8 seeds: ~0.7-0.8 ms), measured
@@ -125,6 +125,7 @@ def train(
     tc = cfg.train
     dataset = load_dataset(cfg.data)
     x_data = dataset.images.to(device)  # (N, C, H, W)
+    data_sha = data_fingerprint(dataset, cfg.data)
     n, shape = len(dataset), dataset.shape
     if note := ema_note(tc, n):
         tqdm.write(f"{out}: note: {note}")
@@ -141,6 +142,7 @@ def train(
     start_epoch = 0
     latest = run.load_latest() if resume else None
     if latest is not None:
+        check_same_data(latest[1], data_sha, cfg.data)
         start_epoch = restore(latest, model, ema, opt, sched, gens)
         if progress:
             tqdm.write(f"{out}: resuming from the checkpoint at epoch {start_epoch} of {tc.epochs}")
@@ -196,7 +198,7 @@ def train(
             bar.update(steps_per_epoch)
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}", model_steps_s=f"{rate:,.0f}")
             if (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs:
-                save(run, cfg, epoch + 1, steps_per_epoch, model, ema, opt, sched, gens)
+                save(run, cfg, epoch + 1, steps_per_epoch, model, ema, opt, sched, gens, data_sha)
     finally:
         torch.set_num_threads(threads)
     bar.close()
@@ -230,7 +232,7 @@ class EagerStep:
         """The live objects are always current."""
 
 
-def save(run, cfg, epoch, steps_per_epoch, model, ema, opt, sched, gens) -> None:
+def save(run, cfg, epoch, steps_per_epoch, model, ema, opt, sched, gens, data_sha) -> None:
     opt_state = opt.state_dict()
     tensors = {**model_state(model, "model."), **model_state(ema.module, "ema.")}
     for i, state in opt_state["state"].items():
@@ -249,6 +251,7 @@ def save(run, cfg, epoch, steps_per_epoch, model, ema, opt, sched, gens) -> None
         "config": to_dict(cfg),
         "optimizer_param_groups": opt_state["param_groups"],
         "lr_schedule": sched.state_dict(),
+        **({"data_sha256": data_sha} if data_sha else {}),
     }
     run.save_checkpoint(epoch, tensors, meta)
 
