@@ -98,6 +98,14 @@ def test_sample_resumes_its_batches_and_refuses_other_settings(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert "steps: 3 -> 4" in err and "\n" not in err
     assert np.array_equal(np.load(out / "samples.npz")["samples"], whole)
+    table = tmp_path / "table.json"  # a patch schedule file: its contents count, not its name
+    table.write_text(json.dumps({"patch_size": 1}))
+    scheduled = [*args[:-3], "--patch", str(table), "--out", str(tmp_path / "s"), "--no-progress"]
+    assert main(scheduled) == 0
+    table.write_text(json.dumps({"patch_size": 3}))
+    capsys.readouterr()
+    assert main(scheduled) == 2
+    assert "patch_sha256: " in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,7 @@ def prepare_sample(args) -> Callable[[], int]:
     from mosaicdiff.data import load_dataset
     from mosaicdiff.diffusion import Schedule
     from mosaicdiff.evaluate import CREATIVITY_LIMIT, MOSAIC_PATCH
+    from mosaicdiff.io import read_json, sha256
 
     folder = theory_out(args.out)
     kind = choice(args.data, "--data", DATA_KINDS)
@@ -114,6 +115,9 @@ def prepare_sample(args) -> Callable[[], int]:
         )
     machine = machine_from_args(args, dataset.images, schedule, kind)
     settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
+    if args.patch is not None and not args.patch.lstrip("-").isdigit():  # a calibration file:
+        table = json.dumps(read_json(args.patch)["patch_size"])  # its table, not only its name
+        settings["patch_sha256"] = sha256(table.encode())
     _check_same_settings(folder, settings)
     return partial(_sample, args, folder, dataset, machine, schedule, settings)
 
