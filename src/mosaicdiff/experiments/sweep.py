@@ -159,17 +159,19 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
     )
     for p in points:
         cfg_path = p.run_path / "config.json"
-        stored = read_json(cfg_path) if cfg_path.is_file() else None
-        if stored is not None and not matches(stored, p.cfg):
-            try:  # fields added since it was written read as their defaults
-                stored = to_dict(from_dict(RunConfig, stored))
-            except UserError:
-                pass
-            changed = "; ".join(differences(stored, to_dict(p.cfg))[:3])
-            raise UserError(
-                f"{p.run_path} holds a run with another config ({changed or 'unreadable'}); "
-                "use a new out folder or delete that point"
-            )
+        if not cfg_path.is_file():
+            continue
+        stored = read_json(cfg_path)
+        try:  # fields added since it was written read as their defaults
+            stored = to_dict(from_dict(RunConfig, stored))
+        except UserError:
+            pass
+        changed = "; ".join(differences(stored, to_dict(p.cfg))[:3])
+        check(
+            not changed,
+            f"{p.run_path} holds a run with another config ({changed}); "
+            "use a new out folder or delete that point",
+        )
     return Plan(spec, out, tuple(points))
 
 
@@ -333,13 +335,12 @@ def cmd_sweep(args) -> int:
         args.retries,
         extra,
     )
-    if args.executor != "slurm":  # a local sweep would not read them
-        given = [f for f, _, d, _ in SLURM_FLAGS if getattr(args, f[2:].replace("-", "_")) != d]
-        given += ["--slurm-arg"] * bool(args.slurm_arg)
-        check(not given, f"{', '.join(given)}: read by --executor slurm only, not local")
     if args.executor == "slurm":
         import_submitit()  # before anything is written
     else:  # local points run here: refuse a GPU this machine lacks (a cluster's nodes may not)
+        given = [f for f, _, d, _ in SLURM_FLAGS if getattr(args, f[2:].replace("-", "_")) != d]
+        given += ["--slurm-arg"] * bool(args.slurm_arg)
+        check(not given, f"{', '.join(given)}: read by --executor slurm only, not local")
         gpu = next((p for p in plan.points if p.cfg.device.startswith("cuda")), None)
         if gpu is not None:
             import torch

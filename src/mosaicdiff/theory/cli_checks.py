@@ -51,6 +51,11 @@ def theory_out(out: str, what: str = "folder") -> Path:
     return path
 
 
+def patch_file(patch: str | None) -> str | None:
+    """--patch when it names a patch schedule file rather than one int, else None."""
+    return None if patch is None or patch.lstrip("-").isdigit() else patch
+
+
 def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: int | None = None):
     """Build the machine the options name, for a dataset of `kind` (`patch` overrides --patch)."""
     from mosaicdiff.theory.machines import build_machine
@@ -85,7 +90,7 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
     if patch is None:
         if args.patch is None:
             patch = 2 if kind == "pairings" else 3
-        elif args.patch.lstrip("-").isdigit():
+        elif patch_file(args.patch) is None:
             patch = int(args.patch)
         else:
             check(

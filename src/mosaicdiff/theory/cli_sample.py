@@ -24,6 +24,7 @@ from mosaicdiff.theory.cli_checks import (
     MACHINE_MAX_SIDE,
     choice,
     machine_from_args,
+    patch_file,
     positive,
     theory_out,
 )
@@ -115,8 +116,8 @@ def prepare_sample(args) -> Callable[[], int]:
         )
     machine = machine_from_args(args, dataset.images, schedule, kind)
     settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
-    if args.patch is not None and not args.patch.lstrip("-").isdigit():  # a calibration file:
-        table = json.dumps(read_json(args.patch)["patch_size"])  # its table, not only its name
+    if patch_file(args.patch):  # a calibration: its table counts, not only its name
+        table = json.dumps(read_json(args.patch)["patch_size"])
         settings["patch_sha256"] = sha256(table.encode())
     _check_same_settings(folder, settings)
     return partial(_sample, args, folder, dataset, machine, schedule, settings)
