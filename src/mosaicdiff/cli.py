@@ -46,7 +46,11 @@ def add_config_options(p: argparse.ArgumentParser, training: bool = True, model:
     )
     p.add_argument("--config", help="a JSON, YAML or TOML file with config sections to override")
     if training and model:
-        p.add_argument("--model", help="architecture: cnn (default), attn, identity, top1, ...")
+        p.add_argument(
+            "--model",
+            help="architecture: cnn (default), attn, identity, top1, resnet, resnet_attn, unet, "
+            "dit, or a network of your own as FILE.py:Class (examples/own_network.py)",
+        )
     if training:
         p.add_argument("--epochs", type=int, help="training epochs (paper: 5000; top1 10000)")
         p.add_argument("--seeds", help="training seeds: a count (3 -> 0,1,2) or a list (0,4,7)")

@@ -87,10 +87,23 @@ ARCH_FIELDS = {
 }
 
 
+# cnn/attn/identity/top1: the paper's networks; resnet, resnet_attn, unet, dit: natural data.
+ARCHS = ("cnn", "attn", "identity", "top1", "resnet", "resnet_attn", "unet", "dit")
+
+
+def custom_arch(arch: str) -> bool:
+    """Whether `arch` names a network of the user's own, "FILE.py:Class" or "module:Class"
+    (`models/custom.py`), rather than one of `ARCHS`."""
+    if not isinstance(arch, str):
+        return False
+    where, colon, name = arch.rpartition(":")
+    return bool(colon and where and name.isidentifier())
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    # cnn/attn/identity/top1: the paper's networks; resnet, resnet_attn, unet, dit: natural data.
-    arch: Literal["cnn", "attn", "identity", "top1", "resnet", "resnet_attn", "unet", "dit"] = "cnn"
+    # One of ARCHS, or a network of your own (a string, not a Literal, for that reason only).
+    arch: str = "cnn"
     hidden: int = 32
     depth: int = 2  # resnet: residual blocks; dit: transformer layers; unet: levels
     kernel: int = 3  # resnet: conv kernel size (receptive field grows with depth and kernel)
@@ -101,6 +114,11 @@ class ModelConfig:
 
     def __post_init__(self):
         _check_literals(self)
+        check(
+            self.arch in ARCHS or custom_arch(self.arch),
+            f"model.arch={self.arch!r} is not one of {list(ARCHS)}, nor a network of your own "
+            "(path/to/file.py:Class or module:Class)",
+        )
         check(self.hidden >= 1, f"model.hidden={self.hidden} must be at least 1")
         check(self.patch >= 1, f"model.patch={self.patch} must be at least 1")
         check(self.depth >= 1, f"model.depth={self.depth} must be at least 1")

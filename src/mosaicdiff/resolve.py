@@ -17,6 +17,7 @@ from mosaicdiff.config import (
     RunConfig,
     assign,
     check_once,
+    custom_arch,
     from_dict,
     new_run_config,
     read_mapping,
@@ -101,17 +102,22 @@ def _layered(args, from_file: dict | None, data: dict) -> dict:
             data["sample"]["steps"] = data["diffusion"]["T"]
     if sampler == "ddpm" and "sample.eta" not in given:
         data["sample"]["eta"] = 0.0  # a run sampled with DDIM's eta, now sampled with ddpm
+    anchor_paths(given | from_file_changed, data)
     refuse_unread(given | from_file_changed, data)
-    anchor_data_path(given | from_file_changed, data)
     return data
 
 
-def anchor_data_path(given: set[str], data: dict) -> None:
-    """A data.path given relative to the folder the command runs in is stored absolute: the run
-    is later sampled, resumed or swept from other folders (and `~` is expanded)."""
+def anchor_paths(given: set[str], data: dict) -> None:
+    """A data.path, or the file of a network of your own (model.arch=FILE.py:Class), given
+    relative to the folder the command runs in is stored absolute: the run is later sampled,
+    resumed or swept from other folders (and `~` is expanded)."""
     path = data["data"]["path"]
     if "data.path" in given and path and not os.path.isabs(path):
         data["data"]["path"] = os.path.abspath(os.path.expanduser(path))
+    arch = data["model"]["arch"]
+    where, _, name = arch.rpartition(":") if custom_arch(arch) else ("", "", "")
+    if "model.arch" in given and where.endswith(".py") and not os.path.isabs(where):
+        data["model"]["arch"] = f"{os.path.abspath(os.path.expanduser(where))}:{name}"
 
 
 def changed_keys(data: dict, extra: dict) -> set[str]:
@@ -140,7 +146,15 @@ def refuse_unread(given: set[str], data: dict) -> None:
                 kind == "pairings",
                 f"{key}={value!r} sets the colour pairings only, not data.kind={kind}",
             )
-        if section == "model" and name in ARCH_FIELDS:
+        if section == "model" and name in ARCH_FIELDS and custom_arch(arch):
+            from mosaicdiff.models.custom import reads
+
+            check(
+                name in reads(arch),
+                f"{key}={value!r} is not read by model.arch={arch} (its class's `reads` lists "
+                f"{list(reads(arch))})",
+            )
+        elif section == "model" and name in ARCH_FIELDS:
             readers = ARCH_FIELDS[name]
             check(
                 arch in readers,

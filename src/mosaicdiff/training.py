@@ -28,7 +28,7 @@ from torch.optim.lr_scheduler import OneCycleLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from mosaicdiff.config import RunConfig, TrainConfig, to_dict
+from mosaicdiff.config import RunConfig, TrainConfig, custom_arch, to_dict
 from mosaicdiff.data import load_dataset
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError, check
@@ -81,15 +81,18 @@ def ema_note(tc: TrainConfig, n_images: int) -> str | None:
     )
 
 
-def use_compiled(compile: bool | None, model_steps: int, device: torch.device) -> bool:
+def use_compiled(
+    compile: bool | None, model_steps: int, device: torch.device, custom: bool = False
+) -> bool:
     """Whether to train with the compiled step: `compile` if given, else $MOSAICDIFF_COMPILE
-    (0/1), else when the remaining `model_steps` (steps x seeds) repay the compilation."""
+    (0/1), else when the remaining `model_steps` (steps x seeds) repay the compilation; never
+    by choice for a `custom` network, whose code torch.compile may not take whole."""
     if compile is None:
         env = os.environ.get("MOSAICDIFF_COMPILE", "").strip()
         check(env in ("", "0", "1"), f"MOSAICDIFF_COMPILE={env!r} must be 0 or 1")
         compile = None if env == "" else env == "1"
     if compile is None:
-        compile = model_steps * SAVED_S_PER_MODEL_STEP > COMPILE_S
+        compile = not custom and model_steps * SAVED_S_PER_MODEL_STEP > COMPILE_S
     return compile
 
 
@@ -153,7 +156,7 @@ def train(
 
     model.train()
     remaining = (tc.epochs - start_epoch) * steps_per_epoch * len(tc.seeds)
-    if use_compiled(compile, remaining, device):
+    if use_compiled(compile, remaining, device, custom_arch(cfg.model.arch)):
         from mosaicdiff.fast.train_step import CompiledStep
 
         step = CompiledStep(model, ema, opt, sched, schedule, x_data, tc)

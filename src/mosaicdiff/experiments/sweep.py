@@ -35,6 +35,7 @@ from mosaicdiff.config import (
     RunConfig,
     assign,
     check_once,
+    custom_arch,
     differences,
     from_dict,
     matches,
@@ -116,7 +117,7 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
     )
     out = check_out(out, option="--out" if given_out else "sweep spec: out")
     from mosaicdiff.evaluate import metric_for
-    from mosaicdiff.resolve import anchor_data_path, changed_keys, lay_over, refuse_unread
+    from mosaicdiff.resolve import anchor_paths, changed_keys, lay_over, refuse_unread
 
     both = sorted(check_once(list(sets)) & set(grid))
     check(not both, f"sweep: --set and the grid both set {both}; give each key in one place")
@@ -129,8 +130,8 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
             given = changed_keys(data, base_part) | {split_assignment(a)[0] for a in assignments}
             data = assign(lay_over(data, base_part), assignments)
             # a grid of cnn x model.depth would train the same cnn twice, under two names
+            anchor_paths(given, data)
             refuse_unread(given, data)
-            anchor_data_path(given, data)
             return data
 
         return new_run_config(layer)
@@ -279,6 +280,9 @@ def _labels(keys: list[str]) -> dict[str, str]:
 
 
 def _slug(value) -> str:
+    if custom_arch(value):  # /home/me/nets.py:MLP -> nets.MLP
+        where, _, name = value.rpartition(":")
+        value = f"{Path(where).name.removesuffix('.py')}.{name}"
     text = "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", text) or "empty"
 

@@ -2,12 +2,13 @@
 
 cnn/attn/identity/top1: the paper's networks with stacked weights (`patchnet.py`); resnet,
 resnet_attn (`resnet.py`), unet (`unet.py`) and dit (`dit.py`): networks for natural data, each
-seed its own module inside an `Ensemble`.
+seed its own module inside an `Ensemble`, as a network of your own ("FILE.py:Class",
+`custom.py`) is.
 """
 
 from __future__ import annotations
 
-from mosaicdiff.config import ModelConfig
+from mosaicdiff.config import ModelConfig, custom_arch
 from mosaicdiff.errors import check
 from mosaicdiff.models.grouped import Ensemble, GroupedModel
 from mosaicdiff.models.patchnet import PatchNet
@@ -25,7 +26,12 @@ def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int], T: int, see
         )
     if cfg.arch in PATCHNET_ARCHS:
         return PatchNet(cfg, image_shape, T, list(seeds))
-    if cfg.arch in ("resnet", "resnet_attn"):
+    if custom_arch(cfg.arch):
+        from mosaicdiff.models.custom import CustomMember as Net
+        from mosaicdiff.models.custom import load_class
+
+        load_class(cfg.arch)  # imported once, before the seeds' RNG is set
+    elif cfg.arch in ("resnet", "resnet_attn"):
         from mosaicdiff.models.resnet import ResNet as Net
     elif cfg.arch == "unet":
         from mosaicdiff.models.unet import UNet as Net

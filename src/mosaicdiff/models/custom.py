@@ -1,0 +1,133 @@
+"""Score networks of your own: `model.arch="FILE.py:Class"` or `"package.module:Class"`.
+
+The class is built once per seed, as `Class(cfg, image_shape, T)` (a `ModelConfig`, (C, H, W)
+and the number of diffusion steps), right after `torch.manual_seed(seed)`, and maps
+`(x_t (B, C, H, W), t (B,) int64)` to eps (B, C, H, W). Inside an `Ensemble` it then trains,
+checkpoints, resumes, samples and is measured exactly as the built-in natural-data networks are.
+Training is eager unless compiling is asked for (`MOSAICDIFF_COMPILE=1`): torch.compile is not
+assumed to take arbitrary code whole.
+
+Optional class attributes:
+    reads: the `ModelConfig` fields of `config.ARCH_FIELDS` (depth, kernel, patch, ...) the
+        class reads; `--set` of any other is refused, as for the built-in networks. `hidden`
+        and `time_embedding` are given to every network.
+A `forward` that takes `return_attention` is passed it and returns (eps, attention or None).
+
+A file is imported under a name of its own (one per resolved path), once per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mosaicdiff.config import ARCH_FIELDS, ModelConfig
+from mosaicdiff.errors import UserError, check
+
+
+def load_class(arch: str) -> type[nn.Module]:
+    """The `nn.Module` subclass that `arch` ("FILE.py:Class" or "module:Class") names."""
+    where, _, name = arch.rpartition(":")
+    module = _import_file(arch, Path(where)) if where.endswith(".py") else _import(arch, where)
+    cls = getattr(module, name, None)
+    check(cls is not None, f"model.arch={arch!r}: {where} defines no {name}")
+    check(
+        isinstance(cls, type) and issubclass(cls, nn.Module),
+        f"model.arch={arch!r}: {name} is not a torch.nn.Module class",
+    )
+    reads = getattr(cls, "reads", ())
+    ok = isinstance(reads, (tuple, list)) and all(f in ARCH_FIELDS for f in reads)
+    fields = list(ARCH_FIELDS)
+    check(ok, f"model.arch={arch!r}: {name}.reads={reads!r} must list fields of {fields}")
+    return cls
+
+
+def reads(arch: str) -> tuple[str, ...]:
+    """The `config.ARCH_FIELDS` fields the network `arch` names says it reads."""
+    return tuple(getattr(load_class(arch), "reads", ()))
+
+
+def _import(arch: str, module: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and module.startswith(e.name):  # the module itself, not one it imports
+            raise UserError(
+                f"model.arch={arch!r}: no module {module} on the Python path; name a file "
+                "instead (path/to/file.py:Class)"
+            ) from None
+        raise _failed(arch, module, e) from e
+    except Exception as e:  # noqa: BLE001 (the user's module raised on import)
+        raise _failed(arch, module, e) from e
+
+
+def _import_file(arch: str, path: Path):
+    check(path.is_file(), f"model.arch={arch!r}: {path} is not a file")
+    key = "mosaicdiff_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 (the user's file raised on import)
+            del sys.modules[key]
+            raise _failed(arch, str(path), e) from e
+    return sys.modules[key]
+
+
+def _failed(arch: str, what: str, e: Exception, doing: str = "importing") -> UserError:
+    """One line for an exception the user's code raised, with the place it was raised."""
+    frames = traceback.extract_tb(e.__traceback__)
+    libraries = (str(Path(torch.__file__).parent), str(Path(__file__).parents[1]))
+    ours = [f for f in frames if not f.filename.startswith(libraries)]  # the user's own lines
+    frame = (ours or frames)[-1]
+    at = f" ({frame.filename}, line {frame.lineno})"
+    return UserError(f"model.arch={arch!r}: {doing} {what} failed: {type(e).__name__}: {e}{at}")
+
+
+class CustomMember(nn.Module):
+    """One seed of a network of your own behind the members' interface of `Ensemble`:
+    (x, t, return_attention) -> eps, or (eps, attention or None); checks eps's shape."""
+
+    def __init__(self, cfg: ModelConfig, image_shape: tuple[int, int, int], T: int):
+        super().__init__()
+        cls = load_class(cfg.arch)
+        self.arch = cfg.arch
+        try:
+            self.net = cls(cfg, tuple(image_shape), T)
+        except Exception as e:  # noqa: BLE001 (the user's class does not build this way)
+            raise _failed(cfg.arch, f"{cls.__name__}(cfg, image_shape, T)", e, "building") from e
+        forward = inspect.signature(self.net.forward).parameters
+        self.attends = "return_attention" in forward
+        self.net.eval()  # one image through it before any run is written: no RNG drawn,
+        with torch.no_grad():  # no batch statistics changed
+            try:
+                self(torch.zeros(1, *image_shape), torch.zeros(1, dtype=torch.long))
+            except UserError:
+                raise
+            except Exception as e:  # noqa: BLE001 (the user's forward fails on one image)
+                raise _failed(cfg.arch, f"{cls.__name__} on one image", e, "running") from e
+        self.net.train()
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, return_attention: bool = False):
+        if self.attends:
+            out = self.net(x, t, return_attention=return_attention)
+            eps, a = out if return_attention else (out, None)
+        else:
+            eps, a = self.net(x, t), None
+        shape = tuple(getattr(eps, "shape", ()))
+        check(
+            isinstance(eps, torch.Tensor) and eps.shape == x.shape,
+            f"model.arch={self.arch!r} returned eps of shape {shape} for x_t of shape "
+            f"{tuple(x.shape)}; they must match",
+        )
+        return (eps, a) if return_attention else eps

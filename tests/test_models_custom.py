@@ -1,0 +1,174 @@
+"""Networks of the user's own (`model.arch="FILE.py:Class"`): built, trained, sampled and
+measured as the built-in natural-data networks are, and refused on one line when they can't be."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mosaicdiff.cli import main
+from mosaicdiff.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from mosaicdiff.errors import UserError
+from mosaicdiff.models import Ensemble, build_model
+from mosaicdiff.runs import RunDir, load_run
+from mosaicdiff.training import train, use_compiled
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own_network.py"
+MLP = f"{EXAMPLE}:MLP"
+DIGITS = ["--set", "data.kind=digits", "--no-progress"]
+
+NETS = """
+import torch
+from torch import nn
+
+class Attending(nn.Module):
+    def __init__(self, cfg, shape, T):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+    def forward(self, x, t, return_attention=False):
+        eps = x * self.w
+        a = torch.ones(x.shape[0], 2, 2) / 2
+        return (eps, a) if return_attention else eps
+
+class WrongShape(nn.Module):
+    def __init__(self, cfg, shape, T):
+        super().__init__()
+        self.conv = nn.Conv2d(shape[0], 2, 1)
+    def forward(self, x, t):
+        return self.conv(x)
+
+class Raises(nn.Module):
+    def __init__(self, cfg, shape, T):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+    def forward(self, x, t):
+        return self.lin(x)
+
+class BadReads(nn.Module):
+    reads = ("widht",)
+
+NOT_A_MODULE = 3
+"""
+
+
+@pytest.fixture
+def nets(tmp_path):
+    path = tmp_path / "nets.py"
+    path.write_text(NETS)
+    return path
+
+
+def test_the_example_mlp_is_grouped_like_a_built_in_network():
+    model = build_model(ModelConfig(arch=MLP, hidden=8, depth=3), (1, 8, 8), 1000, [3, 5])
+    assert isinstance(model, Ensemble) and model.n_seeds == 2
+    assert len(model.members[0].net.net) == 2 * 3 + 1  # depth hidden layers + output
+    x, t = torch.randn(2, 4, 1, 8, 8), torch.randint(1000, (2, 4))
+    alone = build_model(ModelConfig(arch=MLP, hidden=8, depth=3), (1, 8, 8), 1000, [5])
+    with torch.no_grad():
+        eps = model(x, t)
+        assert eps.shape == x.shape
+        torch.testing.assert_close(eps[1:], alone(x[1:], t[1:]))  # member 1 is seed 5 alone
+        assert not torch.allclose(eps[0], alone(x[:1], t[:1])[0])
+
+
+def test_a_forward_that_takes_return_attention_is_passed_it(nets):
+    model = build_model(ModelConfig(arch=f"{nets}:Attending"), (3, 4, 4), 1000, [0])
+    eps, a = model(torch.randn(1, 5, 3, 4, 4), torch.tensor([7]), return_attention=True)
+    assert eps.shape == (1, 5, 3, 4, 4) and a.shape == (1, 5, 2, 2)
+
+
+def test_trains_resumes_and_reloads_through_the_python_api(tmp_path):
+    cfg = RunConfig(
+        data=DataConfig(kind="digits"),
+        model=ModelConfig(arch=MLP, hidden=8),
+        train=TrainConfig(epochs=2, seeds=(0, 1), ema_decay=0.9, checkpoint_every=1),
+    )
+    train(cfg, tmp_path / "whole", progress=False)
+    shutil.copytree(tmp_path / "whole", tmp_path / "half")  # as if killed in epoch 2
+    for f in RunDir(tmp_path / "half").checkpoint_dir.glob("epoch-000002*"):
+        f.unlink()
+    train(cfg, tmp_path / "half", resume=True, progress=False)
+    whole, half = load_run(tmp_path / "whole"), load_run(tmp_path / "half")
+    assert whole.epoch == 2 and half.epoch == 2
+    resumed = half.model.state_dict()
+    for name, p in whole.model.state_dict().items():
+        torch.testing.assert_close(p, resumed[name], msg=name)  # resumed to the same weights
+
+
+def test_compiled_training_is_chosen_only_when_asked_for_a_custom_network(monkeypatch):
+    monkeypatch.delenv("MOSAICDIFF_COMPILE", raising=False)
+    cpu = torch.device("cpu")
+    assert use_compiled(None, 10**9, cpu) and not use_compiled(None, 10**9, cpu, custom=True)
+    assert use_compiled(True, 1, cpu, custom=True)
+    monkeypatch.setenv("MOSAICDIFF_COMPILE", "1")
+    assert use_compiled(None, 1, cpu, custom=True)
+
+
+def test_cli_train_sample_evaluate_from_other_folders(tmp_path, monkeypatch, capsys):
+    (tmp_path / "here").mkdir()
+    (tmp_path / "there").mkdir()
+    (tmp_path / "here" / "mine.py").write_text(EXAMPLE.read_text())
+    monkeypatch.chdir(tmp_path / "here")
+    run = str(tmp_path / "run")
+    args = ["train", "--out", run, "--model", "mine.py:MLP", "--epochs", "2", *DIGITS]
+    assert main([*args, "--set", "train.ema_decay=0.9", "--set", "model.depth=1"]) == 0
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+    assert stored["arch"] == f"{tmp_path / 'here' / 'mine.py'}:MLP" and stored["depth"] == 1
+    monkeypatch.chdir(tmp_path / "there")  # the stored path is absolute
+    assert main(["sample", run, "--per-run", "20", "--no-progress"]) == 0
+    assert main(["evaluate", run, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 0: 20 samples" in out
+    assert (tmp_path / "run" / "samples" / "default" / "nearest.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "arch, message",
+    [
+        ("{dir}/missing.py:Net", "missing.py is not a file"),
+        ("{nets}:Missing", "nets.py defines no Missing"),
+        ("{nets}:NOT_A_MODULE", "NOT_A_MODULE is not a torch.nn.Module class"),
+        ("{nets}:BadReads", "BadReads.reads=('widht',) must list fields of"),
+        ("{nets}:WrongShape", "returned eps of shape (1, 2, 8, 8) for x_t of shape (1, 1, 8, 8)"),
+        ("{nets}:Raises", "running Raises on one image failed: RuntimeError: mat1 and mat2"),
+        ("no_such_module_here:Net", "no module no_such_module_here on the Python path"),
+        ("torch.nn:Linear", "building Linear(cfg, image_shape, T) failed: TypeError"),
+        ("nets.py:", "is not one of ['cnn', 'attn'"),
+        ("nets", "nor a network of your own (path/to/file.py:Class or module:Class)"),
+    ],
+)
+def test_a_network_that_cannot_be_used_is_refused_before_the_run_is_written(
+    arch, message, nets, tmp_path, capsys
+):
+    arch = arch.format(dir=tmp_path, nets=nets)
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--model", arch, *DIGITS]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mosaicdiff: error: ") and err.count("\n") == 1 and message in err
+    assert not out.exists()
+
+
+def test_an_error_in_the_users_file_names_its_line(tmp_path):
+    (tmp_path / "boom.py").write_text("import torch\n\nraise RuntimeError('boom')\n")
+    with pytest.raises(UserError, match=r"RuntimeError: boom \(.*boom.py, line 3\)"):
+        build_model(ModelConfig(arch=f"{tmp_path}/boom.py:Net"), (1, 8, 8), 1000, [0])
+    (tmp_path / "fwd.py").write_text(NETS)
+    with pytest.raises(UserError, match=r"\(.*fwd.py, line 26\)"):  # Raises.forward's line
+        build_model(ModelConfig(arch=f"{tmp_path}/fwd.py:Raises"), (1, 8, 8), 1000, [0])
+
+
+def test_fields_the_network_does_not_read_are_refused(tmp_path, capsys):
+    args = ["train", "--out", str(tmp_path / "r"), "--model", MLP, "--dry-run", *DIGITS]
+    assert main([*args, "--set", "model.depth=3"]) == 0  # MLP.reads = ("depth",)
+    assert main([*args, "--set", "model.kernel=5"]) == 2
+    assert "model.kernel=5 is not read by model.arch=" in capsys.readouterr().err
+
+
+def test_a_sweep_names_its_points_by_file_and_class(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = f"out: sw\nbase:\n  data: {{kind: digits}}\ngrid:\n  model.arch: [resnet, '{MLP}']\n"
+    (tmp_path / "sw.yaml").write_text(spec)
+    assert main(["sweep", "sw.yaml", "--dry-run"]) == 0
+    assert "arch=own-network.MLP" in capsys.readouterr().out
