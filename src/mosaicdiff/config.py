@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mosaicdiff.errors import UserError, check
+from mosaicdiff.own_code import names_code
 
 Pairing = tuple[str, str]
 MAX_SEED = 2**31 - 1  # every seed: data, train, sample
@@ -94,10 +95,7 @@ ARCHS = ("cnn", "attn", "identity", "top1", "resnet", "resnet_attn", "unet", "di
 def custom_arch(arch: str) -> bool:
     """Whether `arch` names a network of the user's own, "FILE.py:Class" or "module:Class"
     (`models/custom.py`), rather than one of `ARCHS`."""
-    if not isinstance(arch, str):
-        return False
-    where, colon, name = arch.rpartition(":")
-    return bool(colon and where and name.isidentifier())
+    return arch not in ARCHS and names_code(arch)
 
 
 @dataclass(frozen=True)

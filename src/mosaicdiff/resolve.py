@@ -25,6 +25,7 @@ from mosaicdiff.config import (
     to_dict,
 )
 from mosaicdiff.errors import UserError, check
+from mosaicdiff.own_code import anchored
 
 MAX_SEEDS = 10_000  # seeds of one run train together, as one batched program
 
@@ -114,10 +115,8 @@ def anchor_paths(given: set[str], data: dict) -> None:
     path = data["data"]["path"]
     if "data.path" in given and path and not os.path.isabs(path):
         data["data"]["path"] = os.path.abspath(os.path.expanduser(path))
-    arch = data["model"]["arch"]
-    where, _, name = arch.rpartition(":") if custom_arch(arch) else ("", "", "")
-    if "model.arch" in given and where.endswith(".py") and not os.path.isabs(where):
-        data["model"]["arch"] = f"{os.path.abspath(os.path.expanduser(where))}:{name}"
+    if "model.arch" in given and custom_arch(data["model"]["arch"]):
+        data["model"]["arch"] = anchored(data["model"]["arch"])
 
 
 def changed_keys(data: dict, extra: dict) -> set[str]:

@@ -13,85 +13,39 @@ Optional class attributes:
         and `time_embedding` are given to every network.
 A `forward` that takes `return_attention` is passed it and returns (eps, attention or None).
 
-A file is imported under a name of its own (one per resolved path), once per process.
+Importing it, and its one-line errors, are `own_code.py`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import inspect
-import sys
-import traceback
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from mosaicdiff.config import ARCH_FIELDS, ModelConfig
 from mosaicdiff.errors import UserError, check
+from mosaicdiff.own_code import failed, load
 
 
 def load_class(arch: str) -> type[nn.Module]:
     """The `nn.Module` subclass that `arch` ("FILE.py:Class" or "module:Class") names."""
-    where, _, name = arch.rpartition(":")
-    module = _import_file(arch, Path(where)) if where.endswith(".py") else _import(arch, where)
-    cls = getattr(module, name, None)
-    check(cls is not None, f"model.arch={arch!r}: {where} defines no {name}")
+    option, name = f"model.arch={arch!r}", arch.rpartition(":")[2]
+    cls = load(arch, option)
     check(
         isinstance(cls, type) and issubclass(cls, nn.Module),
-        f"model.arch={arch!r}: {name} is not a torch.nn.Module class",
+        f"{option}: {name} is not a torch.nn.Module class",
     )
     reads = getattr(cls, "reads", ())
     ok = isinstance(reads, (tuple, list)) and all(f in ARCH_FIELDS for f in reads)
     fields = list(ARCH_FIELDS)
-    check(ok, f"model.arch={arch!r}: {name}.reads={reads!r} must list fields of {fields}")
+    check(ok, f"{option}: {name}.reads={reads!r} must list fields of {fields}")
     return cls
 
 
 def reads(arch: str) -> tuple[str, ...]:
     """The `config.ARCH_FIELDS` fields the network `arch` names says it reads."""
     return tuple(getattr(load_class(arch), "reads", ()))
-
-
-def _import(arch: str, module: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and module.startswith(e.name):  # the module itself, not one it imports
-            raise UserError(
-                f"model.arch={arch!r}: no module {module} on the Python path; name a file "
-                "instead (path/to/file.py:Class)"
-            ) from None
-        raise _failed(arch, module, e) from e
-    except Exception as e:  # noqa: BLE001 (the user's module raised on import)
-        raise _failed(arch, module, e) from e
-
-
-def _import_file(arch: str, path: Path):
-    check(path.is_file(), f"model.arch={arch!r}: {path} is not a file")
-    key = "mosaicdiff_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as e:  # noqa: BLE001 (the user's file raised on import)
-            del sys.modules[key]
-            raise _failed(arch, str(path), e) from e
-    return sys.modules[key]
-
-
-def _failed(arch: str, what: str, e: Exception, doing: str = "importing") -> UserError:
-    """One line for an exception the user's code raised, with the place it was raised."""
-    frames = traceback.extract_tb(e.__traceback__)
-    libraries = (str(Path(torch.__file__).parent), str(Path(__file__).parents[1]))
-    ours = [f for f in frames if not f.filename.startswith(libraries)]  # the user's own lines
-    frame = (ours or frames)[-1]
-    at = f" ({frame.filename}, line {frame.lineno})"
-    return UserError(f"model.arch={arch!r}: {doing} {what} failed: {type(e).__name__}: {e}{at}")
 
 
 class CustomMember(nn.Module):
@@ -105,7 +59,8 @@ class CustomMember(nn.Module):
         try:
             self.net = cls(cfg, tuple(image_shape), T)
         except Exception as e:  # noqa: BLE001 (the user's class does not build this way)
-            raise _failed(cfg.arch, f"{cls.__name__}(cfg, image_shape, T)", e, "building") from e
+            what = f"{cls.__name__}(cfg, image_shape, T)"
+            raise failed(f"model.arch={cfg.arch!r}", what, e, "building") from e
         forward = inspect.signature(self.net.forward).parameters
         self.attends = "return_attention" in forward
         self.net.eval()  # one image through it before any run is written: no RNG drawn,
@@ -115,7 +70,8 @@ class CustomMember(nn.Module):
             except UserError:
                 raise
             except Exception as e:  # noqa: BLE001 (the user's forward fails on one image)
-                raise _failed(cfg.arch, f"{cls.__name__} on one image", e, "running") from e
+                what = f"{cls.__name__} on one image"
+                raise failed(f"model.arch={cfg.arch!r}", what, e, "running") from e
         self.net.train()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, return_attention: bool = False):

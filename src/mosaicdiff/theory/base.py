@@ -82,4 +82,10 @@ class ScoreMachine:
         check(0 <= t < len(self._alpha_bar), f"timestep {t} outside [0, {len(self._alpha_bar)})")
         ab = self._alpha_bar[t]
         a, b2 = ab**0.5, 1.0 - ab
-        return (x - a * self.x0_hat(x, t, a, b2)) / b2**0.5
+        x0 = self.x0_hat(x, t, a, b2)
+        check(
+            isinstance(x0, torch.Tensor) and x0.shape == x.shape,
+            f"{type(self).__name__}.x0_hat returned shape {tuple(getattr(x0, 'shape', ()))} for "
+            f"x_t of shape {tuple(x.shape)}; they must match",
+        )
+        return (x - a * x0) / b2**0.5

@@ -19,7 +19,7 @@ import argparse
 
 from mosaicdiff.evaluate import CREATIVITY_LIMIT
 from mosaicdiff.theory.cli_agreement import cmd_calibrate, cmd_compare
-from mosaicdiff.theory.cli_checks import DATA_KINDS, MACHINE_MAX_SIDE
+from mosaicdiff.theory.cli_checks import DATA_KINDS, DEFAULTS, MACHINE_MAX_SIDE
 from mosaicdiff.theory.cli_sample import cmd_sample
 from mosaicdiff.theory.knob import cmd_knob
 from mosaicdiff.theory.machines import MACHINES
@@ -119,7 +119,12 @@ def _machine_options(p, knob: bool = False, patch: bool = True) -> None:
     tries each of its --candidates), --patch is left out of the help the same way."""
     hidden = argparse.SUPPRESS
     p.add_argument(
-        "--machine", default="els", help=hidden if knob else f"one of {', '.join(MACHINES)}"
+        "--machine",
+        default="els",
+        help=hidden
+        if knob
+        else f"one of {', '.join(MACHINES)}, or one of your own as FILE.py:Class "
+        "(examples/own_machine.py)",
     )
     p.add_argument(
         "--patch",
@@ -132,9 +137,12 @@ def _machine_options(p, knob: bool = False, patch: bool = True) -> None:
     p.add_argument(
         "--stride", type=int, help="grid stride (default: 1; 2 with the pairings' default patch)"
     )
-    p.add_argument("--boundary", default="circular", help="padding: circular or zeros")
+    p.add_argument("--boundary", default=DEFAULTS["boundary"], help="padding: circular or zeros")
     p.add_argument(
-        "--lam", type=float, default=0.5, help=hidden if knob else "attn: in-image mixture weight"
+        "--lam",
+        type=float,
+        default=DEFAULTS["lam"],
+        help=hidden if knob else "attn: in-image mixture weight",
     )
-    p.add_argument("--attention", default="soft", help="attn: soft or top1")
+    p.add_argument("--attention", default=DEFAULTS["attention"], help="attn: soft or top1")
     p.add_argument("--precision", default="float64", help="softmax arithmetic: float64|float32")

@@ -15,7 +15,8 @@ import torch
 
 from mosaicdiff.config import check_seed
 from mosaicdiff.errors import UserError, check
-from mosaicdiff.theory.cli_checks import machine_from_args, positive, theory_out
+from mosaicdiff.own_code import anchored, names_code
+from mosaicdiff.theory.cli_checks import machine_from_args, own_options, positive, theory_out
 
 
 def _load(args):
@@ -47,6 +48,12 @@ def cmd_calibrate(args) -> int:
         args.machine != "ideal",
         "--machine ideal scores whole images: it has no patch size to calibrate",
     )
+    if names_code(args.machine):
+        check(
+            "patch_size" in own_options(anchored(args.machine)),
+            f"--machine {args.machine}: its __init__ takes no patch_size, so it has no patch "
+            "size to calibrate",
+        )
     run, members, x_T = _load(args)
     kind = run.cfg.data.kind
     if args.candidates is None:  # 4x4 pairings: 1,3

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 
 from mosaicdiff.errors import UserError, check, check_out
+from mosaicdiff.own_code import anchored, names_code
+from mosaicdiff.theory.custom import OPTIONS, build_custom, load_machine_class, takes
 from mosaicdiff.theory.machines import MACHINES
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
@@ -18,6 +20,10 @@ DATA_KINDS = ("pairings", "digits", "npz", "folder")
 # so their cost grows with the square of the pixels (a side of 100000 never finished). Stricter
 # than the networks' bound on data.image_size (config.MAX_IMAGE_SIZE).
 MACHINE_MAX_SIDE = 256
+# The options a machine may read, by its parameter names: their flags, and their defaults where
+# they have one (`cli.py` gives them to argparse).
+FLAGS = {key: "--" + key.removesuffix("_size") for key in OPTIONS}
+DEFAULTS = {"boundary": "circular", "lam": 0.5, "attention": "soft"}
 
 
 def choice(value: str, option: str, valid) -> str:
@@ -57,34 +63,41 @@ def patch_file(patch: str | None) -> str | None:
 
 
 def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: int | None = None):
-    """Build the machine the options name, for a dataset of `kind` (`patch` overrides --patch)."""
+    """Build the machine the options name, for a dataset of `kind` (`patch` overrides --patch).
+    A machine of your own (--machine FILE.py:Class) is named by its absolute path from here on."""
     from mosaicdiff.theory.machines import build_machine
     from mosaicdiff.theory.schedule import PatchSchedule
 
-    name = choice(args.machine, "--machine", MACHINES)
+    own = names_code(args.machine)
+    if own:
+        args.machine = anchored(args.machine)
+    name = args.machine if own else choice(args.machine, "--machine", MACHINES)
     choice(args.boundary, "--boundary", ("circular", "zeros"))
     choice(args.attention, "--attention", ("soft", "top1"))
     precision = PRECISIONS[choice(args.precision, "--precision", PRECISIONS)]
     # Options the machine never reads are refused when set (the defaults stay, so folders
     # sampled before this check resume with the same settings).
-    if name != "attn":
-        for flag, value, default in (
-            ("--lam", args.lam, 0.5),
-            ("--attention", args.attention, "soft"),
-        ):
-            check(
-                value in (default, None),
-                f"{flag} {value} is read by --machine attn only, not {name}",
-            )
+    given = {
+        "patch_size": args.patch if patch is None else patch,
+        "stride": args.stride,
+        "boundary": args.boundary,
+        "lam": args.lam,
+        "attention": args.attention,
+    }
+    unset = lambda key: given[key] in (DEFAULTS.get(key), None)  # noqa: E731
+    if own:
+        taken = own_options(name)
+        for key, flag in FLAGS.items():
+            check(key in taken or unset(key), f"{flag} {given[key]}: {name} takes no {key}")
+    if not own and name != "attn":
+        for key in ("lam", "attention"):
+            value = given[key]
+            check(unset(key), f"{FLAGS[key]} {value} is read by --machine attn only, not {name}")
     if name == "ideal":
-        for flag, value, default in (
-            ("--patch", args.patch if patch is None else patch, None),
-            ("--stride", args.stride, None),
-            ("--boundary", args.boundary, "circular"),
-        ):
+        for key in ("patch_size", "stride", "boundary"):
             check(
-                value == default,
-                f"{flag} {value}: --machine ideal scores whole images, not patches",
+                unset(key),
+                f"{FLAGS[key]} {given[key]}: --machine ideal scores whole images, not patches",
             )
     default = args.patch is None and patch is None
     if patch is None:
@@ -99,7 +112,7 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
                 "from `theory calibrate`)",
             )
             patch = PatchSchedule.load(args.patch, schedule.T)
-    if name != "ideal":  # the local machines see k x k windows of the image
+    if name != "ideal" and (not own or "patch_size" in taken):  # they see k x k windows
         side = min(images.shape[-2:])
         sizes = set(patch.sizes()) if isinstance(patch, PatchSchedule) else {patch}
         for k in sorted(sizes):
@@ -107,14 +120,18 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
     stride = args.stride
     if stride is None:
         stride = 2 if kind == "pairings" and default else 1
-    return build_machine(
-        name,
-        images,
-        schedule,
-        patch,
-        stride=stride,
-        boundary=args.boundary,
-        lam=args.lam,
-        attention=args.attention,
-        dtype=precision,
-    )
+    options = {
+        "stride": stride,
+        "boundary": args.boundary,
+        "lam": args.lam,
+        "attention": args.attention,
+    }
+    if own:
+        options = {k: v for k, v in {"patch_size": patch, **options}.items() if k in taken}
+        return build_custom(name, images, schedule, precision, **options)
+    return build_machine(name, images, schedule, patch, dtype=precision, **options)
+
+
+def own_options(spec: str) -> set[str]:
+    """The options of `FLAGS` that the machine of your own `spec` names takes."""
+    return takes(load_machine_class(spec))

@@ -19,6 +19,7 @@ import torch
 
 from mosaicdiff.config import DDIM_STEPS, check_seed
 from mosaicdiff.errors import check
+from mosaicdiff.own_code import file_sha256
 from mosaicdiff.theory.cli_checks import (
     DATA_KINDS,
     MACHINE_MAX_SIDE,
@@ -119,6 +120,8 @@ def prepare_sample(args) -> Callable[[], int]:
     if patch_file(args.patch):  # a calibration: its table counts, not only its name
         table = json.dumps(read_json(args.patch)["patch_size"])
         settings["patch_sha256"] = sha256(table.encode())
+    if file_sha256(args.machine):  # a machine of your own: its code counts, not only its name
+        settings["machine_sha256"] = file_sha256(args.machine)
     _check_same_settings(folder, settings)
     return partial(_sample, args, folder, dataset, machine, schedule, settings)
 

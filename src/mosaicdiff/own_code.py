@@ -1,0 +1,94 @@
+"""Code of the user's own, named "FILE.py:Name" or "module:Name": a network (`model.arch`,
+`models/custom.py`) or a score machine (`theory --machine`, `theory/custom.py`).
+
+A file is imported under a name of its own (one per resolved path), once per process. What the
+user's code raises while it is imported, built or first run becomes one `UserError` line that
+names the line of the user's file it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from mosaicdiff.errors import UserError, check
+
+
+def names_code(text) -> bool:
+    """Whether `text` has the form "FILE.py:Name" or "module:Name"."""
+    if not isinstance(text, str):
+        return False
+    where, colon, name = text.rpartition(":")
+    return bool(colon and where and name.isidentifier())
+
+
+def anchored(text: str) -> str:
+    """ "FILE.py:Name" with FILE made absolute (and `~` expanded); other text as it is."""
+    where, _, name = text.rpartition(":") if names_code(text) else ("", "", "")
+    if not where.endswith(".py") or os.path.isabs(where):
+        return text
+    return f"{os.path.abspath(os.path.expanduser(where))}:{name}"
+
+
+def load(spec: str, option: str):
+    """The object `spec` names. `option` (e.g. "model.arch='x.py:Net'") starts every error."""
+    where, _, name = spec.rpartition(":")
+    module = _import_file(option, Path(where)) if where.endswith(".py") else _import(option, where)
+    check(hasattr(module, name), f"{option}: {where} defines no {name}")
+    return getattr(module, name)
+
+
+def file_sha256(spec: str) -> str | None:
+    """The sha256 of the file "FILE.py:Name" names (None for a module): stored with results
+    that its code made, so a rerun after the file changed is not taken for the same code."""
+    from mosaicdiff.io import sha256
+
+    where = spec.rpartition(":")[0] if names_code(spec) else ""
+    return sha256(Path(where).read_bytes()) if where.endswith(".py") else None
+
+
+def failed(option: str, what: str, e: Exception, doing: str = "importing") -> UserError:
+    """One line for an exception the user's code raised, with the place it was raised: the
+    last line of the traceback outside torch and mosaicdiff."""
+    import torch
+
+    frames = traceback.extract_tb(e.__traceback__)
+    libraries = (str(Path(torch.__file__).parent), str(Path(__file__).parent))
+    ours = [f for f in frames if not f.filename.startswith(libraries)]
+    frame = (ours or frames)[-1]
+    at = f" ({frame.filename}, line {frame.lineno})"
+    return UserError(f"{option}: {doing} {what} failed: {type(e).__name__}: {e}{at}")
+
+
+def _import(option: str, module: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and module.startswith(e.name):  # the module itself, not one it imports
+            raise UserError(
+                f"{option}: no module {module} on the Python path; name a file instead "
+                "(path/to/file.py:Name)"
+            ) from None
+        raise failed(option, module, e) from e
+    except Exception as e:  # noqa: BLE001 (the user's module raised on import)
+        raise failed(option, module, e) from e
+
+
+def _import_file(option: str, path: Path):
+    check(path.is_file(), f"{option}: {path} is not a file")
+    key = "mosaicdiff_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 (the user's file raised on import)
+            del sys.modules[key]
+            raise failed(option, str(path), e) from e
+    return sys.modules[key]

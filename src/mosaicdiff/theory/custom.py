@@ -1,0 +1,62 @@
+"""Score machines of your own: `theory sample|compare|calibrate --machine FILE.py:Class` (or
+"module:Class").
+
+The class subclasses `ScoreMachine` (and implements `x0_hat`) or one of its machines (`ELS`,
+`LocalScore`, `AttentionELS`, `IdealScore`), and is built as `Class(images, schedule, **options)`:
+`dtype` and `budget` always, and of `OPTIONS` those its `__init__` takes by name (an ELS
+subclass takes patch_size, stride and boundary). A theory option the class does not take is
+refused when given, rather than ignored. One image goes through the machine before any sample
+is drawn, so a machine that fails fails on one line naming the line of its file
+(`own_code.py`). Sampled folders store the file's sha256: a rerun after it changed is refused
+instead of resuming samples of the old code.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from mosaicdiff.diffusion import Schedule
+from mosaicdiff.errors import UserError, check
+from mosaicdiff.own_code import failed, load
+from mosaicdiff.theory.base import ScoreMachine
+
+# The theory options a machine of your own may take, by its __init__'s parameter names.
+OPTIONS = ("patch_size", "stride", "boundary", "lam", "attention")  # cli_checks.FLAGS' keys
+
+
+def load_machine_class(spec: str) -> type[ScoreMachine]:
+    """The `ScoreMachine` subclass that `spec` ("FILE.py:Class" or "module:Class") names."""
+    option, name = f"--machine {spec!r}", spec.rpartition(":")[2]
+    cls = load(spec, option)
+    check(
+        isinstance(cls, type) and issubclass(cls, ScoreMachine),
+        f"{option}: {name} is not a subclass of mosaicdiff.theory.base.ScoreMachine",
+    )
+    return cls
+
+
+def takes(cls: type[ScoreMachine]) -> set[str]:
+    """The `OPTIONS` that `cls.__init__` takes by name."""
+    return set(OPTIONS) & set(inspect.signature(cls.__init__).parameters)
+
+
+def build_custom(
+    spec: str, images: torch.Tensor, schedule: Schedule, dtype: torch.dtype, **options
+) -> ScoreMachine:
+    """`Class(images, schedule, dtype=dtype, **options)`, tried on one image at t = T / 2."""
+    option, cls = f"--machine {spec!r}", load_machine_class(spec)
+    try:
+        machine = cls(images, schedule, dtype=dtype, **options)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 (the user's class does not build this way)
+        raise failed(option, f"{cls.__name__}(images, schedule, ...)", e, "building") from e
+    try:
+        machine(images[:1].float(), torch.tensor([schedule.T // 2]))
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 (the user's x0_hat fails on one image)
+        raise failed(option, f"{cls.__name__} on one image", e, "running") from e
+    return machine

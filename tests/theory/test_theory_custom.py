@@ -1,0 +1,140 @@
+"""Score machines of the user's own (`theory --machine FILE.py:Class`): the example Gaussian
+machine's maths, and the theory commands on a machine of one's own, refusals included."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mosaicdiff.cli import main
+from mosaicdiff.diffusion import Schedule
+from mosaicdiff.theory.custom import build_custom
+from mosaicdiff.theory.ideal import IdealScore
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "own_machine.py"
+GAUSS = f"{EXAMPLE}:Gaussian"
+SAMPLE = ["theory", "sample", "--n", "4", "--sampler", "ddim", "--steps", "3", "--no-progress"]
+
+MACHINES = '''
+import torch
+from mosaicdiff.theory.base import ScoreMachine
+from mosaicdiff.theory.local import ELS
+
+class Copies(ScoreMachine):
+    """x0_hat: the first training image, whatever x_t is."""
+    def x0_hat(self, x_t, t, a, b2):
+        return self.images[:1].expand_as(x_t)
+
+class Patchy(ELS):
+    """ELS under another name: takes patch_size, stride and boundary."""
+
+class WrongShape(ScoreMachine):
+    def x0_hat(self, x_t, t, a, b2):
+        return x_t[:, :1]
+
+class Raises(ScoreMachine):
+    def x0_hat(self, x_t, t, a, b2):
+        return x_t @ torch.ones(2, 2)
+
+class NotAMachine:
+    pass
+'''
+
+
+@pytest.fixture
+def machines(tmp_path):
+    path = tmp_path / "mine.py"
+    path.write_text(MACHINES)
+    return path
+
+
+def test_the_gaussian_machine_is_the_ideal_score_of_one_gaussian():
+    """Of two training images, the fitted Gaussian has mean their midpoint and all its variance
+    along their difference: x0_hat moves along that line only, with the Wiener gain."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 1, 2, 2, generator=g) * 2 - 1
+    schedule = Schedule.linear()
+    machine = build_custom(GAUSS, images, schedule, torch.float64)
+    d = (images[1] - images[0]).flatten().double()
+    mu, var = images.mean(0).flatten().double(), d.dot(d) / 2  # unbiased: (d/2)^2 * 2 / 1
+    x_t = torch.randn(5, 1, 2, 2, generator=g, dtype=torch.float64)
+    for t in (10, 500, 999):
+        ab = float(schedule.alpha_bar[t])
+        a, b2 = ab**0.5, 1 - ab
+        u = d / d.norm()
+        proj = (x_t.flatten(1) - a * mu) @ u  # (5,)
+        want = mu + (a * var / (a * a * var + b2) * proj)[:, None] * u
+        got = machine.x0_hat(x_t, t, a, b2).flatten(1)
+        torch.testing.assert_close(got, want)
+    # at low noise, with one image, the Gaussian collapses onto it as the ideal score does
+    one = images[:1].double()
+    x = one + 0.01 * torch.randn(3, 1, 2, 2, generator=g, dtype=torch.float64)
+    ideal = IdealScore(one, schedule)(x, torch.tensor([5]))
+    twice = build_custom(GAUSS, torch.cat([one, one]), schedule, torch.float64)
+    gauss = twice(x, torch.tensor([5]))
+    torch.testing.assert_close(gauss, ideal)
+
+
+def test_sample_and_evaluate_a_machine_of_your_own(machines, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "copies"
+    assert main([*SAMPLE, "--machine", "mine.py:Copies", "--out", str(out)]) == 0
+    samples = np.load(out / "samples.npz")["samples"]  # each of them the first training image
+    assert samples.shape == (4, 3, 4, 4) and np.allclose(samples, samples[:1], atol=1e-5)
+    report = json.loads((out / "consistency.json").read_text())
+    assert report["rate"] in (0.0, 1.0) and report["args"]["machine"] == f"{machines}:Copies"
+    assert len(report["args"]["machine_sha256"]) == 64
+
+
+def test_a_machine_that_takes_the_patch_options_gets_them(machines, tmp_path):
+    args = [*SAMPLE, "--machine", f"{machines}:Patchy", "--data", "digits"]
+    assert main([*args, "--patch", "5", "--boundary", "zeros", "--out", str(tmp_path / "p")]) == 0
+    stored = json.loads((tmp_path / "p" / "results-creativity.json").read_text())
+    assert stored["per_seed"][0]["n_samples"] == 4
+    again = [*SAMPLE, "--machine", "els", "--data", "digits", "--patch", "5", "--boundary", "zeros"]
+    assert main([*again, "--out", str(tmp_path / "e")]) == 0
+    ours, els = (np.load(tmp_path / f / "samples.npz")["samples"] for f in ("p", "e"))
+    np.testing.assert_array_equal(ours, els)  # the same machine under another name
+
+
+def test_a_rerun_after_the_machines_file_changed_is_refused(machines, tmp_path, capsys):
+    args = [*SAMPLE, "--machine", f"{machines}:Copies", "--out", str(tmp_path / "c")]
+    assert main(args) == 0
+    assert main(args) == 0  # the same file: resumes (nothing to do)
+    machines.write_text(MACHINES + "\n# edited\n")
+    assert main(args) == 2
+    assert "machine_sha256" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "machine, extra, message",
+    [
+        ("{m}:Copies", ["--patch", "3"], "--patch 3: {m}:Copies takes no patch_size"),
+        ("{m}:Copies", ["--lam", "0.2"], "--lam 0.2: {m}:Copies takes no lam"),
+        ("{m}:Patchy", ["--attention", "top1"], "takes no attention"),
+        ("{m}:WrongShape", [], "WrongShape.x0_hat returned shape (1, 1, 4, 4) for x_t of shape"),
+        ("{m}:Raises", [], "running Raises on one image failed: RuntimeError"),
+        ("{m}:NotAMachine", [], "NotAMachine is not a subclass of mosaicdiff.theory.base."),
+        ("{m}:Missing", [], "mine.py defines no Missing"),
+        ("{d}/none.py:X", [], "none.py is not a file"),
+        ("nomodule_here:X", [], "no module nomodule_here on the Python path"),
+        ("ELS", [], "--machine 'ELS' is not one of ['ideal', 'ls', 'els', 'bbels', 'attn']"),
+    ],
+)
+def test_a_machine_that_cannot_be_used_is_refused_before_writing(
+    machine, extra, message, machines, tmp_path, capsys
+):
+    fill = {"m": machines, "d": tmp_path}
+    out = tmp_path / "out"
+    assert main([*SAMPLE, "--machine", machine.format(**fill), *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.format(**fill) in err, err
+    assert not out.exists()
+
+
+def test_calibrate_refuses_a_machine_without_a_patch_size(machines, tmp_path, capsys):
+    args = ["theory", "calibrate", str(tmp_path / "run"), "--machine", f"{machines}:Copies"]
+    assert main([*args, "--out", str(tmp_path / "p.json")]) == 2
+    assert "takes no patch_size, so it has no patch size to calibrate" in capsys.readouterr().err
