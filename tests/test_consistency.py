@@ -81,3 +81,12 @@ def test_intervals_of_rates_stay_within_0_and_1():
     assert near_zero["ci95"][0] == 0.0 and 0.075 < near_zero["ci95"][1] < 1
     seeds = across_seeds([0.99, 1.0, 0.9])  # the t interval over 3 seeds reaches above 1
     assert seeds["ci95"][1] == 1.0 and seeds["ci95"][0] < seeds["mean"]
+
+
+def test_a_sample_with_a_nan_or_inf_pixel_is_never_consistent():
+    img = SPEC.render(torch.tensor([[0, 1, 1, 0], [2, 2, 3, 2], [4, 5, 4, 4]]))
+    assert consistency(img, SPEC).consistent.all()
+    img[0, 1, 0, 0], img[1, :, 3, 3] = float("nan"), float("-inf")  # the rest still pairs well
+    res = consistency(img, SPEC)
+    assert [REASONS[r] for r in res.reason.tolist()] == ["not_finite"] * 2 + ["consistent"]
+    assert res.rate == pytest.approx(1 / 3)

@@ -95,3 +95,16 @@ def test_one_training_image_only_the_copy_rule_applies(train):
     assert not s.memorized.any()
     with pytest.raises(UserError):
         creativity_scores(train[:1], train, patch=9)
+
+
+def test_samples_that_diverged_are_left_out_and_counted(train):
+    samples = torch.cat([train[:3], _mosaic(train), torch.randn(6, 1, 8, 8)])
+    bad = samples.clone()
+    bad[1, 0, 2, 5], bad[7, 0, 0, 0] = float("nan"), float("inf")  # a copy and a noise image
+    kept = torch.cat([samples[:1], samples[2:7], samples[8:]])
+    got, want = evaluate_creativity(bad, train), evaluate_creativity(kept, train)
+    assert got.pop("n_not_finite") == 2 and want.pop("n_not_finite") == 0
+    assert got == pytest.approx(want) and got["n_samples"] == 8
+    assert math.isfinite(got["novelty"]) and got["copy_rate"] == pytest.approx(2 / 8)
+    with pytest.raises(UserError, match="all 10 samples are NaN or infinite"):
+        evaluate_creativity(torch.full_like(samples, float("nan")), train)

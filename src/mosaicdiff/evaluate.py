@@ -140,7 +140,8 @@ def evaluate_creativity_samples(
             }
     result = {"metric": "creativity", "per_seed": per_seed, "over_seeds": over_seeds}
     title = f"seed {seeds[0]}: samples and their nearest training images"
-    plots.save(nearest_figure(samples[0, :16], train_images, title), samples_dir / "nearest.png")
+    shown = samples[0][torch.isfinite(samples[0]).flatten(1).all(1)][:16]
+    plots.save(nearest_figure(shown, train_images, title), samples_dir / "nearest.png")
     atomic_write_json(samples_dir / CREATIVITY_RESULTS, result)
     return result
 
@@ -165,8 +166,10 @@ def nearest_figure(
 def creativity_line(p: dict) -> str:
     """One seed's creativity metrics (a `per_seed` entry) as one line of text."""
     mosaic = "n/a" if p["mosaic_ratio"] is None else f"{p['mosaic_ratio']:.3f}"
+    bad = p.get("n_not_finite", 0)  # results written before it was counted lack it
+    left_out = f" ({bad} more NaN or infinite, left out)" if bad else ""
     return (
-        f"seed {p['seed']}: {p['n_samples']} samples; "
+        f"seed {p['seed']}: {p['n_samples']} samples{left_out}; "
         f"memorized {100 * p['memorization_rate']:.1f}%, "
         f"mosaics {100 * p['mosaic_rate']:.1f}%, novelty {p['novelty']:.3f} "
         f"(RMS to the nearest training image), mosaic ratio {mosaic}"

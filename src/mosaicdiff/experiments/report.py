@@ -193,17 +193,18 @@ def make_figures(out: Path, configs, results, rows) -> dict[str, str]:
         metrics = RunDir(out / "runs" / arch).read_metrics()
         curves[arch] = np.array([m["loss"] for m in metrics])
     put("loss.png", plots.loss_curves(curves), "Training loss per epoch (band: min-max seeds).")
-    fractions = []
-    for arch in configs:
-        counts = np.zeros(len(REASONS))
-        for p in results[arch]["per_seed"]:
-            counts += np.array([p["reasons"][r] for r in REASONS])
-        fractions.append(counts / counts.sum())
+    counts = np.zeros((len(configs), len(REASONS)))
+    for i, arch in enumerate(configs):
+        for p in results[arch]["per_seed"]:  # results written before not_finite lack it
+            counts[i] += np.array([p["reasons"].get(r, 0) for r in REASONS])
+    seen = counts.any(0)  # the kinds that happened
+    fractions = list(counts[:, seen] / counts.sum(1, keepdims=True))
     put(
         "failures.png",
-        plots.failure_reasons(list(configs), REASONS, fractions),
+        plots.failure_reasons(list(configs), np.array(REASONS)[seen].tolist(), fractions),
         "How samples fail: an invalid quadrant (key or value pixels disagree), a pairing no "
-        "pattern type has, or valid pairings from different pattern types.",
+        "pattern type has, or valid pairings from different pattern types (or a NaN or "
+        "infinite value, if any sampler diverged).",
     )
     for arch in configs:
         if arch in ("attn", "identity", "top1"):

@@ -14,6 +14,7 @@ creativity with each metric's standard deviation over seeds.
 from __future__ import annotations
 
 from mosaicdiff.io import atomic_write_csv, read_json
+from mosaicdiff.metrics.consistency import REASONS
 
 # Per metric: table.csv's columns of one seed's results.
 COLUMNS = {
@@ -80,7 +81,7 @@ def _over_seeds(res: dict) -> dict:
     """Consistency over a point's seeds, with its interval and the failure reasons' shares."""
     over = res["over_seeds"]
     lo, hi = over["ci95"] or (None, None)
-    reasons: dict[str, int] = {}
+    reasons = dict.fromkeys(REASONS, 0)  # every column, also for results written before one
     for s in res["per_seed"]:
         for k, v in s["reasons"].items():
             reasons[k] = reasons.get(k, 0) + v

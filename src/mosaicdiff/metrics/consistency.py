@@ -3,7 +3,9 @@
 Each pixel maps to its nearest colour. A quadrant is valid when both key pixels share a colour
 and both value pixels share a colour; it then shows the pairing (key, value). An image is
 consistent when every quadrant is valid and all its pairings belong to one pattern type.
-Every image gets a reason code (`REASONS`), so failures can be counted by kind.
+Every image gets a reason code (`REASONS`), so failures can be counted by kind. An image with a
+NaN or infinite value (a sampler that diverged) is never consistent: its reason is `not_finite`,
+whatever colours its finite pixels happen to be nearest to.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 
 from mosaicdiff.data.pairings import PairingsSpec
 
-REASONS = ("consistent", "invalid_quadrant", "unknown_pairing", "mixed_types")
+REASONS = ("consistent", "invalid_quadrant", "unknown_pairing", "mixed_types", "not_finite")
 
 
 @dataclass
@@ -76,6 +78,7 @@ def consistency(images: torch.Tensor, spec: PairingsSpec) -> ConsistencyResult:
     reason[one_type] = REASONS.index("consistent")
     reason[all_valid & ~known.all(1)] = REASONS.index("unknown_pairing")
     reason[~all_valid] = REASONS.index("invalid_quadrant")
+    reason[~torch.isfinite(images).flatten(1).all(1)] = REASONS.index("not_finite")
     return ConsistencyResult(reason == 0, reason)
 
 

@@ -18,6 +18,9 @@ none. These metrics measure each part of that claim on samples of any size:
   cover distance / nearest whole-image distance: near 0 means "a mosaic of training patches that
   is no copy of any image".
 
+Samples with a NaN or infinite value (a sampler that diverged) have no distance to anything:
+they are left out of every metric and counted as `n_not_finite`.
+
 Every distance is a per-pixel RMS, ||a - b||_2 / sqrt(D) over D = C H W (or C k k) values, in
 the data's units (images in [-1, 1]), so patch and image distances compare directly.
 """
@@ -203,12 +206,20 @@ def evaluate_creativity(
         mosaic_threshold: a *mosaic* is a sample not memorized whose mosaic ratio is below this.
         chunk: block size of the distance computations.
     """
+    finite = torch.isfinite(samples).flatten(1).all(1)  # (n,)
+    check(
+        bool(finite.any()),
+        f"all {len(samples)} samples are NaN or infinite: the sampler diverged, and there is "
+        "nothing to measure",
+    )
+    n_not_finite, samples = int((~finite).sum()), samples[finite]
     s = creativity_scores(samples, train_images, patch, memorization_ratio, copy_atol, chunk)
     diversity, duplicates = pairwise_stats(samples.flatten(1), duplicate_atol, chunk)
     ratios = s.mosaic_ratio[~s.copy]
     mosaic = ~s.memorized & (s.mosaic_ratio < mosaic_threshold)  # NaN compares False
     return {
         "n_samples": len(samples),
+        "n_not_finite": n_not_finite,
         "n_train": len(train_images),
         "novelty": float(s.nearest.mean()),
         "nearest_distance_median": float(s.nearest.median()),
