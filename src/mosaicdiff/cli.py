@@ -201,7 +201,8 @@ def cmd_evaluate(args) -> int:
             f"(95% CI over {p['n']} runs {100 * lo:.2f}-{100 * hi:.2f})"
         )
         total = sum(p["reasons"].values()) or 1
-        why = ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in p["reasons"].items() if v)
+        shown = {k: v for k, v in p["reasons"].items() if v or k == "consistent"}
+        why = ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in shown.items())
         print(f"  samples: {why}")
     print(f"results -> {samples / CONSISTENCY_RESULTS}")
     return 0
