@@ -10,8 +10,9 @@ file and class wherever an architecture goes:
     mosaicdiff evaluate runs/mlp    # memorization, novelty, mosaics; nearest.png
 
 or in a sweep's grid (`model.arch: [resnet, examples/own_network.py:MLP]`), or from Python
-with `ModelConfig(arch="examples/own_network.py:MLP")`. The run stores the file's absolute
-path, so it is sampled and resumed from any folder; keep the file where it is.
+with `ModelConfig(arch="/abs/path/own_network.py:MLP")`. The command line stores the file's
+absolute path (Python stores the path as given), so the run is sampled and resumed from any
+folder; keep the file where it is.
 """
 
 import math

@@ -531,3 +531,24 @@ def test_a_data_file_rewritten_since_training_is_refused(tmp_path, capsys):
         )
     np.savez(data, images=images)
     assert main(draw) == 0 and main(resume) == 0
+
+
+def test_generated_data_that_now_comes_out_otherwise_is_refused(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "--epochs", "1", "--set", "data.n_images=64"]
+    assert main([*args, "--no-progress"]) == 0
+    from mosaicdiff import runs
+
+    real = runs.load_dataset
+
+    def other_generator(cfg):  # as if the pairings' code had changed since training
+        dataset = real(cfg)
+        dataset.images = dataset.images.flip(0)
+        return dataset
+
+    monkeypatch.setattr(runs, "load_dataset", other_generator)
+    assert main(["evaluate", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "data.kind=pairings now gives other images than this run trained on" in err
+    monkeypatch.setattr(runs, "load_dataset", real)
+    assert runs.load_run(out).epoch == 1

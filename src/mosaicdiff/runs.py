@@ -149,23 +149,24 @@ class RunDir:
         return None
 
 
-def data_fingerprint(dataset: ImageDataset, cfg: DataConfig) -> str | None:
-    """The sha256 of the images a user's file or folder gave (None for the generated data):
-    stored with each checkpoint, so a file rewritten since training is noticed."""
-    if cfg.kind not in ("npz", "folder"):
-        return None
+def data_fingerprint(dataset: ImageDataset) -> str:
+    """The sha256 of the training images, stored with each checkpoint: a data.path file
+    rewritten since training, or generated data that its code (or scikit-learn's digits) now
+    makes otherwise, is noticed rather than measured against."""
     return sha256(dataset.images.detach().cpu().contiguous().numpy().tobytes())
 
 
-def check_same_data(meta: dict, fingerprint: str | None, cfg: DataConfig) -> None:
-    """Refuse to go on with a run whose checkpoint (`meta`) saw other images than data.path
-    holds now (checkpoints written before fingerprints existed pass)."""
+def check_same_data(meta: dict, fingerprint: str, cfg: DataConfig) -> None:
+    """Refuse to go on with a run whose checkpoint (`meta`) saw other images than its data
+    config gives now (checkpoints written before fingerprints existed pass)."""
     stored = meta.get("data_sha256")
-    check(
-        stored is None or stored == fingerprint,
-        f"data.path={cfg.path!r} no longer holds the images this run trained on (their sha256 "
-        "differs); put them back, or train a new run on them",
-    )
+    if cfg.kind in ("npz", "folder"):
+        what = f"data.path={cfg.path!r} no longer holds the images this run trained on"
+        fix = "put them back, or train a new run on them"
+    else:
+        what = f"data.kind={cfg.kind} now gives other images than this run trained on"
+        fix = "sample it with the version of mosaicdiff (or scikit-learn) it trained with"
+    check(stored is None or stored == fingerprint, f"{what} (their sha256 differs); {fix}")
 
 
 @dataclass
@@ -202,7 +203,7 @@ def load_run(path: str | Path, device: str | None = None, weights: str = "ema") 
         raise UserError(f"{path} {why}")
     tensors, meta = loaded
     dataset = load_dataset(cfg.data)
-    check_same_data(meta, data_fingerprint(dataset, cfg.data), cfg.data)
+    check_same_data(meta, data_fingerprint(dataset), cfg.data)
     model = build_model(cfg.model, dataset.shape, cfg.diffusion.T, cfg.train.seeds)
     prefix = {"ema": "ema.", "raw": "model."}[weights]
     state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

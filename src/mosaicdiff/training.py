@@ -128,7 +128,7 @@ def train(
     tc = cfg.train
     dataset = load_dataset(cfg.data)
     x_data = dataset.images.to(device)  # (N, C, H, W)
-    data_sha = data_fingerprint(dataset, cfg.data)
+    data_sha = data_fingerprint(dataset)
     n, shape = len(dataset), dataset.shape
     if note := ema_note(tc, n):
         tqdm.write(f"{out}: note: {note}")
@@ -254,7 +254,7 @@ def save(run, cfg, epoch, steps_per_epoch, model, ema, opt, sched, gens, data_sh
         "config": to_dict(cfg),
         "optimizer_param_groups": opt_state["param_groups"],
         "lr_schedule": sched.state_dict(),
-        **({"data_sha256": data_sha} if data_sha else {}),
+        "data_sha256": data_sha,
     }
     run.save_checkpoint(epoch, tensors, meta)
 
