@@ -172,3 +172,17 @@ def test_a_sweep_names_its_points_by_file_and_class(tmp_path, monkeypatch, capsy
     (tmp_path / "sw.yaml").write_text(spec)
     assert main(["sweep", "sw.yaml", "--dry-run"]) == 0
     assert "arch=own-network.MLP" in capsys.readouterr().out
+
+
+def test_a_run_whose_network_file_changed_is_refused(tmp_path, capsys):
+    mine = tmp_path / "mine.py"
+    mine.write_text(EXAMPLE.read_text())
+    run = str(tmp_path / "run")
+    train_args = ["train", "--out", run, "--model", f"{mine}:MLP", "--epochs", "1", *DIGITS]
+    assert main(train_args) == 0
+    mine.write_text(EXAMPLE.read_text().replace("SiLU()", "ReLU()"))  # the same weights' shapes
+    for command in (["sample", run, "--per-run", "2", "--no-progress"], [*train_args, "--resume"]):
+        assert main(command) == 2
+        assert "the file changed since this run's checkpoint" in capsys.readouterr().err
+    mine.write_text(EXAMPLE.read_text())
+    assert load_run(run).epoch == 1

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from mosaicdiff.config import DataConfig, RunConfig, differences, from_dict, to_dict
+from mosaicdiff.config import RunConfig, differences, from_dict, to_dict
 from mosaicdiff.data import ImageDataset, load_dataset
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError, check
@@ -34,6 +34,7 @@ from mosaicdiff.io import (
     sidecar,
 )
 from mosaicdiff.models import GroupedModel, build_model
+from mosaicdiff.own_code import file_sha256
 
 KEEP_CHECKPOINTS = 2
 
@@ -149,24 +150,35 @@ class RunDir:
         return None
 
 
-def data_fingerprint(dataset: ImageDataset) -> str:
-    """The sha256 of the training images, stored with each checkpoint: a data.path file
-    rewritten since training, or generated data that its code (or scikit-learn's digits) now
-    makes otherwise, is noticed rather than measured against."""
-    return sha256(dataset.images.detach().cpu().contiguous().numpy().tobytes())
+def fingerprints(dataset: ImageDataset, cfg: RunConfig) -> dict[str, str]:
+    """What a checkpoint's weights depend on beyond its config, stored with each checkpoint:
+    the sha256 of the training images (`data_sha256`: a data.path file rewritten since, or
+    generated data that its code or scikit-learn now makes otherwise, is noticed rather than
+    measured against), and of the file of a network of your own (`arch_sha256`)."""
+    out = {"data_sha256": sha256(dataset.images.detach().cpu().contiguous().numpy().tobytes())}
+    if (code := file_sha256(cfg.model.arch)) is not None:
+        out["arch_sha256"] = code
+    return out
 
 
-def check_same_data(meta: dict, fingerprint: str, cfg: DataConfig) -> None:
-    """Refuse to go on with a run whose checkpoint (`meta`) saw other images than its data
-    config gives now (checkpoints written before fingerprints existed pass)."""
-    stored = meta.get("data_sha256")
-    if cfg.kind in ("npz", "folder"):
-        what = f"data.path={cfg.path!r} no longer holds the images this run trained on"
+def check_fingerprints(meta: dict, now: dict[str, str], cfg: RunConfig) -> None:
+    """Refuse to go on with a run whose checkpoint (`meta`) saw other images, or other network
+    code, than its config gives now (checkpoints written before fingerprints existed pass)."""
+    data = cfg.data
+    if data.kind in ("npz", "folder"):
+        what = f"data.path={data.path!r} no longer holds the images this run trained on"
         fix = "put them back, or train a new run on them"
     else:
-        what = f"data.kind={cfg.kind} now gives other images than this run trained on"
+        what = f"data.kind={data.kind} now gives other images than this run trained on"
         fix = "sample it with the version of mosaicdiff (or scikit-learn) it trained with"
-    check(stored is None or stored == fingerprint, f"{what} (their sha256 differs); {fix}")
+    stored = meta.get("data_sha256")
+    check(stored in (None, now["data_sha256"]), f"{what} (their sha256 differs); {fix}")
+    stored = meta.get("arch_sha256")
+    check(
+        stored in (None, now.get("arch_sha256")),
+        f"model.arch={cfg.model.arch}: the file changed since this run's checkpoint (its sha256 "
+        "differs); put the old code back, or train a new run with the new",
+    )
 
 
 @dataclass
@@ -203,8 +215,8 @@ def load_run(path: str | Path, device: str | None = None, weights: str = "ema") 
         raise UserError(f"{path} {why}")
     tensors, meta = loaded
     dataset = load_dataset(cfg.data)
-    check_same_data(meta, data_fingerprint(dataset), cfg.data)
     model = build_model(cfg.model, dataset.shape, cfg.diffusion.T, cfg.train.seeds)
+    check_fingerprints(meta, fingerprints(dataset, cfg), cfg)
     prefix = {"ema": "ema.", "raw": "model."}[weights]
     state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     try:

@@ -33,7 +33,7 @@ from mosaicdiff.data import load_dataset
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError, check
 from mosaicdiff.models import build_model
-from mosaicdiff.runs import RunDir, check_same_data, data_fingerprint, model_state
+from mosaicdiff.runs import RunDir, check_fingerprints, fingerprints, model_state
 
 # Compiling the fused step costs ~COMPILE_S seconds once per process (cold cache) and saves at
 # least SAVED_S_PER_MODEL_STEP per model-step (1 seed: ~3 ms; 8 seeds: ~0.7-0.8 ms), measured
@@ -128,12 +128,12 @@ def train(
     tc = cfg.train
     dataset = load_dataset(cfg.data)
     x_data = dataset.images.to(device)  # (N, C, H, W)
-    data_sha = data_fingerprint(dataset)
     n, shape = len(dataset), dataset.shape
     if note := ema_note(tc, n):
         tqdm.write(f"{out}: note: {note}")
     schedule = Schedule.from_config(cfg.diffusion).to(device)
     model = build_model(cfg.model, shape, cfg.diffusion.T, tc.seeds).to(device)
+    inputs = fingerprints(dataset, cfg)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay))
     opt = AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, foreach=True)
     steps_per_epoch = math.ceil(n / tc.batch_size)
@@ -145,7 +145,7 @@ def train(
     start_epoch = 0
     latest = run.load_latest() if resume else None
     if latest is not None:
-        check_same_data(latest[1], data_sha, cfg.data)
+        check_fingerprints(latest[1], inputs, cfg)
         start_epoch = restore(latest, model, ema, opt, sched, gens)
         if progress:
             tqdm.write(f"{out}: resuming from the checkpoint at epoch {start_epoch} of {tc.epochs}")
@@ -201,7 +201,7 @@ def train(
             bar.update(steps_per_epoch)
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}", model_steps_s=f"{rate:,.0f}")
             if (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs:
-                save(run, cfg, epoch + 1, steps_per_epoch, model, ema, opt, sched, gens, data_sha)
+                save(run, cfg, epoch + 1, steps_per_epoch, model, ema, opt, sched, gens, inputs)
     finally:
         torch.set_num_threads(threads)
     bar.close()
@@ -235,7 +235,7 @@ class EagerStep:
         """The live objects are always current."""
 
 
-def save(run, cfg, epoch, steps_per_epoch, model, ema, opt, sched, gens, data_sha) -> None:
+def save(run, cfg, epoch, steps_per_epoch, model, ema, opt, sched, gens, inputs) -> None:
     opt_state = opt.state_dict()
     tensors = {**model_state(model, "model."), **model_state(ema.module, "ema.")}
     for i, state in opt_state["state"].items():
@@ -254,7 +254,7 @@ def save(run, cfg, epoch, steps_per_epoch, model, ema, opt, sched, gens, data_sh
         "config": to_dict(cfg),
         "optimizer_param_groups": opt_state["param_groups"],
         "lr_schedule": sched.state_dict(),
-        "data_sha256": data_sha,
+        **inputs,
     }
     run.save_checkpoint(epoch, tensors, meta)
 
