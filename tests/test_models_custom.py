@@ -186,3 +186,10 @@ def test_a_run_whose_network_file_changed_is_refused(tmp_path, capsys):
         assert "the file changed since this run's checkpoint" in capsys.readouterr().err
     mine.write_text(EXAMPLE.read_text())
     assert load_run(run).epoch == 1
+
+
+def test_labels_name_the_file_not_its_folders():
+    from mosaicdiff.own_code import short
+
+    assert short("/a/b/nets.py:MLP") == "nets.py:MLP" and short("pkg.nets:MLP") == "pkg.nets:MLP"
+    assert short("cnn") == "cnn"

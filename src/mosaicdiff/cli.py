@@ -20,6 +20,7 @@ from mosaicdiff import __version__
 from mosaicdiff.allocator import hold_freed_memory
 from mosaicdiff.config import differences, to_dict
 from mosaicdiff.errors import UserError, check, check_out
+from mosaicdiff.own_code import short
 from mosaicdiff.resolve import resolve_config
 
 PACKAGE = Path(__file__).parent
@@ -143,7 +144,7 @@ def cmd_train(args) -> int:
 
     build_model(cfg.model, load_dataset(cfg.data).shape, cfg.diffusion.T, (0,))  # validate first
     train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-    print(f"trained {cfg.model.arch} x{len(cfg.train.seeds)} -> {args.out}")
+    print(f"trained {short(cfg.model.arch)} x{len(cfg.train.seeds)} -> {args.out}")
     return 0
 
 

@@ -26,6 +26,7 @@ from mosaicdiff.config import (
 )
 from mosaicdiff.errors import UserError
 from mosaicdiff.io import atomic_write_json, load_npz, read_json, save_npz
+from mosaicdiff.own_code import short
 from mosaicdiff.runs import LoadedRun
 from mosaicdiff.sampling import sample
 
@@ -176,7 +177,7 @@ def draw_samples(
         seed=scfg.seed,
         n_per_run=scfg.n_per_run,
         n_seeds=s,
-        desc=f"sample {loaded.cfg.model.arch} x{s}",
+        desc=f"sample {short(loaded.cfg.model.arch)} x{s}",
         progress=progress,
     )
     return out

@@ -35,6 +35,15 @@ def anchored(text: str) -> str:
     return f"{os.path.abspath(os.path.expanduser(where))}:{name}"
 
 
+def short(text: str) -> str:
+    """A label for figures and progress bars: "file.py:Class" for "/a/b/file.py:Class"; other
+    text ("module:Class", "els") as it is."""
+    if not names_code(text):
+        return text
+    where, _, name = text.rpartition(":")
+    return f"{Path(where).name}:{name}"
+
+
 def load(spec: str, option: str):
     """The object `spec` names. `option` (e.g. "model.arch='x.py:Net'") starts every error."""
     where, _, name = spec.rpartition(":")

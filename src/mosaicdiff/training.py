@@ -33,6 +33,7 @@ from mosaicdiff.data import load_dataset
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError, check
 from mosaicdiff.models import build_model
+from mosaicdiff.own_code import short
 from mosaicdiff.runs import RunDir, check_fingerprints, fingerprints, model_state
 
 # Compiling the fused step costs ~COMPILE_S seconds once per process (cold cache) and saves at
@@ -165,7 +166,7 @@ def train(
     bar = tqdm(
         total=total_steps,
         initial=start_epoch * steps_per_epoch,
-        desc=f"train {cfg.model.arch} x{len(tc.seeds)}{' compiled' * step.compiled}",
+        desc=f"train {short(cfg.model.arch)} x{len(tc.seeds)}{' compiled' * step.compiled}",
         disable=not progress,
         unit="step",
     )

@@ -15,7 +15,7 @@ import torch
 
 from mosaicdiff.config import check_seed
 from mosaicdiff.errors import UserError, check
-from mosaicdiff.own_code import anchored, names_code
+from mosaicdiff.own_code import anchored, names_code, short
 from mosaicdiff.theory.cli_checks import machine_from_args, own_options, positive, theory_out
 
 
@@ -110,7 +110,7 @@ def cmd_compare(args) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in vars(args).items() if k != "handler"}
     atomic_write_json(folder / "agreement.json", {"args": meta, "members": per_member})
-    _compare_figures(folder, args.machine, per_member, pairs)
+    _compare_figures(folder, short(args.machine), per_member, pairs)
     print(f"agreement -> {folder / 'agreement.json'}, figures -> samples.png, eps_cosine.png")
     return 0
 

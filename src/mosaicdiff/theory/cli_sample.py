@@ -19,7 +19,7 @@ import torch
 
 from mosaicdiff.config import DDIM_STEPS, check_seed
 from mosaicdiff.errors import check
-from mosaicdiff.own_code import file_sha256
+from mosaicdiff.own_code import file_sha256, short
 from mosaicdiff.theory.cli_checks import (
     DATA_KINDS,
     MACHINE_MAX_SIDE,
@@ -150,7 +150,7 @@ def _sample(args, folder: Path, dataset, machine, schedule, settings: dict) -> i
         per_chunk=args.batch,
         seed=args.seed,
         n_per_run=n,  # all one run
-        desc=f"theory {args.machine}",
+        desc=f"theory {short(args.machine)}",
         progress=progress,
     )
     samples = torch.from_numpy(load_samples(folder)[0])
