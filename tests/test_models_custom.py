@@ -46,6 +46,27 @@ class Raises(nn.Module):
     def forward(self, x, t):
         return self.lin(x)
 
+class NoWeights(nn.Module):
+    def __init__(self, cfg, shape, T):
+        super().__init__()
+    def forward(self, x, t):
+        return x
+
+class Detached(WrongShape):
+    def forward(self, x, t):
+        return x * self.conv.weight.sum().detach()
+
+class Double(Raises):
+    def forward(self, x, t):
+        return x.double() * self.lin.weight.sum()
+
+class SmallTable(nn.Module):
+    def __init__(self, cfg, shape, T):
+        super().__init__()
+        self.t = nn.Embedding(10, 1)  # not T rows: the last steps index past it
+    def forward(self, x, t):
+        return x * self.t(t)[:, :, None, None]
+
 class BadReads(nn.Module):
     reads = ("widht",)
 
@@ -131,8 +152,12 @@ def test_cli_train_sample_evaluate_from_other_folders(tmp_path, monkeypatch, cap
         ("{nets}:Missing", "nets.py defines no Missing"),
         ("{nets}:NOT_A_MODULE", "NOT_A_MODULE is not a torch.nn.Module class"),
         ("{nets}:BadReads", "BadReads.reads=('widht',) must list fields of"),
-        ("{nets}:WrongShape", "returned eps of shape (1, 2, 8, 8) for x_t of shape (1, 1, 8, 8)"),
-        ("{nets}:Raises", "running Raises on one image failed: RuntimeError: mat1 and mat2"),
+        ("{nets}:WrongShape", "returned eps of shape (2, 2, 8, 8) for x_t of shape (2, 1, 8, 8)"),
+        ("{nets}:Raises", "running Raises on 2 images failed: RuntimeError: mat1 and mat2"),
+        ("{nets}:NoWeights", "NoWeights has no trainable parameters"),
+        ("{nets}:Detached", "Detached's eps does not depend on its weights"),
+        ("{nets}:Double", "returned eps of dtype torch.float64 for x_t of torch.float32"),
+        ("{nets}:SmallTable", "running SmallTable on 2 images failed: IndexError"),
         ("no_such_module_here:Net", "no module no_such_module_here on the Python path"),
         ("torch.nn:Linear", "building Linear(cfg, image_shape, T) failed: TypeError"),
         ("nets.py:", "is not one of ['cnn', 'attn'"),

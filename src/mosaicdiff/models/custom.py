@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from mosaicdiff.config import ARCH_FIELDS, ModelConfig
-from mosaicdiff.errors import UserError, check
+from mosaicdiff.errors import check
 from mosaicdiff.own_code import failed, load
 
 
@@ -55,35 +55,53 @@ class CustomMember(nn.Module):
     def __init__(self, cfg: ModelConfig, image_shape: tuple[int, int, int], T: int):
         super().__init__()
         cls = load_class(cfg.arch)
-        self.arch = cfg.arch
+        self.arch, self.option = cfg.arch, f"model.arch={cfg.arch!r}"
+        self.name = cls.__name__
         try:
             self.net = cls(cfg, tuple(image_shape), T)
         except Exception as e:  # noqa: BLE001 (the user's class does not build this way)
-            what = f"{cls.__name__}(cfg, image_shape, T)"
-            raise failed(f"model.arch={cfg.arch!r}", what, e, "building") from e
+            raise failed(self.option, f"{self.name}(cfg, image_shape, T)", e, "building") from e
         forward = inspect.signature(self.net.forward).parameters
         self.attends = "return_attention" in forward
-        self.net.eval()  # one image through it before any run is written: no RNG drawn,
-        with torch.no_grad():  # no batch statistics changed
-            try:
-                self(torch.zeros(1, *image_shape), torch.zeros(1, dtype=torch.long))
-            except UserError:
-                raise
-            except Exception as e:  # noqa: BLE001 (the user's forward fails on one image)
-                what = f"{cls.__name__} on one image"
-                raise failed(f"model.arch={cfg.arch!r}", what, e, "running") from e
+        check(
+            any(p.requires_grad for p in self.net.parameters()),
+            f"{self.option}: {self.name} has no trainable parameters",
+        )
+        self.probe(image_shape, T)
+
+    def probe(self, image_shape: tuple[int, int, int], T: int) -> None:
+        """Two images, at the first and the last step, through the network before any run is
+        written, as training will send them: in eval mode (no RNG drawn, no batch statistics
+        changed), with gradients, which eps must carry back to the weights."""
+        self.net.eval()
+        x, t = torch.zeros(2, *image_shape), torch.tensor([0, T - 1])
+        with torch.enable_grad():
+            eps = self(x, t)
+        check(
+            eps.requires_grad,
+            f"{self.option}: {self.name}'s eps does not depend on its weights (no gradient "
+            "reaches them); it cannot be trained",
+        )
         self.net.train()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, return_attention: bool = False):
-        if self.attends:
-            out = self.net(x, t, return_attention=return_attention)
-            eps, a = out if return_attention else (out, None)
-        else:
-            eps, a = self.net(x, t), None
+        try:
+            if self.attends:
+                out = self.net(x, t, return_attention=return_attention)
+                eps, a = out if return_attention else (out, None)
+            else:
+                eps, a = self.net(x, t), None
+        except Exception as e:  # noqa: BLE001 (the user's forward fails)
+            raise failed(self.option, f"{self.name} on {len(x)} images", e, "running") from e
         shape = tuple(getattr(eps, "shape", ()))
         check(
             isinstance(eps, torch.Tensor) and eps.shape == x.shape,
-            f"model.arch={self.arch!r} returned eps of shape {shape} for x_t of shape "
-            f"{tuple(x.shape)}; they must match",
+            f"{self.option} returned eps of shape {shape} for x_t of shape {tuple(x.shape)}; "
+            "they must match",
+        )
+        check(
+            eps.dtype == x.dtype,
+            f"{self.option} returned eps of dtype {eps.dtype} for x_t of {x.dtype}; they must "
+            "match",
         )
         return (eps, a) if return_attention else eps
