@@ -45,7 +45,8 @@ def takes(cls: type[ScoreMachine]) -> set[str]:
 def build_custom(
     spec: str, images: torch.Tensor, schedule: Schedule, dtype: torch.dtype, **options
 ) -> ScoreMachine:
-    """`Class(images, schedule, dtype=dtype, **options)`, tried on one image at t = T / 2."""
+    """`Class(images, schedule, dtype=dtype, **options)`, tried on two images, at the first
+    and the last step."""
     option, cls = f"--machine {spec!r}", load_machine_class(spec)
     try:
         machine = cls(images, schedule, dtype=dtype, **options)
@@ -54,9 +55,9 @@ def build_custom(
     except Exception as e:  # noqa: BLE001 (the user's class does not build this way)
         raise failed(option, f"{cls.__name__}(images, schedule, ...)", e, "building") from e
     try:
-        machine(images[:1].float(), torch.tensor([schedule.T // 2]))
+        machine(images[:1].expand(2, -1, -1, -1).float(), torch.tensor([0, schedule.T - 1]))
     except UserError:
         raise
-    except Exception as e:  # noqa: BLE001 (the user's x0_hat fails on one image)
-        raise failed(option, f"{cls.__name__} on one image", e, "running") from e
+    except Exception as e:  # noqa: BLE001 (the user's x0_hat fails)
+        raise failed(option, f"{cls.__name__} on two images", e, "running") from e
     return machine
