@@ -1,6 +1,7 @@
 """Networks of the user's own (`model.arch="FILE.py:Class"`): built, trained, sampled and
 measured as the built-in natural-data networks are, and refused on one line when they can't be."""
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -218,3 +219,43 @@ def test_labels_name_the_file_not_its_folders():
 
     assert short("/a/b/nets.py:MLP") == "nets.py:MLP" and short("pkg.nets:MLP") == "pkg.nets:MLP"
     assert short("cnn") == "cnn"
+
+
+def test_imports_that_exit_or_do_not_parse_are_one_line(tmp_path):
+    (tmp_path / "quits.py").write_text("import sys\n\nsys.exit(3)\n")
+    with pytest.raises(UserError, match=r"called sys.exit\(3\)"):
+        build_model(ModelConfig(arch=f"{tmp_path}/quits.py:Net"), (1, 8, 8), 1000, [0])
+    (tmp_path / "typo.py").write_text("x = 1\n\ndef f(:\n")
+    with pytest.raises(UserError, match=r"SyntaxError: .*typo.py, line 3\)"):
+        build_model(ModelConfig(arch=f"{tmp_path}/typo.py:Net"), (1, 8, 8), 1000, [0])
+
+
+def test_dry_runs_and_sweep_plans_import_the_network(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--out", "r", "--model", "gone.py:Net", "--dry-run", *DIGITS]
+    assert main(args) == 2 and "gone.py is not a file" in capsys.readouterr().err
+    spec = "out: sw\nbase:\n  data: {kind: digits}\ngrid:\n  model.arch: [resnet, gone.py:Net]\n"
+    (tmp_path / "sw.yaml").write_text(spec)
+    assert main(["sweep", "sw.yaml", "--dry-run"]) == 2
+    assert "sweep grid point arch=gone.Net: " in capsys.readouterr().err
+
+
+def test_a_network_imported_as_a_module_is_fingerprinted_by_its_file(tmp_path, monkeypatch):
+    (tmp_path / "mynets.py").write_text(EXAMPLE.read_text())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    cfg = RunConfig(
+        data=DataConfig(kind="digits"),
+        model=ModelConfig(arch="mynets:MLP", hidden=8),
+        train=TrainConfig(epochs=1, ema_decay=0.0),
+    )
+    train(cfg, run, progress=False)
+    meta = json.loads(sorted((run / "checkpoints").glob("*.json"))[-1].read_text())
+    assert meta["arch_sha256"] == hashlib.sha256((tmp_path / "mynets.py").read_bytes()).hexdigest()
+
+
+def test_a_bad_compile_setting_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MOSAICDIFF_COMPILE", "yes")
+    assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", "--no-progress"]) == 2
+    assert "MOSAICDIFF_COMPILE='yes' must be 0 or 1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

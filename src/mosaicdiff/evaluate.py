@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mosaicdiff.errors import UserError
 from mosaicdiff.generate import iter_chunks, load_samples, read_meta
 from mosaicdiff.io import atomic_write_json
 from mosaicdiff.metrics.consistency import REASONS, consistency, summarize_rates
@@ -114,11 +115,10 @@ def evaluate_creativity_samples(
     from tqdm.auto import tqdm
 
     from mosaicdiff import plots
-    from mosaicdiff.metrics.creativity import evaluate_creativity
 
     samples = torch.from_numpy(load_samples(samples_dir, limit))  # (S, n, C, H, W)
     per_seed = [
-        {"seed": seed, **evaluate_creativity(x, train_images, patch=patch)}
+        {"seed": seed, **_measured(seed, x, train_images, patch)}
         for seed, x in tqdm(
             zip(seeds, samples, strict=True),
             desc="creativity",
@@ -144,6 +144,15 @@ def evaluate_creativity_samples(
     plots.save(nearest_figure(shown, train_images, title), samples_dir / "nearest.png")
     atomic_write_json(samples_dir / CREATIVITY_RESULTS, result)
     return result
+
+
+def _measured(seed: int, x: torch.Tensor, train_images: torch.Tensor, patch: int) -> dict:
+    from mosaicdiff.metrics.creativity import evaluate_creativity
+
+    try:
+        return evaluate_creativity(x, train_images, patch=patch)
+    except UserError as e:  # every sample of this seed diverged: say which seed
+        raise UserError(f"seed {seed}: {e}") from None
 
 
 def nearest_figure(

@@ -184,9 +184,10 @@ def draw_samples(
 
 
 def refuse_other_settings(out: Path, old: dict, new: dict, other: str = "--name") -> None:
-    """Refuse to add to the samples in OUT, drawn with `old`, ones drawn with `new` settings."""
+    """Refuse to add to the samples in OUT, drawn with `old`, ones drawn with `new` settings
+    (a folder that holds no chunk yet, left by a draw that failed at once, takes the new)."""
     changed = differences(old, new)
-    if changed:
+    if changed and chunk_paths(out):
         raise UserError(
             f"{out} holds samples drawn with other settings ({'; '.join(changed)}); "
             f"choose another {other} or delete that folder"

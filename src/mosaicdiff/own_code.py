@@ -1,7 +1,8 @@
 """Code of the user's own, named "FILE.py:Name" or "module:Name": a network (`model.arch`,
 `models/custom.py`) or a score machine (`theory --machine`, `theory/custom.py`).
 
-A file is imported under a name of its own (one per resolved path), once per process. What the
+A file is imported under a name of its own (one per resolved path and content), once per
+process and version of it. What the
 user's code raises while it is imported, built or first run becomes one `UserError` line that
 names the line of the user's file it came from.
 """
@@ -53,11 +54,15 @@ def load(spec: str, option: str):
 
 
 def file_sha256(spec: str) -> str | None:
-    """The sha256 of the file "FILE.py:Name" names (None for a module): stored with results
-    that its code made, so a rerun after the file changed is not taken for the same code."""
+    """The sha256 of the file that "FILE.py:Name" or "module:Name" names (None for other text):
+    stored with results that its code made, so a rerun after the file changed is not taken for
+    the same code. Only that file counts, not the modules it imports."""
     from mosaicdiff.io import sha256
 
     where = spec.rpartition(":")[0] if names_code(spec) else ""
+    if where and not where.endswith(".py"):  # a module: the file it was imported from
+        module = sys.modules.get(where)
+        where = getattr(module, "__file__", None) or ""
     return sha256(Path(where).read_bytes()) if where.endswith(".py") else None
 
 
@@ -67,11 +72,19 @@ def failed(option: str, what: str, e: Exception, doing: str = "importing") -> Us
     import torch
 
     frames = traceback.extract_tb(e.__traceback__)
-    libraries = (str(Path(torch.__file__).parent), str(Path(__file__).parent))
-    ours = [f for f in frames if not f.filename.startswith(libraries)]
-    frame = (ours or frames)[-1]
-    at = f" ({frame.filename}, line {frame.lineno})"
+    libraries = (str(Path(torch.__file__).parent), str(Path(__file__).parent), "<frozen ")
+    ours = [(f.filename, f.lineno) for f in frames if not f.filename.startswith(libraries)]
+    if isinstance(e, SyntaxError) and e.filename:
+        ours.append((e.filename, e.lineno))
+    at = f" ({ours[-1][0]}, line {ours[-1][1]})" if ours else ""  # else: at the call itself
     return UserError(f"{option}: {doing} {what} failed: {type(e).__name__}: {e}{at}")
+
+
+def _exited(option: str, where: str, e: SystemExit) -> UserError:
+    return UserError(
+        f"{option}: importing {where} called sys.exit({e.code!r}); a file that is run as a "
+        'script wants its command-line code under `if __name__ == "__main__":`'
+    )
 
 
 def _import(option: str, module: str):
@@ -84,19 +97,29 @@ def _import(option: str, module: str):
                 "(path/to/file.py:Name)"
             ) from None
         raise failed(option, module, e) from e
+    except SystemExit as e:
+        raise _exited(option, module, e) from None
     except Exception as e:  # noqa: BLE001 (the user's module raised on import)
         raise failed(option, module, e) from e
 
 
 def _import_file(option: str, path: Path):
-    check(path.is_file(), f"{option}: {path} is not a file")
-    key = "mosaicdiff_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    check(
+        path.is_file(),
+        f"{option}: {path} is not a file; name an existing FILE.py:Class (a run or folder made "
+        "with it wants it back at that path)",
+    )
+    text = path.read_bytes()  # keyed by content too: an edited file is imported afresh
+    key = "mosaicdiff_user_" + hashlib.sha256(str(path.resolve()).encode() + text).hexdigest()[:16]
     if key not in sys.modules:
         spec = importlib.util.spec_from_file_location(key, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[key] = module
         try:
             spec.loader.exec_module(module)
+        except SystemExit as e:
+            del sys.modules[key]
+            raise _exited(option, str(path), e) from None
         except Exception as e:  # noqa: BLE001 (the user's file raised on import)
             del sys.modules[key]
             raise failed(option, str(path), e) from e

@@ -63,7 +63,17 @@ def resolve_config(args, base: RunConfig | None = None) -> RunConfig:
     layer = partial(_layered, args, read_mapping(path, "--config") if path else None)
     cfg = new_run_config(layer) if base is None else from_dict(RunConfig, layer(to_dict(base)))
     check_device(cfg.device)
+    check_own_network(cfg)
     return cfg
+
+
+def check_own_network(cfg: RunConfig) -> None:
+    """A network of your own is imported, and its class checked, as its config is resolved:
+    a --dry-run or a sweep's plan refuses a missing or broken file too."""
+    if custom_arch(cfg.model.arch):
+        from mosaicdiff.models.custom import load_class
+
+        load_class(cfg.model.arch)
 
 
 def _layered(args, from_file: dict | None, data: dict) -> dict:

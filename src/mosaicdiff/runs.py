@@ -150,13 +150,13 @@ class RunDir:
         return None
 
 
-def fingerprints(dataset: ImageDataset, cfg: RunConfig) -> dict[str, str]:
+def fingerprints(dataset: ImageDataset, cfg: RunConfig | None = None) -> dict[str, str]:
     """What a checkpoint's weights depend on beyond its config, stored with each checkpoint:
     the sha256 of the training images (`data_sha256`: a data.path file rewritten since, or
     generated data that its code or scikit-learn now makes otherwise, is noticed rather than
     measured against), and of the file of a network of your own (`arch_sha256`)."""
     out = {"data_sha256": sha256(dataset.images.detach().cpu().contiguous().numpy().tobytes())}
-    if (code := file_sha256(cfg.model.arch)) is not None:
+    if cfg is not None and (code := file_sha256(cfg.model.arch)) is not None:
         out["arch_sha256"] = code
     return out
 

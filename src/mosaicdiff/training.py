@@ -117,6 +117,7 @@ def train(
     With `resume`, continue from the newest good checkpoint in `out` (the config must match).
     `compile` forces the compiled (True) or eager (False) step; None chooses (`use_compiled`).
     """
+    use_compiled(compile, 0, torch.device("cpu"))  # a bad $MOSAICDIFF_COMPILE, before any write
     run = RunDir(out)
     if run.exists() and not resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it")

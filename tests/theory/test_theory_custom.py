@@ -38,6 +38,16 @@ class Raises(ScoreMachine):
     def x0_hat(self, x_t, t, a, b2):
         return x_t @ torch.ones(2, 2)
 
+class Lam(ScoreMachine):
+    def __init__(self, images, schedule, lam=0.5, **kw):
+        super().__init__(images, schedule, **kw)
+    def x0_hat(self, x_t, t, a, b2):
+        return x_t
+
+class BatchOfOne(ScoreMachine):
+    def x0_hat(self, x_t, t, a, b2):
+        return x_t.view(1, *x_t.shape[1:])
+
 class NotAMachine:
     pass
 '''
@@ -114,13 +124,16 @@ def test_a_rerun_after_the_machines_file_changed_is_refused(machines, tmp_path, 
         ("{m}:Copies", ["--patch", "3"], "--patch 3: {m}:Copies takes no patch_size"),
         ("{m}:Copies", ["--lam", "0.2"], "--lam 0.2: {m}:Copies takes no lam"),
         ("{m}:Patchy", ["--attention", "top1"], "takes no attention"),
-        ("{m}:WrongShape", [], "WrongShape.x0_hat returned shape (1, 1, 4, 4) for x_t of shape"),
-        ("{m}:Raises", [], "running Raises on two images failed: RuntimeError"),
+        ("{m}:WrongShape", [], "WrongShape.x0_hat returned shape (2, 1, 4, 4) for x_t of shape"),
+        ("{m}:Raises", [], "running Raises on 2 images failed: RuntimeError"),
         ("{m}:NotAMachine", [], "NotAMachine is not a subclass of mosaicdiff.theory.base."),
         ("{m}:Missing", [], "mine.py defines no Missing"),
         ("{d}/none.py:X", [], "none.py is not a file"),
         ("nomodule_here:X", [], "no module nomodule_here on the Python path"),
         ("ELS", [], "--machine 'ELS' is not one of ['ideal', 'ls', 'els', 'bbels', 'attn']"),
+        ("{m}:Patchy", ["--stride", "0"], "--stride=0 must be at least 1"),
+        ("{m}:Lam", ["--lam", "7"], "--lam=7.0 must lie in [0, 1]"),
+        ("{m}:BatchOfOne", [], "running BatchOfOne on 2 images failed"),
     ],
 )
 def test_a_machine_that_cannot_be_used_is_refused_before_writing(
@@ -138,3 +151,40 @@ def test_calibrate_refuses_a_machine_without_a_patch_size(machines, tmp_path, ca
     args = ["theory", "calibrate", str(tmp_path / "run"), "--machine", f"{machines}:Copies"]
     assert main([*args, "--out", str(tmp_path / "p.json")]) == 2
     assert "takes no patch_size, so it has no patch size to calibrate" in capsys.readouterr().err
+
+
+def test_a_folder_refused_before_its_first_chunk_takes_the_fixed_settings(machines, tmp_path):
+    out = str(tmp_path / "late")
+    args = [*SAMPLE, "--machine", f"{machines}:Copies", "--out", out]
+    late = "x_t[:, :1] if t == 333 else self.images[:1].expand_as(x_t)"  # past the first try
+    machines.write_text(MACHINES.replace("self.images[:1].expand_as(x_t)", late))
+    assert main(args) == 2  # after its folder was made: refused, with no chunk in it
+    assert (tmp_path / "late" / "sample.json").is_file()
+    machines.write_text(MACHINES)
+    assert main(args) == 0
+
+
+def test_a_rerun_on_a_rewritten_data_file_is_refused(tmp_path, capsys):
+    data = tmp_path / "imgs.npz"
+    images = np.random.default_rng(0).integers(0, 256, size=(8, 8, 8), dtype=np.uint8)
+    np.savez(data, images=images)
+    args = [*SAMPLE, "--data", "npz", "--data-path", str(data), "--batch", "2"]
+    args += ["--out", str(tmp_path / "t")]
+    assert main(args) == 0
+    (tmp_path / "t" / "chunk-00001.npz").unlink()
+    np.savez(data, images=images[::-1])
+    assert main(args) == 2
+    assert "data_sha256" in capsys.readouterr().err
+
+
+def test_compare_refuses_samples_that_diverged(machines, tmp_path, capsys):
+    run = tmp_path / "run"
+    train = ["train", "--out", str(run), "--epochs", "1", "--set", "data.n_images=64"]
+    assert main([*train, "--set", "diffusion.T=20", "--no-progress"]) == 0
+    nan = MACHINES + "\nclass Nan(Copies):\n    def x0_hat(self, x_t, t, a, b2):\n"
+    nan += "        return x_t * float('nan') if t < 5 else x_t\n"
+    machines.write_text(nan)
+    args = ["theory", "compare", str(run), "--machine", f"{machines}:Nan", "--n", "2"]
+    assert main([*args, "--no-progress", "--out", str(tmp_path / "cmp")]) == 2
+    assert "2 of the 2 samples of the machine (member 0) are NaN" in capsys.readouterr().err
+    assert not (tmp_path / "cmp").exists()

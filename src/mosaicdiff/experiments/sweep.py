@@ -117,7 +117,13 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
     )
     out = check_out(out, option="--out" if given_out else "sweep spec: out")
     from mosaicdiff.evaluate import metric_for
-    from mosaicdiff.resolve import anchor_paths, changed_keys, lay_over, refuse_unread
+    from mosaicdiff.resolve import (
+        anchor_paths,
+        changed_keys,
+        check_own_network,
+        lay_over,
+        refuse_unread,
+    )
 
     both = sorted(check_once(list(sets)) & set(grid))
     check(not both, f"sweep: --set and the grid both set {both}; give each key in one place")
@@ -147,6 +153,7 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
         name = "__".join(f"{labels[k]}={_slug(v)}" for k, v in values.items())
         try:
             cfg = resolve(values)
+            check_own_network(cfg)
         except UserError as e:
             raise UserError(f"sweep grid point {name}: {e}") from None
         check(name not in names, f"sweep grid: points {values} and {names.get(name)} share {name}")

@@ -105,6 +105,13 @@ def cmd_compare(args) -> int:
         cos = eps_agreement(network, machine, run.schedule, x_T, args.seed, steps, progress)
         r2 = sample_agreement(network, machine, run.schedule, x_T, args.seed, progress=progress)
         pairs[m] = r2.pop("samples")
+        for who, x in zip(("network", "machine"), pairs[m], strict=True):
+            bad = int((~torch.isfinite(x).flatten(1).all(1)).sum())
+            check(
+                bad == 0,
+                f"{bad} of the {len(x)} samples of the {who} (member {m}) are NaN or infinite: "
+                "it diverged, and r^2 would be nan; nothing was written",
+            )
         per_member.append({"member": m, "eps_cosine": cos, "r2": r2})
         print(f"member {m}: median r^2 {r2['median']:.3f} (IQR {r2['q25']:.3f}-{r2['q75']:.3f})")
     folder.mkdir(parents=True, exist_ok=True)

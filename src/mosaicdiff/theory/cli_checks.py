@@ -126,7 +126,9 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
         "lam": args.lam,
         "attention": args.attention,
     }
-    if own:
+    if own:  # the ranges the built-in machines check, for a machine that may not check them
+        check("stride" not in taken or stride >= 1, f"--stride={stride} must be at least 1")
+        check("lam" not in taken or 0 <= args.lam <= 1, f"--lam={args.lam} must lie in [0, 1]")
         options = {k: v for k, v in {"patch_size": patch, **options}.items() if k in taken}
         return build_custom(name, images, schedule, precision, **options)
     return build_machine(name, images, schedule, patch, dtype=precision, **options)

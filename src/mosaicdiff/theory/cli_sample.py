@@ -44,6 +44,7 @@ def prepare_sample(args) -> Callable[[], int]:
     from mosaicdiff.diffusion import Schedule
     from mosaicdiff.evaluate import CREATIVITY_LIMIT, MOSAIC_PATCH
     from mosaicdiff.io import read_json, sha256
+    from mosaicdiff.runs import fingerprints
 
     folder = theory_out(args.out)
     kind = choice(args.data, "--data", DATA_KINDS)
@@ -122,6 +123,7 @@ def prepare_sample(args) -> Callable[[], int]:
         settings["patch_sha256"] = sha256(table.encode())
     if file_sha256(args.machine):  # a machine of your own: its code counts, not only its name
         settings["machine_sha256"] = file_sha256(args.machine)
+    settings["data_sha256"] = fingerprints(dataset)["data_sha256"]  # --data-path's images too
     _check_same_settings(folder, settings)
     return partial(_sample, args, folder, dataset, machine, schedule, settings)
 
@@ -186,7 +188,10 @@ def _check_same_settings(folder: Path, settings: dict) -> None:
 
     meta = folder / "sample.json"
     if meta.is_file():
-        refuse_other_settings(folder, read_json(meta).get("theory") or {}, settings, "--out")
+        stored = read_json(meta).get("theory") or {}
+        if "data_sha256" not in stored:  # sampled before the images counted: resumes as it was
+            settings = {k: v for k, v in settings.items() if k != "data_sha256"}
+        refuse_other_settings(folder, stored, settings, "--out")
 
 
 def _consistency(folder: Path, samples: torch.Tensor, spec, settings: dict) -> None:

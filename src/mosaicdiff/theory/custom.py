@@ -45,8 +45,8 @@ def takes(cls: type[ScoreMachine]) -> set[str]:
 def build_custom(
     spec: str, images: torch.Tensor, schedule: Schedule, dtype: torch.dtype, **options
 ) -> ScoreMachine:
-    """`Class(images, schedule, dtype=dtype, **options)`, tried on two images, at the first
-    and the last step."""
+    """`Class(images, schedule, dtype=dtype, **options)`, tried on two images at the first and
+    at the last step."""
     option, cls = f"--machine {spec!r}", load_machine_class(spec)
     try:
         machine = cls(images, schedule, dtype=dtype, **options)
@@ -54,10 +54,18 @@ def build_custom(
         raise
     except Exception as e:  # noqa: BLE001 (the user's class does not build this way)
         raise failed(option, f"{cls.__name__}(images, schedule, ...)", e, "building") from e
-    try:
-        machine(images[:1].expand(2, -1, -1, -1).float(), torch.tensor([0, schedule.T - 1]))
-    except UserError:
-        raise
-    except Exception as e:  # noqa: BLE001 (the user's x0_hat fails)
-        raise failed(option, f"{cls.__name__} on two images", e, "running") from e
+    inner = machine.x0_hat
+
+    def x0_hat(x_t, t, a, b2):  # a failure while sampling is one line too, naming its line
+        try:
+            return inner(x_t, t, a, b2)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 (the user's x0_hat fails)
+            raise failed(option, f"{cls.__name__} on {len(x_t)} images", e, "running") from e
+
+    machine.x0_hat = x0_hat
+    x = images[:1].expand(2, -1, -1, -1).float()
+    for t in (0, schedule.T - 1):
+        machine(x, torch.tensor([t]))
     return machine
