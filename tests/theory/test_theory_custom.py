@@ -188,3 +188,16 @@ def test_compare_refuses_samples_that_diverged(machines, tmp_path, capsys):
     assert main([*args, "--no-progress", "--out", str(tmp_path / "cmp")]) == 2
     assert "2 of the 2 samples of the machine (member 0) are NaN" in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists()
+
+
+def test_calibrate_refuses_a_machine_whose_eps_is_nan(machines, tmp_path, capsys):
+    run = tmp_path / "run"
+    train = ["train", "--out", str(run), "--epochs", "1", "--set", "data.n_images=64"]
+    assert main([*train, "--set", "diffusion.T=20", "--no-progress"]) == 0
+    nan = MACHINES + "\nclass PatchyNan(Patchy):\n    def x0_hat(self, x_t, t, a, b2):\n"
+    nan += "        return x_t * float('nan') if t == 10 else super().x0_hat(x_t, t, a, b2)\n"
+    machines.write_text(nan)
+    args = ["theory", "calibrate", str(run), "--machine", f"{machines}:PatchyNan", "--n", "2"]
+    assert main([*args, "--no-progress", "--out", str(tmp_path / "p.json")]) == 2
+    assert "gives no eps cosine (NaN or infinite eps) at t=10" in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()

@@ -15,7 +15,7 @@ import torch
 
 from mosaicdiff.denoiser import Denoiser
 from mosaicdiff.diffusion import Schedule
-from mosaicdiff.errors import check
+from mosaicdiff.errors import UserError, check
 from mosaicdiff.io import atomic_write_json
 from mosaicdiff.theory.agreement import network_trajectory, trajectory_cosines
 
@@ -54,6 +54,14 @@ def calibrate_patch_sizes(
     for j, k in enumerate(candidates):
         cos = trajectory_cosines(trajectory, machine_for(k), progress)
         table[:, j] = torch.stack([cos[t].mean() for t in steps])
+    bad = (~table.isfinite()).nonzero().tolist()  # [i, j]: no cosine at steps[i], candidate j
+    if bad:
+        (i, j), more = bad[0], len(bad) - 1
+        raise UserError(
+            f"patch size {candidates[j]} gives no eps cosine (NaN or infinite eps) at "
+            f"t={steps[i]} (and at {more} more step and size pairs): the machine or the "
+            "network diverged; nothing was written"
+        )
     best = [candidates[j] for j in table.argmax(1).tolist()]
     evaluated = torch.tensor(steps)
     nearest = (torch.arange(schedule.T)[:, None] - evaluated[None]).abs().argmin(1)

@@ -201,8 +201,10 @@ def _consistency(folder: Path, samples: torch.Tensor, spec, settings: dict) -> N
     report = {**consistency_report(samples, spec), "args": settings}
     atomic_write_json(folder / "consistency.json", report)
     lo, hi = report["ci95"]
+    bad = report["reasons"].get("not_finite", 0)
+    diverged = f"; {bad} samples NaN or infinite (counted inconsistent)" if bad else ""
     print(
         f"consistency {100 * report['rate']:.2f}% (95% CI {100 * lo:.2f}-{100 * hi:.2f}); "
-        f"exact random baseline {100 * report['baseline_exact']:.2f}%"
+        f"exact random baseline {100 * report['baseline_exact']:.2f}%{diverged}"
     )
     print(f"results -> {folder / 'consistency.json'}")
