@@ -177,27 +177,38 @@ def test_a_rerun_on_a_rewritten_data_file_is_refused(tmp_path, capsys):
     assert "data_sha256" in capsys.readouterr().err
 
 
-def test_compare_refuses_samples_that_diverged(machines, tmp_path, capsys):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """A tiny run on the pairings with T = 20, trained once for the refusals below."""
+    run = tmp_path_factory.mktemp("short") / "run"
     train = ["train", "--out", str(run), "--epochs", "1", "--set", "data.n_images=64"]
     assert main([*train, "--set", "diffusion.T=20", "--no-progress"]) == 0
-    nan = MACHINES + "\nclass Nan(Copies):\n    def x0_hat(self, x_t, t, a, b2):\n"
-    nan += "        return x_t * float('nan') if t < 5 else x_t\n"
-    machines.write_text(nan)
-    args = ["theory", "compare", str(run), "--machine", f"{machines}:Nan", "--n", "2"]
+    return run
+
+
+# Machines whose x0_hat turns NaN at some steps, for compare and calibrate.
+NAN_AT = """
+class Nan(Copies):
+    def x0_hat(self, x_t, t, a, b2):
+        return x_t * float('nan') if t < 5 else x_t
+
+class PatchyNan(Patchy):
+    def x0_hat(self, x_t, t, a, b2):
+        return x_t * float('nan') if t == 10 else super().x0_hat(x_t, t, a, b2)
+"""
+
+
+def test_compare_refuses_samples_that_diverged(short_run, machines, tmp_path, capsys):
+    machines.write_text(MACHINES + NAN_AT)
+    args = ["theory", "compare", str(short_run), "--machine", f"{machines}:Nan", "--n", "2"]
     assert main([*args, "--no-progress", "--out", str(tmp_path / "cmp")]) == 2
     assert "2 of the 2 samples of the machine (member 0) are NaN" in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists()
 
 
-def test_calibrate_refuses_a_machine_whose_eps_is_nan(machines, tmp_path, capsys):
-    run = tmp_path / "run"
-    train = ["train", "--out", str(run), "--epochs", "1", "--set", "data.n_images=64"]
-    assert main([*train, "--set", "diffusion.T=20", "--no-progress"]) == 0
-    nan = MACHINES + "\nclass PatchyNan(Patchy):\n    def x0_hat(self, x_t, t, a, b2):\n"
-    nan += "        return x_t * float('nan') if t == 10 else super().x0_hat(x_t, t, a, b2)\n"
-    machines.write_text(nan)
-    args = ["theory", "calibrate", str(run), "--machine", f"{machines}:PatchyNan", "--n", "2"]
-    assert main([*args, "--no-progress", "--out", str(tmp_path / "p.json")]) == 2
+def test_calibrate_refuses_a_machine_whose_eps_is_nan(short_run, machines, tmp_path, capsys):
+    machines.write_text(MACHINES + NAN_AT)
+    args = ["theory", "calibrate", str(short_run), "--machine", f"{machines}:PatchyNan"]
+    assert main([*args, "--n", "2", "--no-progress", "--out", str(tmp_path / "p.json")]) == 2
     assert "gives no eps cosine (NaN or infinite eps) at t=10" in capsys.readouterr().err
     assert not (tmp_path / "p.json").exists()
