@@ -2,9 +2,8 @@
 `models/custom.py`) or a score machine (`theory --machine`, `theory/custom.py`).
 
 A file is imported under a name of its own (one per resolved path and content), once per
-process and version of it. What the
-user's code raises while it is imported, built or first run becomes one `UserError` line that
-names the line of the user's file it came from.
+process and version of it. What the user's code raises while it is imported, built or run
+becomes one `UserError` line that names the line of the user's file it came from.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ def names_code(text) -> bool:
 
 
 def anchored(text: str) -> str:
-    """ "FILE.py:Name" with FILE made absolute (and `~` expanded); other text as it is."""
+    """Text "FILE.py:Name" with FILE made absolute (and `~` expanded); other text as it is."""
     where, _, name = text.rpartition(":") if names_code(text) else ("", "", "")
     if not where.endswith(".py") or os.path.isabs(where):
         return text
