@@ -158,10 +158,11 @@ def refuse_unread(given: set[str], data: dict) -> None:
         if section == "model" and name in ARCH_FIELDS and custom_arch(arch):
             from mosaicdiff.models.custom import reads
 
+            read = reads(arch)
             check(
-                name in reads(arch),
+                name in read,
                 f"{key}={value!r} is not read by model.arch={arch} (its class's `reads` lists "
-                f"{list(reads(arch))})",
+                f"{list(read)})",
             )
         elif section == "model" and name in ARCH_FIELDS:
             readers = ARCH_FIELDS[name]

@@ -121,8 +121,8 @@ def prepare_sample(args) -> Callable[[], int]:
     if patch_file(args.patch):  # a calibration: its table counts, not only its name
         table = json.dumps(read_json(args.patch)["patch_size"])
         settings["patch_sha256"] = sha256(table.encode())
-    if file_sha256(args.machine):  # a machine of your own: its code counts, not only its name
-        settings["machine_sha256"] = file_sha256(args.machine)
+    if code := file_sha256(args.machine):  # a machine of your own: its code counts too
+        settings["machine_sha256"] = code
     settings["data_sha256"] = fingerprints(dataset)["data_sha256"]  # --data-path's images too
     _check_same_settings(folder, settings)
     return partial(_sample, args, folder, dataset, machine, schedule, settings)
