@@ -18,6 +18,7 @@ FIELDS = {
     "train.lr": (st.floats(-1, 1, allow_nan=False), lambda v: v > 0),
     "train.ema_decay": (st.floats(-0.5, 1.5, allow_nan=False), lambda v: 0 <= v < 1),
     "train.checkpoint_every": (st.integers(-3, 3), lambda v: v >= 1),
+    "train.keep_every": (st.integers(-3, 3), lambda v: v >= 0),
     "sample.n_runs": (st.integers(-3, 3), lambda v: v >= 1),
     "sample.n_per_run": (st.integers(-3, 3), lambda v: v >= 1),
     "sample.eta": (st.floats(-2, 2, allow_nan=False), lambda v: v == 0),  # ddpm: no eta

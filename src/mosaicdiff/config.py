@@ -148,6 +148,7 @@ class TrainConfig:
     seeds: tuple[int, ...] = (0,)
     loss_weighting: Literal["one_minus_alpha_bar", "none"] = "one_minus_alpha_bar"
     checkpoint_every: int = 100  # epochs
+    keep_every: int = 0  # epochs: also keep these checkpoints for `history` (0: the last two)
 
     def __post_init__(self):
         _check_literals(self)
@@ -163,6 +164,11 @@ class TrainConfig:
         check(
             self.checkpoint_every >= 1,
             f"train.checkpoint_every={self.checkpoint_every} must be at least 1",
+        )
+        check(
+            self.keep_every >= 0,
+            f"train.keep_every={self.keep_every} must be 0 (keep only the last two checkpoints) "
+            "or a number of epochs",
         )
 
 

@@ -151,11 +151,12 @@ def draw_samples(
     if meta_path.is_file():  # resume only the same draw: same settings, same weights
         stored = read_meta(out, "sample")
         old = to_dict(from_dict(SampleConfig, stored_sample(stored["sample"])))
-        # A run trained on after these samples were drawn must not mix old chunks with new.
-        was = stored.get("epoch", loaded.epoch)
-        refuse_other_settings(
-            out, {"sample": old, "epoch": was}, {"sample": to_dict(scfg), "epoch": loaded.epoch}
-        )
+        # A run trained on after these samples were drawn must not mix old chunks with new,
+        # nor the raw weights' samples with the EMA's.
+        was = {"sample": old, "epoch": stored.get("epoch", loaded.epoch)}
+        was["weights"] = stored.get("weights", "ema")
+        now = {"sample": to_dict(scfg), "epoch": loaded.epoch, "weights": loaded.weights}
+        refuse_other_settings(out, was, now)
     s = loaded.model.n_seeds
     total = scfg.n_runs * scfg.n_per_run
     sampler = make_sampler(loaded, scfg)
@@ -168,6 +169,7 @@ def draw_samples(
         return sampler(x_T, g, progress=progress).reshape(s, n, *shape)
 
     meta = {"sample": to_dict(scfg), "seeds": list(loaded.cfg.train.seeds), "epoch": loaded.epoch}
+    meta["weights"] = loaded.weights
     draw_chunks(
         out,
         meta,

@@ -2,7 +2,8 @@
 
     RUN/config.json                    the resolved RunConfig, written before training starts
     RUN/metrics.jsonl                  one JSON line per epoch (loss per seed, lr, steps/s)
-    RUN/checkpoints/epoch-000100.safetensors (+ .safetensors.json: step, epoch, config, sha256)
+    RUN/checkpoints/epoch-000100.safetensors (+ .safetensors.json: step, epoch, config, sha256);
+                                       the last two, and every train.keep_every epochs
     RUN/samples/NAME/                  sample chunks (.npz with their seeds), samples.png;
                                        evaluate's results.json (consistency) or
                                        results-creativity.json and nearest.png
@@ -125,18 +126,39 @@ class RunDir:
         files = sorted(self.checkpoint_dir.glob("epoch-*.safetensors"))
         return [f for f in files if sidecar(f).is_file()]
 
-    def save_checkpoint(self, epoch: int, tensors: dict, meta: dict) -> Path:
-        path = self.checkpoint_dir / f"epoch-{epoch:06d}.safetensors"
+    def checkpoint_path(self, epoch: int) -> Path:
+        return self.checkpoint_dir / f"epoch-{epoch:06d}.safetensors"
+
+    def save_checkpoint(self, epoch: int, tensors: dict, meta: dict, keep_every: int = 0) -> Path:
+        """Write the checkpoint of `epoch`, then delete all but the newest `KEEP_CHECKPOINTS`,
+        sparing those of epochs that are multiples of `keep_every` (when it is not 0)."""
+        path = self.checkpoint_path(epoch)
         save_tensors(path, tensors, meta)
         for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
+            if keep_every and checkpoint_epoch(old) % keep_every == 0:
+                continue
             sidecar(old).unlink(missing_ok=True)
             old.unlink(missing_ok=True)
         return path
+
+    def checkpoint_epochs(self) -> list[int]:
+        """The epochs of the complete checkpoints, oldest first."""
+        return [checkpoint_epoch(p) for p in self.checkpoints()]
 
     def latest_epoch(self) -> int:
         """The epoch of the newest complete checkpoint (0 when there is none)."""
         found = self.checkpoints()
         return int(read_json(sidecar(found[-1]))["epoch"]) if found else 0
+
+    def load_epoch(self, epoch: int) -> tuple[dict, dict]:
+        """The checkpoint of `epoch`, refused in one line when it was not kept or is damaged."""
+        kept = self.checkpoint_epochs()
+        check(
+            epoch in kept,
+            f"{self.path} has no checkpoint of epoch {epoch}; it keeps epochs "
+            f"{', '.join(map(str, kept)) or 'none'}",
+        )
+        return load_tensors(self.checkpoint_path(epoch))
 
     def load_latest(self) -> tuple[dict, dict] | None:
         """The newest checkpoint that verifies, or None when there is none."""
@@ -148,6 +170,11 @@ class RunDir:
                 then = "falling back to the previous checkpoint" if i else "it was the oldest"
                 warnings.warn(f"{e}; {then}", stacklevel=2)
         return None
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch in a checkpoint's file name (epoch-000100.safetensors -> 100)."""
+    return int(path.name.split(".")[0].removeprefix("epoch-"))
 
 
 def fingerprints(dataset: ImageDataset, cfg: RunConfig | None = None) -> dict[str, str]:
@@ -191,19 +218,24 @@ class LoadedRun:
     dataset: ImageDataset
     schedule: Schedule
     epoch: int
+    weights: str = "ema"
 
 
-def load_run(path: str | Path, device: str | None = None, weights: str = "ema") -> LoadedRun:
+def load_run(
+    path: str | Path, device: str | None = None, weights: str = "ema", epoch: int | None = None
+) -> LoadedRun:
     """Rebuild a run's model from its directory alone.
 
     Args:
         path: the run directory.
         device: where to put the model (default: the run's configured device).
         weights: "ema" (what samples use) or "raw" (the optimiser's current weights).
+        epoch: the checkpoint of this epoch (default: the newest that verifies); a run keeps
+            the last two and, with `train.keep_every`, every multiple of it.
     """
     run = RunDir(path)
     cfg = run.read_config()
-    loaded = run.load_latest()
+    loaded = run.load_latest() if epoch is None else run.load_epoch(epoch)
     if loaded is None:
         damaged = len(run.checkpoints())
         unpaired = len(list(run.checkpoint_dir.glob("epoch-*.safetensors"))) - damaged
@@ -217,6 +249,7 @@ def load_run(path: str | Path, device: str | None = None, weights: str = "ema") 
     dataset = load_dataset(cfg.data)
     model = build_model(cfg.model, dataset.shape, cfg.diffusion.T, cfg.train.seeds)
     check_fingerprints(meta, fingerprints(dataset, cfg), cfg)
+    check(weights in ("ema", "raw"), f"weights={weights!r} must be 'ema' or 'raw'")
     prefix = {"ema": "ema.", "raw": "model."}[weights]
     state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     try:
@@ -226,9 +259,8 @@ def load_run(path: str | Path, device: str | None = None, weights: str = "ema") 
         raise UserError(f"{run.config_path} does not match its checkpoint ({first})") from None
     model.eval().requires_grad_(False)
     device = device or cfg.device
-    return LoadedRun(
-        run, cfg, model.to(device), dataset, Schedule.from_config(cfg.diffusion), int(meta["epoch"])
-    )
+    schedule = Schedule.from_config(cfg.diffusion)
+    return LoadedRun(run, cfg, model.to(device), dataset, schedule, int(meta["epoch"]), weights)
 
 
 def model_state(model: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:

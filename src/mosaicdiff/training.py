@@ -202,7 +202,9 @@ def train(
             )
             bar.update(steps_per_epoch)
             bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}", model_steps_s=f"{rate:,.0f}")
-            if (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs:
+            done = epoch + 1
+            kept = tc.keep_every and done % tc.keep_every == 0
+            if done % tc.checkpoint_every == 0 or done == tc.epochs or kept:
                 save(run, cfg, epoch + 1, steps_per_epoch, model, ema, opt, sched, gens, inputs)
     finally:
         torch.set_num_threads(threads)
@@ -258,7 +260,7 @@ def save(run, cfg, epoch, steps_per_epoch, model, ema, opt, sched, gens, inputs)
         "lr_schedule": sched.state_dict(),
         **inputs,
     }
-    run.save_checkpoint(epoch, tensors, meta)
+    run.save_checkpoint(epoch, tensors, meta, cfg.train.keep_every)
 
 
 def restore(latest, model, ema, opt, sched, gens) -> int:
