@@ -1,4 +1,5 @@
-"""The `mosaicdiff` command line: train | sample | evaluate | reproduce | sweep | study | theory.
+"""The `mosaicdiff` command line: train | sample | evaluate | reproduce | sweep | study | history |
+theory.
 
 Every config field is reachable with `--set section.field=value` (see `--dry-run` for the
 resolved config); the common ones also have their own flags. A bad value prints one line
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mosaicdiff.experiments.study import register as register_study
 
     register_study(sub)
+    from mosaicdiff.experiments.history import register as register_history
+
+    register_history(sub)
     try:
         from mosaicdiff.theory.cli import register as register_theory
     except ImportError:
@@ -155,13 +159,7 @@ def cmd_sample(args) -> int:
     run = RunDir(args.run)
     stored = run.read_config()
     run.samples_dir(args.name)  # a bad --name fails before anything runs
-    cfg = resolve_config(args, stored)
-    free = ("sample", "device")  # all that sampling may change; the rest is the trained run
-    trained = differences(
-        {k: v for k, v in to_dict(stored).items() if k not in free},
-        {k: v for k, v in to_dict(cfg).items() if k not in free},
-    )
-    check(not trained, f"sample changes only sample.* and device, not the trained run's {trained}")
+    cfg = sampling_config(args, stored)
     if args.dry_run:
         print(json.dumps(to_dict(cfg.sample), indent=2))
         return 0
@@ -172,8 +170,24 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def sampling_config(args, stored, base=None):
+    """The config that samples the run whose config is `stored`: the flags and --set laid over
+    `base` (default `stored`), refused when they change more than sample.* and the device."""
+    cfg = resolve_config(args, base or stored)
+    free = ("sample", "device")  # all that sampling may change; the rest is the trained run
+    trained = differences(
+        {k: v for k, v in to_dict(stored).items() if k not in free},
+        {k: v for k, v in to_dict(cfg).items() if k not in free},
+    )
+    check(
+        not trained,
+        f"{args.command} changes only sample.* and device, not the trained run's {trained}",
+    )
+    return cfg
+
+
 def cmd_evaluate(args) -> int:
-    from mosaicdiff.evaluate import CONSISTENCY_RESULTS, evaluate_consistency, metric_for
+    from mosaicdiff.evaluate import CONSISTENCY_RESULTS, check_metric, evaluate_consistency
     from mosaicdiff.io import read_json
     from mosaicdiff.runs import RunDir, load_run
 
@@ -183,17 +197,9 @@ def cmd_evaluate(args) -> int:
     drawn = read_json(samples / "sample.json").get("epoch", loaded.epoch)
     if drawn != loaded.epoch:
         print(f"note: these samples are of epoch {drawn}; the run is now at epoch {loaded.epoch}")
-    metric = args.metric if args.metric != "auto" else metric_for(loaded.cfg.data.kind)
+    metric = check_metric(args.metric, loaded.cfg.data.kind, args.patch, args.limit)
     if metric == "creativity":
         return _evaluate_creativity(args, loaded, samples)
-    for flag in ("patch", "limit"):
-        value = getattr(args, flag)
-        check(value is None, f"--{flag} {value} applies to --metric creativity, not consistency")
-    if loaded.cfg.data.kind != "pairings":
-        raise UserError(
-            f"--metric consistency needs data.kind=pairings, not {loaded.cfg.data.kind}; "
-            "use --metric creativity"
-        )
     res = evaluate_consistency(samples, loaded.dataset.info["spec"], list(loaded.cfg.train.seeds))
     for p in res["per_seed"]:
         lo, hi = p["ci95"]
@@ -211,18 +217,13 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate_creativity(args, loaded, samples) -> int:
     from mosaicdiff.evaluate import (
-        CREATIVITY_LIMIT,
         CREATIVITY_RESULTS,
-        MOSAIC_PATCH,
         creativity_line,
+        creativity_options,
         evaluate_creativity_samples,
     )
 
-    patch = MOSAIC_PATCH if args.patch is None else args.patch
-    limit = CREATIVITY_LIMIT if args.limit is None else args.limit
-    side = min(loaded.dataset.images.shape[-2:])
-    check(1 <= patch <= side, f"--patch={patch} must be between 1 and {side}, the image side")
-    check(limit >= 1, f"--limit={limit} must be at least 1")
+    patch, limit = creativity_options(args.patch, args.limit, loaded.dataset.images)
     seeds = list(loaded.cfg.train.seeds)
     res = evaluate_creativity_samples(
         samples, loaded.dataset.images, seeds, patch, limit, not args.no_progress

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mosaicdiff.errors import UserError
+from mosaicdiff.errors import UserError, check
 from mosaicdiff.generate import iter_chunks, load_samples, read_meta
 from mosaicdiff.io import atomic_write_json
 from mosaicdiff.metrics.consistency import REASONS, consistency, summarize_rates
@@ -90,6 +90,34 @@ def metric_for(kind: str) -> str:
     """What samples of data of `kind` are measured by unless asked otherwise: consistency where
     the data has rules to obey (the colour pairings), creativity anywhere else."""
     return "consistency" if kind == "pairings" else "creativity"
+
+
+def check_metric(metric: str, kind: str, patch: int | None, limit: int | None) -> str:
+    """The metric that `--metric METRIC` names for data of `kind` ('auto' resolved), with
+    --patch and --limit refused where they do not apply."""
+    metric = metric if metric != "auto" else metric_for(kind)
+    if metric == "consistency":
+        for flag, value in (("patch", patch), ("limit", limit)):
+            what = f"--{flag} {value} applies to --metric creativity, not consistency"
+            check(value is None, what)
+        check(
+            kind == "pairings",
+            f"--metric consistency needs data.kind=pairings, not {kind}; use --metric creativity",
+        )
+    return metric
+
+
+def creativity_options(
+    patch: int | None, limit: int | None, images: torch.Tensor
+) -> tuple[int, int]:
+    """--patch and --limit of the creativity metrics, defaults filled in, checked against the
+    training `images` (N, C, H, W)."""
+    patch = MOSAIC_PATCH if patch is None else patch
+    limit = CREATIVITY_LIMIT if limit is None else limit
+    side = min(images.shape[-2:])
+    check(1 <= patch <= side, f"--patch={patch} must be between 1 and {side}, the image side")
+    check(limit >= 1, f"--limit={limit} must be at least 1")
+    return patch, limit
 
 
 def results_name(metric: str) -> str:

@@ -149,6 +149,61 @@ def knob_curve(rows: list[dict], attention: str):
     return fig
 
 
+def history_curves(epochs, panels: dict, loss, seeds, baseline: float | None = None):
+    """Metrics of a run's kept checkpoints against the epoch, a panel each, above its training
+    loss.
+
+    Args:
+        epochs: (E,) the checkpoints' epochs.
+        panels: axis label -> (E, S) values per epoch and seed (a thin line per seed, the mean
+            over seeds thick).
+        loss: (epochs, mean loss over seeds), from the run's log.
+        seeds: the S seeds, for the legend.
+        baseline: a dotted line in the first panel (the random baseline), if any.
+    """
+    n = len(panels) + 1
+    fig, axes = plt.subplots(n, 1, figsize=(6, 1.9 * n + 0.4), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    for ax, (label, values) in zip(axes, panels.items(), strict=False):
+        for j, seed in enumerate(seeds):
+            ax.plot(epochs, values[:, j], "o-", lw=0.8, ms=3, alpha=0.5, label=f"seed {seed}")
+        if len(seeds) > 1:
+            ax.plot(epochs, values.mean(1), "k-", lw=1.8, label="mean")
+        ax.set_ylabel(label, fontsize=8)
+    if baseline is not None:
+        axes[0].axhline(baseline, color="gray", ls=":", lw=1, label="random (exact)")
+    axes[0].legend(frameon=False, fontsize=7, ncol=5, loc="lower left", bbox_to_anchor=(0, 1))
+    axes[-1].plot(*loss, color="#4C72B0", lw=1)
+    axes[-1].set_yscale("log")
+    axes[-1].set_ylabel("training loss", fontsize=8)
+    axes[-1].set_xlabel("epoch")
+    fig.tight_layout()
+    return fig
+
+
+def history_samples(shown: dict, title: str):
+    """The first samples at each epoch: `shown` maps an epoch to (n, C, H, W), a row each."""
+    epochs = list(shown)
+    n = max(len(x) for x in shown.values())
+    rows = [mosaic(shown[e], ncols=n) for e in epochs]
+    width = max(r.shape[1] for r in rows)
+    tile = np.ones((sum(r.shape[0] for r in rows), width, 3), dtype=np.float32)
+    top, centres = 0, []
+    for r in rows:
+        tile[top : top + r.shape[0], : r.shape[1]] = r
+        centres.append(top + r.shape[0] / 2)
+        top += r.shape[0]
+    fig, ax = plt.subplots(figsize=(0.5 * n + 1.2, 0.5 * len(epochs) + 0.8))
+    ax.imshow(tile, interpolation="nearest")
+    ax.set_yticks(centres, [f"epoch {e}" for e in epochs], fontsize=7)
+    ax.set_xticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def failure_reasons(names, reason_names, fractions):
     """Stacked bars: how each model's samples split into consistent and failure kinds."""
     fig, ax = plt.subplots(figsize=(6, 3.4))

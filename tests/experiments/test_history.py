@@ -1,0 +1,149 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mosaicdiff.cli import main
+from mosaicdiff.errors import UserError
+from mosaicdiff.evaluate import evaluate_consistency
+from mosaicdiff.io import load_npz
+from mosaicdiff.runs import RunDir, load_run
+from mosaicdiff.training import train
+
+SAMPLING = ["--runs", "2", "--per-run", "8", "--no-progress"]
+
+
+def test_keep_every_spares_its_multiples_beside_the_last_two(tmp_path, tiny):
+    train(tiny(epochs=5, checkpoint_every=1, keep_every=2), tmp_path / "kept", progress=False)
+    assert RunDir(tmp_path / "kept").checkpoint_epochs() == [2, 4, 5]
+    train(tiny(epochs=5, checkpoint_every=1), tmp_path / "plain", progress=False)
+    assert RunDir(tmp_path / "plain").checkpoint_epochs() == [4, 5]
+    # A multiple of keep_every is saved even off the checkpoint_every grid.
+    train(tiny(epochs=5, checkpoint_every=100, keep_every=3), tmp_path / "off", progress=False)
+    assert RunDir(tmp_path / "off").checkpoint_epochs() == [3, 5]
+
+
+def test_load_run_takes_a_kept_epoch_and_refuses_one_not_kept(tmp_path, tiny):
+    train(tiny(epochs=4, keep_every=2), tmp_path, progress=False)
+    early, late = load_run(tmp_path, epoch=2), load_run(tmp_path)
+    assert (early.epoch, late.epoch) == (2, 4)
+    differ = [
+        not torch.equal(a, b)
+        for a, b in zip(early.model.parameters(), late.model.parameters(), strict=True)
+    ]
+    assert any(differ)
+    with pytest.raises(UserError, match="no checkpoint of epoch 3; it keeps epochs 2, 4"):
+        load_run(tmp_path, epoch=3)
+    with pytest.raises(UserError, match="weights='best' must be 'ema' or 'raw'"):
+        load_run(tmp_path, weights="best")
+
+
+@pytest.fixture(scope="module")
+def kept_run(tmp_path_factory):
+    """attn, two seeds, 4 epochs keeping epochs 2 and 4; its own sampling draws 2 x 16."""
+    path = tmp_path_factory.mktemp("history") / "run"
+    args = ["train", "--out", str(path), "--model", "attn", "--epochs", "4", "--seeds", "2"]
+    args += ["--set", "train.keep_every=2", "--set", "data.n_images=256", "--runs", "2"]
+    args += ["--per-run", "16", "--set", "train.ema_decay=0.9", "--no-progress"]
+    assert main(args) == 0
+    return path
+
+
+def test_history_samples_each_kept_checkpoint_as_sample_would(kept_run, tmp_path, capsys):
+    out = tmp_path / "hist"
+    assert main(["history", str(kept_run), "--out", str(out), *SAMPLING]) == 0
+    assert "epoch 2:" in capsys.readouterr().out
+    with (out / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["epoch"]), int(r["seed"])) for r in rows] == [(2, 0), (2, 1), (4, 0), (4, 1)]
+    losses = {r["epoch"]: r["loss"] for r in RunDir(kept_run).read_metrics()}
+    assert [float(r["loss"]) for r in rows] == [*losses[2], *losses[4]]
+    for name in ("history.png", "samples.png"):
+        assert (out / name).stat().st_size > 0
+    # The newest checkpoint's samples are those `sample` draws with the same settings.
+    assert main(["sample", str(kept_run), "--name", "now", *SAMPLING]) == 0
+    samples = kept_run / "samples"
+    now = load_npz(samples / "now" / "chunk-00000.npz")["samples"]
+    np.testing.assert_array_equal(
+        load_npz(samples / "epoch-000004" / "chunk-00000.npz")["samples"], now
+    )
+    early = load_npz(samples / "epoch-000002" / "chunk-00000.npz")["samples"]
+    assert not np.array_equal(early, now)  # the earlier checkpoint's weights, same noise
+    # Each row holds what evaluate measures of that epoch's folder.
+    spec = load_run(kept_run).dataset.info["spec"]
+    res = evaluate_consistency(samples / "epoch-000002", spec, [0, 1])
+    assert [float(r["consistency"]) for r in rows[:2]] == [p["mean"] for p in res["per_seed"]]
+    # Run again: every folder is resumed, not redrawn.
+    stamps = {p: p.stat().st_mtime_ns for p in samples.glob("epoch-*/chunk-*.npz")}
+    assert main(["history", str(kept_run), "--out", str(out), *SAMPLING]) == 0
+    assert {p: p.stat().st_mtime_ns for p in samples.glob("epoch-*/chunk-*.npz")} == stamps
+
+
+def test_history_keeps_raw_weights_apart_from_the_ema(kept_run, tmp_path, capsys):
+    assert main(["history", str(kept_run), *SAMPLING, "--out", str(tmp_path / "ema")]) == 0
+    raw = [*SAMPLING, "--out", str(tmp_path / "raw"), "--name", "raw", "--weights", "raw"]
+    assert main(["history", str(kept_run), *raw]) == 0
+    ema = load_npz(kept_run / "samples" / "epoch-000004" / "chunk-00000.npz")["samples"]
+    got = load_npz(kept_run / "samples" / "raw-000004" / "chunk-00000.npz")["samples"]
+    assert not np.array_equal(got, ema)
+    capsys.readouterr()
+    mixed = [*SAMPLING, "--out", str(tmp_path / "x"), "--weights", "raw"]  # into the EMA's folders
+    assert main(["history", str(kept_run), *mixed]) == 2
+    err = capsys.readouterr().err
+    assert 'holds samples drawn with other settings (weights: "ema" -> "raw")' in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_history_refuses_bad_requests_in_one_line(kept_run, tmp_path, capsys):
+    out = tmp_path / "never"
+    for args, needle in [
+        (["--set", "train.epochs=9"], "history changes only sample.* and device"),
+        (["--metric", "creativity", "--patch", "5"], "--patch=5 must be between 1 and 4"),
+        (["--patch", "2"], "--patch 2 applies to --metric creativity"),
+        (["--name", "a/b"], "--name 'a/b-000002' must be a plain folder name"),
+        (["--runs", "0"], "sample.n_runs=0 must be at least 1"),
+    ]:
+        assert main(["history", str(kept_run), "--out", str(out), *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    (tmp_path / "bare").mkdir()
+    RunDir(tmp_path / "bare").write_config(load_run(kept_run).cfg)
+    assert main(["history", str(tmp_path / "bare")]) == 2
+    assert "has no checkpoint yet; train it first" in capsys.readouterr().err
+
+
+def test_history_dry_run_caps_the_papers_million_and_writes_nothing(kept_run, tmp_path, capsys):
+    stored = load_run(kept_run).cfg
+    assert stored.sample.n_runs * stored.sample.n_per_run == 32  # the tiny run's own: kept
+    out = tmp_path / "dry"
+    assert main(["history", str(kept_run), "--out", str(out), "--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["epochs"] == [2, 4] and plan["metric"] == "consistency"
+    assert (plan["sample"]["n_runs"], plan["sample"]["n_per_run"]) == (2, 16)
+    from mosaicdiff.config import RunConfig
+    from mosaicdiff.experiments.history import history_sample
+
+    capped = history_sample(RunConfig().sample)
+    assert (capped.n_runs, capped.n_per_run) == (10, 100)
+    assert not out.exists()
+
+
+def test_history_of_natural_data_measures_creativity(tmp_path, capsys):
+    run = tmp_path / "digits"
+    args = ["--set", "data.kind=digits", "--set", "model.hidden=4", "--no-progress"]
+    keep = ["--set", "train.keep_every=1", "--epochs", "2"]
+    assert main(["train", "--out", str(run), "--model", "resnet", *keep, *args]) == 0
+    small = ["--runs", "1", "--per-run", "6", "--steps", "2", "--no-progress"]
+    assert main(["history", str(run), *small]) == 0
+    assert "novelty" in capsys.readouterr().out
+    with (run / "history" / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    res = json.loads((run / "samples" / "epoch-000001" / "results-creativity.json").read_text())
+    assert float(rows[0]["novelty"]) == pytest.approx(res["per_seed"][0]["novelty"])
+    assert int(rows[0]["n_samples"]) == 6
+    assert main(["history", str(run), "--metric", "consistency"]) == 2
+    assert "needs data.kind=pairings, not digits" in capsys.readouterr().err
