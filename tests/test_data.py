@@ -73,6 +73,19 @@ def test_digits_are_scaled_to_unit_interval():
     assert ds.images.min() == -1 and ds.images.max() == 1
 
 
+def test_a_subset_is_the_first_images_with_their_labels():
+    full = load_dataset(DataConfig(kind="digits"))
+    ds = load_dataset(DataConfig(kind="digits", subset=64))
+    assert torch.equal(ds.images, full.images[:64])
+    assert torch.equal(ds.info["labels"], full.info["labels"][:64])
+    with pytest.raises(UserError, match="subset=1798 asks for more than the 1,797 images"):
+        load_dataset(DataConfig(kind="digits", subset=1798))
+    with pytest.raises(UserError, match="data.subset=-1 must be 0"):
+        DataConfig(kind="digits", subset=-1)
+    with pytest.raises(UserError, match="the colour pairings' number is data.n_images"):
+        DataConfig(subset=64)
+
+
 def test_npz_layouts_and_bad_values(tmp_path):
     arr = np.random.default_rng(0).integers(0, 256, (5, 6, 6, 3), dtype=np.uint8)
     np.savez(tmp_path / "a.npz", images=arr)

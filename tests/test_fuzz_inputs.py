@@ -23,6 +23,7 @@ FIELDS = {
     "sample.n_per_run": (st.integers(-3, 3), lambda v: v >= 1),
     "sample.eta": (st.floats(-2, 2, allow_nan=False), lambda v: v == 0),  # ddpm: no eta
     "data.n_images": (st.integers(-3, 3), lambda v: v >= 1),
+    "data.subset": (st.integers(-2, 3), lambda v: v == 0),  # the pairings take n_images
     "data.quadrants_per_side": (st.integers(-2, 70), lambda v: 1 <= v <= 64),
     "model.arch": (st.sampled_from(ARCHS + ["mlp", "", "CNN"]), lambda v: v in ARCHS),
     "model.hidden": (st.integers(-2, 3), lambda v: v >= 1),

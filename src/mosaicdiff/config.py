@@ -46,6 +46,7 @@ class DataConfig:
     seed: int = 0
     path: str = ""  # npz or folder
     image_size: int = 0  # folder: resize to this side (0 keeps the size)
+    subset: int = 0  # digits, npz, folder: only the first N images (0: all); ours
 
     def __post_init__(self):
         _check_literals(self)
@@ -71,6 +72,12 @@ class DataConfig:
             self.kind == "folder" or self.image_size == 0,
             f"data.image_size={self.image_size} resizes data.kind=folder images only, "
             f"not {self.kind}",
+        )
+        check(self.subset >= 0, f"data.subset={self.subset} must be 0 (all images) or more")
+        check(
+            self.kind != "pairings" or self.subset == 0,
+            f"data.subset={self.subset} takes the first images of digits, npz or folder data; "
+            "the colour pairings' number is data.n_images",
         )
         if self.kind == "pairings":
             from mosaicdiff.data.pairings import validate_spec

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from mosaicdiff.cli import main
 
@@ -37,6 +38,21 @@ def test_sample_digits_with_an_attention_machine(tmp_path):
     assert main(args) == 0
     assert np.load(tmp_path / "samples.npz")["samples"].shape == (2, 1, 8, 8)
     assert not (tmp_path / "consistency.json").exists()
+
+
+def test_a_machine_on_a_subset_knows_only_those_images(tmp_path):
+    from mosaicdiff.config import DataConfig
+    from mosaicdiff.data import load_dataset
+
+    args = ["theory", "sample", "--data", "digits", "--subset", "4", "--machine", "ideal"]
+    args += ["--n", "3", "--sampler", "ddim", "--steps", "20", "--out", str(tmp_path)]
+    assert main([*args, "--no-progress"]) == 0
+    samples = torch.from_numpy(np.load(tmp_path / "samples.npz")["samples"]).flatten(1)
+    digits = load_dataset(DataConfig(kind="digits")).images.flatten(1)
+    nearest = torch.cdist(samples, digits).argmin(1)
+    assert bool((nearest < 4).all())  # the ideal score copies one of the first four digits
+    meta = json.loads((tmp_path / "sample.json").read_text())["theory"]
+    assert meta["subset"] == 4
 
 
 def test_sample_on_user_arrays_scores_creativity_like_evaluate(tmp_path, monkeypatch):
@@ -301,6 +317,8 @@ def test_sizes_that_do_not_fit_the_images_are_refused_before_writing(bad, names,
         (["--data", "digits", "--n-images", "64"], ["--n-images=64 sets the colour pairings"]),
         (["--data", "digits", "--data-seed", "3"], ["--data-seed=3 sets the colour pairings"]),
         (["--data", "npz", "--data-path", "x.npz", "--image-size", "8"], ["--image-size=8"]),
+        (["--data", "pairings", "--subset", "8"], ["--subset=8", "pairings' number is --n-images"]),
+        (["--data", "digits", "--subset", "1798"], ["subset=1798", "1,797 images of digits"]),
     ],
 )
 def test_options_the_data_or_sampler_do_not_read_are_refused(bad, names, tmp_path, capsys):

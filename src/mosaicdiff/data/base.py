@@ -52,11 +52,25 @@ def load_dataset(cfg: DataConfig) -> ImageDataset:
     if cfg.kind == "digits":
         from mosaicdiff.data.digits import load_digits
 
-        return load_digits()
-    if cfg.kind == "npz":
+        dataset = load_digits()
+    elif cfg.kind == "npz":
         from mosaicdiff.data.arrays import load_npz
 
-        return load_npz(cfg.path)
-    from mosaicdiff.data.arrays import load_folder
+        dataset = load_npz(cfg.path)
+    else:
+        from mosaicdiff.data.arrays import load_folder
 
-    return load_folder(cfg.path, cfg.image_size)
+        dataset = load_folder(cfg.path, cfg.image_size)
+    return first_images(dataset, cfg.subset) if cfg.subset else dataset
+
+
+def first_images(dataset: ImageDataset, n: int) -> ImageDataset:
+    """The dataset's first `n` images (and the rows of its per-image extras, such as labels)."""
+    total = len(dataset)
+    check(n <= total, f"subset={n} asks for more than the {total:,} images of {dataset.name}")
+
+    def cut(v):
+        return v[:n] if isinstance(v, torch.Tensor) and v.shape[:1] == (total,) else v
+
+    info = {k: cut(v) for k, v in dataset.info.items()}
+    return ImageDataset(dataset.name, dataset.images[:n], info)

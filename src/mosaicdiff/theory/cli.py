@@ -93,6 +93,12 @@ def _sample_options(s, knob: bool = False) -> None:
         else f"folder: resize to this side (0 keeps it; at most {MACHINE_MAX_SIDE})",
     )
     s.add_argument("--n-images", type=int, help="pairings: training images (default 2048)")
+    s.add_argument(
+        "--subset",
+        type=int,
+        default=0,
+        help=hidden if knob else "digits, npz, folder: the first N images only (default 0: all)",
+    )
     s.add_argument("--data-seed", type=int, help="pairings: dataset seed (default 0)")
     _machine_options(s, knob)
     s.add_argument("--n", type=int, default=1000, help="number of samples")

@@ -59,6 +59,12 @@ def prepare_sample(args) -> Callable[[], int]:
         kind == "folder" or args.image_size == 0,
         f"--image-size={args.image_size} resizes --data folder images only, not {kind}",
     )
+    check(args.subset >= 0, f"--subset={args.subset} must be 0 (all images) or more")
+    check(
+        kind != "pairings" or args.subset == 0,
+        f"--subset={args.subset} takes the first images of digits, npz or folder data; the "
+        "colour pairings' number is --n-images",
+    )
     pairings = DataConfig()
     for flag, dest, default in (
         ("--n-images", "n_images", pairings.n_images),
@@ -107,6 +113,7 @@ def prepare_sample(args) -> Callable[[], int]:
         seed=args.data_seed,
         path=args.data_path,
         image_size=args.image_size,
+        subset=args.subset,
     )
     dataset = load_dataset(data)
     if kind != "pairings":  # scored by the creativity metrics, which compare 3x3 patches
@@ -118,6 +125,8 @@ def prepare_sample(args) -> Callable[[], int]:
         )
     machine = machine_from_args(args, dataset.images, schedule, kind)
     settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
+    if not args.subset:  # folders sampled before --subset existed resume
+        del settings["subset"]
     if patch_file(args.patch):  # a calibration: its table counts, not only its name
         table = json.dumps(read_json(args.patch)["patch_size"])
         settings["patch_sha256"] = sha256(table.encode())
