@@ -147,3 +147,28 @@ def test_history_of_natural_data_measures_creativity(tmp_path, capsys):
     assert int(rows[0]["n_samples"]) == 6
     assert main(["history", str(run), "--metric", "consistency"]) == 2
     assert "needs data.kind=pairings, not digits" in capsys.readouterr().err
+
+
+def test_history_leaves_out_a_checkpoint_a_training_run_rotated_out(
+    kept_run, tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    from mosaicdiff.experiments import history
+
+    run = tmp_path / "run"
+    shutil.copytree(kept_run, run)
+    measure = history.measure_epoch
+
+    def training_meanwhile(args, cfg, epoch, *rest):
+        for path in RunDir(run).checkpoint_dir.glob("epoch-000004.*"):
+            path.unlink()  # as a run still training deletes an old checkpoint
+        return measure(args, cfg, epoch, *rest)
+
+    monkeypatch.setattr(history, "measure_epoch", training_meanwhile)
+    assert main(["history", str(run), *SAMPLING]) == 0
+    assert (
+        "epoch 4: its checkpoint is gone (the run trained on); left out" in capsys.readouterr().out
+    )
+    with (run / "history" / "history.csv").open() as f:
+        assert {int(r["epoch"]) for r in csv.DictReader(f)} == {2}

@@ -119,6 +119,9 @@ def cmd_history(args) -> int:
         options = None
     rows, shown = [], {}
     for epoch in epochs:
+        if epoch not in run.checkpoint_epochs():  # a run still training rotated it out
+            print(f"epoch {epoch}: its checkpoint is gone (the run trained on); left out")
+            continue
         found, first = measure_epoch(args, cfg, epoch, metric, options)
         rows += found
         shown[epoch] = first
