@@ -67,6 +67,21 @@ def add_config_options(p: argparse.ArgumentParser, training: bool = True, model:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def add_metric_options(p: argparse.ArgumentParser) -> None:
+    """--metric, --patch and --limit: how `evaluate` (and `history`) measure samples."""
+    p.add_argument(
+        "--metric",
+        choices=["auto", "consistency", "creativity"],
+        default="auto",
+        help="consistency (colour pairings only) or creativity: memorization, novelty, mosaics "
+        "(default: consistency on pairings, creativity otherwise)",
+    )
+    p.add_argument("--patch", type=int, help="creativity: mosaic patch side (default 3)")
+    p.add_argument(
+        "--limit", type=int, help="creativity: the first N samples of each seed (default 1000)"
+    )
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump) and exit code 2."""
 
@@ -98,17 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="measure consistency or creativity of a run's samples")
     p.add_argument("run", help="run directory")
     p.add_argument("--name", default="default", help="samples subfolder name")
-    p.add_argument(
-        "--metric",
-        choices=["auto", "consistency", "creativity"],
-        default="auto",
-        help="consistency (colour pairings only) or creativity: memorization, novelty, mosaics "
-        "(default: consistency on pairings, creativity otherwise)",
-    )
-    p.add_argument("--patch", type=int, help="creativity: mosaic patch side (default 3)")
-    p.add_argument(
-        "--limit", type=int, help="creativity: the first N samples of each seed (default 1000)"
-    )
+    add_metric_options(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     from mosaicdiff.experiments.reproduce import register as register_reproduce

@@ -40,7 +40,7 @@ def history_sample(scfg):
 
 def register(sub) -> None:
     """Add `history` to the CLI's subparsers."""
-    from mosaicdiff.cli import out_path
+    from mosaicdiff.cli import add_config_options, add_metric_options, out_path
 
     p = sub.add_parser(
         "history",
@@ -62,23 +62,8 @@ def register(sub) -> None:
         default="ema",
         help="the EMA weights (what samples use; default) or the optimiser's own",
     )
-    p.add_argument(
-        "--metric",
-        choices=["auto", "consistency", "creativity"],
-        default="auto",
-        help="as in evaluate (default: consistency on pairings, creativity otherwise)",
-    )
-    p.add_argument("--patch", type=int, help="creativity: mosaic patch side (default 3)")
-    p.add_argument("--limit", type=int, help="creativity: the first N samples of each seed")
-    p.add_argument("--runs", type=int, help="sampling runs per checkpoint")
-    p.add_argument("--per-run", type=int, help="samples per run and seed")
-    p.add_argument("--sampler", help="ddpm (every step) or ddim (50 steps unless --steps)")
-    p.add_argument("--steps", type=int, help="sampler steps (ddpm: must be T; ddim: fewer)")
-    p.add_argument("--sample-seed", type=int, help="seed of the sampling noise")
-    p.add_argument("--device", help="cpu (default) or cuda")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a sample.* field")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_metric_options(p)
+    add_config_options(p, training=False)
     p.set_defaults(handler=cmd_history)
 
 
