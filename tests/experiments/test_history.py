@@ -172,3 +172,21 @@ def test_history_leaves_out_a_checkpoint_a_training_run_rotated_out(
     )
     with (run / "history" / "history.csv").open() as f:
         assert {int(r["epoch"]) for r in csv.DictReader(f)} == {2}
+
+
+def test_theory_compare_takes_a_kept_checkpoint(kept_run, tmp_path, capsys):
+    compare = ["theory", "compare", str(kept_run), "--machine", "els", "--n", "4"]
+    compare += ["--every", "500", "--member", "0", "--no-progress"]
+    r2 = {}
+    for epoch in (2, 4):
+        out = tmp_path / f"cmp-{epoch}"
+        assert main([*compare, "--epoch", str(epoch), "--out", str(out)]) == 0
+        agreement = json.loads((out / "agreement.json").read_text())
+        assert agreement["args"]["epoch"] == epoch
+        r2[epoch] = agreement["members"][0]["r2"]["r2"]
+    assert r2[2] != r2[4]  # another checkpoint's network against the same machine
+    capsys.readouterr()
+    assert main([*compare, "--epoch", "3", "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no checkpoint of epoch 3; it keeps epochs 2, 4" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "never").exists()

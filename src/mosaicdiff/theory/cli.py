@@ -64,6 +64,11 @@ def register(subparsers) -> None:
         c.add_argument("--every", type=int, default=10, help="evaluate every n-th timestep")
         c.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise")
         c.add_argument("--member", type=int, help="model seed index (default: all)")
+        c.add_argument(
+            "--epoch",
+            type=int,
+            help="a checkpoint the run kept (train.keep_every; default: the newest)",
+        )
         c.add_argument("--out", required=True, help=out)
         c.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub.choices["calibrate"].add_argument(

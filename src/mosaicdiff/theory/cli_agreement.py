@@ -27,7 +27,7 @@ def _load(args):
     positive(args.every, "--every")
     check(not Path(args.run).is_file(), f"{args.run!r} is a file, not a run directory")
     check(Path(args.run).is_dir(), f"run directory {args.run!r} does not exist")
-    run = load_run(args.run, device="cpu")
+    run = load_run(args.run, device="cpu", epoch=args.epoch)
     members = range(run.model.n_seeds) if args.member is None else [args.member]
     for m in members:
         check(0 <= m < run.model.n_seeds, f"--member={m} must be in [0, {run.model.n_seeds})")
