@@ -190,3 +190,15 @@ def test_theory_compare_takes_a_kept_checkpoint(kept_run, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "has no checkpoint of epoch 3; it keeps epochs 2, 4" in err
     assert len(err.splitlines()) == 1 and not (tmp_path / "never").exists()
+
+
+def test_samples_drawn_before_weights_were_recorded_still_resume(kept_run, capsys):
+    args = ["sample", str(kept_run), "--name", "old", *SAMPLING]
+    assert main(args) == 0
+    folder = kept_run / "samples" / "old"
+    meta = json.loads((folder / "sample.json").read_text())
+    assert meta.pop("weights") == "ema"
+    (folder / "sample.json").write_text(json.dumps(meta))
+    stamp = (folder / "chunk-00000.npz").stat().st_mtime_ns
+    assert main(args) == 0  # read as the EMA's, which they were
+    assert (folder / "chunk-00000.npz").stat().st_mtime_ns == stamp
