@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -61,7 +62,8 @@ def add_config_options(p: argparse.ArgumentParser, training: bool = True, model:
     p.add_argument("--sampler", help="ddpm (every step) or ddim (50 steps unless --steps)")
     p.add_argument("--steps", type=int, help="sampler steps (ddpm: must be T; ddim: fewer)")
     p.add_argument("--sample-seed", type=int, help="seed of the sampling noise")
-    p.add_argument("--device", help="cpu (default) or cuda")
+    device = "cpu (default) or cuda" if training else "cpu or cuda (default: the run's)"
+    p.add_argument("--device", help=device)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -295,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"mosaicdiff: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `mosaicdiff ... | head`: the reader left; stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as e:  # a path the user gave that cannot be used: a file where a folder goes
         where = f"{e.filename}: " if e.filename else ""
         print(f"mosaicdiff: error: {where}{e.strerror or e}; choose another path", file=sys.stderr)

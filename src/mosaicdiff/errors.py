@@ -24,6 +24,10 @@ def check_out(out: str | Path, what: str = "folder", option: str = "--out") -> P
         check(not parent.is_file(), f"{option} {str(out)!r} lies under {str(parent)!r}, a file")
     if what == "folder":
         check(not path.is_file(), f"{option} {str(out)!r} is a file; name a folder")
+        check(
+            path.is_dir() or not path.exists(),
+            f"{option} {str(out)!r} is not a folder (a device or other special file); name one",
+        )
     else:
         check(not path.is_dir(), f"{option} {str(out)!r} is a folder; name a {what}")
     return path

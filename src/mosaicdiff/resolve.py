@@ -176,7 +176,11 @@ def check_device(device: str) -> None:
     if device.startswith("cuda"):
         import torch
 
-        check(torch.cuda.is_available(), f"--device {device}: no CUDA GPU is visible; use cpu")
+        check(
+            torch.cuda.is_available(),
+            f"device {device} (from --device, --set device or the run's config.json): no CUDA "
+            "GPU is visible; use --device cpu",
+        )
 
 
 def lay_over(data: dict, extra: dict, what: str = "") -> dict:

@@ -40,6 +40,10 @@ from mosaicdiff.own_code import file_sha256
 KEEP_CHECKPOINTS = 2
 
 
+class CheckpointGone(UserError):
+    """The checkpoint of a named epoch can't be read: not kept, deleted, or damaged."""
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -151,14 +155,21 @@ class RunDir:
         return int(read_json(sidecar(found[-1]))["epoch"]) if found else 0
 
     def load_epoch(self, epoch: int) -> tuple[dict, dict]:
-        """The checkpoint of `epoch`, refused in one line when it was not kept or is damaged."""
+        """The checkpoint of `epoch`; `CheckpointGone` when it was not kept, was deleted while
+        it was read (a run still training rotates its checkpoints), or is damaged."""
         kept = self.checkpoint_epochs()
-        check(
-            epoch in kept,
-            f"{self.path} has no checkpoint of epoch {epoch}; it keeps epochs "
-            f"{', '.join(map(str, kept)) or 'none'}",
-        )
-        return load_tensors(self.checkpoint_path(epoch))
+        if epoch not in kept:
+            raise CheckpointGone(
+                f"{self.path} has no checkpoint of epoch {epoch}; it keeps epochs "
+                f"{', '.join(map(str, kept)) or 'none'}"
+            )
+        try:
+            return load_tensors(self.checkpoint_path(epoch))
+        except FileNotFoundError:
+            gone = f"{self.path}: the checkpoint of epoch {epoch} was deleted"
+            raise CheckpointGone(gone) from None
+        except UserError as e:  # damaged: a checksum that does not match
+            raise CheckpointGone(str(e)) from None
 
     def load_latest(self) -> tuple[dict, dict] | None:
         """The newest checkpoint that verifies, or None when there is none."""
@@ -233,6 +244,11 @@ def load_run(
         epoch: the checkpoint of this epoch (default: the newest that verifies); a run keeps
             the last two and, with `train.keep_every`, every multiple of it.
     """
+    check(weights in ("ema", "raw"), f"weights={weights!r} must be 'ema' or 'raw'")
+    check(
+        epoch is None or (isinstance(epoch, int) and not isinstance(epoch, bool)),
+        f"epoch={epoch!r} must be a whole number of epochs (or None for the newest)",
+    )
     run = RunDir(path)
     cfg = run.read_config()
     loaded = run.load_latest() if epoch is None else run.load_epoch(epoch)
@@ -249,7 +265,6 @@ def load_run(
     dataset = load_dataset(cfg.data)
     model = build_model(cfg.model, dataset.shape, cfg.diffusion.T, cfg.train.seeds)
     check_fingerprints(meta, fingerprints(dataset, cfg), cfg)
-    check(weights in ("ema", "raw"), f"weights={weights!r} must be 'ema' or 'raw'")
     prefix = {"ema": "ema.", "raw": "model."}[weights]
     state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     try:

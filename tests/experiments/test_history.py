@@ -38,6 +38,9 @@ def test_load_run_takes_a_kept_epoch_and_refuses_one_not_kept(tmp_path, tiny):
         load_run(tmp_path, epoch=3)
     with pytest.raises(UserError, match="weights='best' must be 'ema' or 'raw'"):
         load_run(tmp_path, weights="best")
+    for epoch in ("2", 2.0, True):
+        with pytest.raises(UserError, match=f"epoch={epoch!r} must be a whole number"):
+            load_run(tmp_path, epoch=epoch)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +92,7 @@ def test_history_keeps_raw_weights_apart_from_the_ema(kept_run, tmp_path, capsys
     got = load_npz(kept_run / "samples" / "raw-000004" / "chunk-00000.npz")["samples"]
     assert not np.array_equal(got, ema)
     capsys.readouterr()
-    mixed = [*SAMPLING, "--out", str(tmp_path / "x"), "--weights", "raw"]  # into the EMA's folders
+    mixed = [*SAMPLING, "--out", str(tmp_path / "x"), "--weights", "raw", "--name", "epoch"]
     assert main(["history", str(kept_run), *mixed]) == 2
     err = capsys.readouterr().err
     assert 'holds samples drawn with other settings (weights: "ema" -> "raw")' in err
@@ -102,7 +105,9 @@ def test_history_refuses_bad_requests_in_one_line(kept_run, tmp_path, capsys):
         (["--set", "train.epochs=9"], "history changes only sample.* and device"),
         (["--metric", "creativity", "--patch", "5"], "--patch=5 must be between 1 and 4"),
         (["--patch", "2"], "--patch 2 applies to --metric creativity"),
-        (["--name", "a/b"], "--name 'a/b-000002' must be a plain folder name"),
+        (["--name", "a/b"], "--name 'a/b' must be a plain folder name"),
+        (["--name", ".."], "--name '..' must be a plain folder name"),
+        (["--out", "/dev/null"], "'/dev/null' is not a folder"),
         (["--runs", "0"], "sample.n_runs=0 must be at least 1"),
     ]:
         assert main(["history", str(kept_run), "--out", str(out), *args]) == 2
@@ -110,9 +115,14 @@ def test_history_refuses_bad_requests_in_one_line(kept_run, tmp_path, capsys):
         assert needle in err and len(err.splitlines()) == 1
     assert not out.exists()
     (tmp_path / "bare").mkdir()
-    RunDir(tmp_path / "bare").write_config(load_run(kept_run).cfg)
-    assert main(["history", str(tmp_path / "bare")]) == 2
+    bare = RunDir(tmp_path / "bare")
+    bare.write_config(load_run(kept_run).cfg)
+    assert main(["history", str(bare.path)]) == 2
     assert "has no checkpoint yet; train it first" in capsys.readouterr().err
+    bare.checkpoint_dir.mkdir()
+    (bare.checkpoint_dir / "epoch-000002.safetensors").write_bytes(b"")  # its .json lost
+    assert main(["history", str(bare.path)]) == 2
+    assert "has 1 checkpoint(s) without the .json beside each" in capsys.readouterr().err
 
 
 def test_history_dry_run_caps_the_papers_million_and_writes_nothing(kept_run, tmp_path, capsys):
@@ -167,9 +177,7 @@ def test_history_leaves_out_a_checkpoint_a_training_run_rotated_out(
 
     monkeypatch.setattr(history, "measure_epoch", training_meanwhile)
     assert main(["history", str(run), *SAMPLING]) == 0
-    assert (
-        "epoch 4: its checkpoint is gone (the run trained on); left out" in capsys.readouterr().out
-    )
+    assert "epoch 4: left out (" in capsys.readouterr().out
     with (run / "history" / "history.csv").open() as f:
         assert {int(r["epoch"]) for r in csv.DictReader(f)} == {2}
 
@@ -202,3 +210,55 @@ def test_samples_drawn_before_weights_were_recorded_still_resume(kept_run, capsy
     stamp = (folder / "chunk-00000.npz").stat().st_mtime_ns
     assert main(args) == 0  # read as the EMA's, which they were
     assert (folder / "chunk-00000.npz").stat().st_mtime_ns == stamp
+
+
+def test_raw_weights_default_to_folders_and_a_history_of_their_own(kept_run, capsys):
+    assert main(["history", str(kept_run), *SAMPLING, "--weights", "raw"]) == 0
+    assert (kept_run / "samples" / "raw-000004" / "chunk-00000.npz").is_file()
+    with (kept_run / "history-raw" / "history.csv").open() as f:
+        assert {r["weights"] for r in csv.DictReader(f)} == {"raw"}
+
+
+def test_a_damaged_checkpoint_is_left_out_and_the_rest_still_written(kept_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(kept_run, run, ignore=shutil.ignore_patterns("samples", "history*"))
+    path = RunDir(run).checkpoint_path(2)
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    assert main(["history", str(run), *SAMPLING]) == 0
+    assert "epoch 2: left out (checkpoint" in capsys.readouterr().out
+    with (run / "history" / "history.csv").open() as f:
+        assert {int(r["epoch"]) for r in csv.DictReader(f)} == {4}
+    path = RunDir(run).checkpoint_path(4)
+    path.write_bytes(path.read_bytes()[:-1])
+    shutil.rmtree(run / "history")
+    assert main(["history", str(run), *SAMPLING]) == 2
+    assert "none of the checkpoints of" in capsys.readouterr().err
+    assert not (run / "history").exists()
+
+
+def test_the_samples_figure_names_the_seed_it_shows(tmp_path, monkeypatch, capsys):
+    from mosaicdiff import plots
+
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), "--epochs", "2", "--seeds", "3,1", "--no-progress"]
+    args += ["--set", "train.keep_every=1", "--set", "data.n_images=64"]
+    assert main(args) == 0
+    titles, draw = [], plots.history_samples
+    monkeypatch.setattr(plots, "history_samples", lambda s, t: titles.append(t) or draw(s, t))
+    assert main(["history", str(run), *SAMPLING]) == 0
+    assert titles == ["seed 3, the same noise at every epoch"]  # seeds (3, 1): the first is 3
+
+
+def test_a_closed_pipe_ends_a_command_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "mosaicdiff", "train", "--out", str(tmp_path / "x")]
+    proc = subprocess.Popen([*command, "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # as `| head` does, before the config is printed
+    err = proc.stderr.read()
+    assert proc.wait() == 141 and err == b""

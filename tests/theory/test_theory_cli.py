@@ -40,7 +40,7 @@ def test_sample_digits_with_an_attention_machine(tmp_path):
     assert not (tmp_path / "consistency.json").exists()
 
 
-def test_a_machine_on_a_subset_knows_only_those_images(tmp_path):
+def test_a_machine_on_a_subset_knows_only_those_images(tmp_path, capsys):
     from mosaicdiff.config import DataConfig
     from mosaicdiff.data import load_dataset
 
@@ -53,6 +53,9 @@ def test_a_machine_on_a_subset_knows_only_those_images(tmp_path):
     assert bool((nearest < 4).all())  # the ideal score copies one of the first four digits
     meta = json.loads((tmp_path / "sample.json").read_text())["theory"]
     assert meta["subset"] == 4
+    i = args.index("--subset")
+    assert main([*args[:i], *args[i + 2 :]]) == 2  # all the digits, into the same folder
+    assert "subset: 4 -> 0)" in capsys.readouterr().err
 
 
 def test_sample_on_user_arrays_scores_creativity_like_evaluate(tmp_path, monkeypatch):

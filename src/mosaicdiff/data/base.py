@@ -64,10 +64,11 @@ def load_dataset(cfg: DataConfig) -> ImageDataset:
     return first_images(dataset, cfg.subset) if cfg.subset else dataset
 
 
-def first_images(dataset: ImageDataset, n: int) -> ImageDataset:
-    """The dataset's first `n` images (and the rows of its per-image extras, such as labels)."""
+def first_images(dataset: ImageDataset, n: int, option: str = "data.subset") -> ImageDataset:
+    """The dataset's first `n` images (and the rows of its per-image extras, such as labels);
+    `option` names `n` in the error when the dataset has fewer."""
     total = len(dataset)
-    check(n <= total, f"subset={n} asks for more than the {total:,} images of {dataset.name}")
+    check(n <= total, f"{option}={n} asks for more than the {total:,} images of {dataset.name}")
 
     def cut(v):
         return v[:n] if isinstance(v, torch.Tensor) and v.shape[:1] == (total,) else v

@@ -7,15 +7,19 @@ samples each kept checkpoint the same way, from the same noise, and measures the
 `evaluate` does: consistency on the colour pairings, memorization, novelty and mosaics on other
 data. Per checkpoint epoch E:
 
-    RUN/samples/NAME-E/      the samples (resumable, as `sample --name NAME-E` draws them),
+    RUN/samples/NAME-E/      the samples (E zero-padded, epoch-000250; a rerun resumes them),
                              samples.png and the results of `evaluate`
     OUT/history.csv          a row per (epoch, seed): the metrics and that epoch's training loss
     OUT/history.png          the metrics and the training loss against the epoch
     OUT/samples.png          the first samples of the first seed at each epoch, a row each
 
-OUT defaults to RUN/history. A checkpoint's samples are drawn with its EMA weights unless
-`--weights raw`. OneCycleLR spans the whole run, so epoch E of a 600-epoch run is not a run
-trained for E epochs: its learning rate had not yet decayed.
+A checkpoint's samples are drawn with its EMA weights unless `--weights raw`. NAME defaults
+to `epoch` (`raw` for the raw weights), OUT to RUN/history (RUN/history-NAME for another NAME),
+so histories of the two kinds of weights, or of two sample sizes, keep apart. A checkpoint
+that can't be read (damaged, or deleted by a run still training) is left out with a note.
+
+OneCycleLR spans the whole run, so epoch E of a 600-epoch run is not a run trained for E
+epochs: its learning rate had not yet decayed.
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ def register(sub) -> None:
     p.add_argument("run", help="run directory (train it with --set train.keep_every=N)")
     p.add_argument("--out", type=out_path, help="output folder (default RUN/history)")
     p.add_argument(
-        "--name", default="epoch", help="samples folders are RUN/samples/NAME-EPOCH (default epoch)"
+        "--name",
+        help="samples folders are RUN/samples/NAME-EPOCH, figures in RUN/history-NAME "
+        "(default: epoch, into RUN/history; raw with --weights raw)",
     )
     p.add_argument(
         "--weights",
@@ -74,18 +80,21 @@ def cmd_history(args) -> int:
     from mosaicdiff.cli import sampling_config
     from mosaicdiff.config import to_dict
     from mosaicdiff.evaluate import check_metric, creativity_options
-    from mosaicdiff.runs import RunDir
+    from mosaicdiff.runs import CheckpointGone, RunDir, load_run
 
     run = RunDir(args.run)
     stored = run.read_config()
+    args.name = args.name or ("epoch" if args.weights == "ema" else "raw")
+    run.samples_dir(args.name)  # a bad --name fails before anything runs
     epochs = run.checkpoint_epochs()
-    check(bool(epochs), f"{args.run} has no checkpoint yet; train it first")
-    run.samples_dir(f"{args.name}-{epochs[0]:06d}")  # a bad --name fails before anything runs
+    if not epochs:
+        load_run(args.run)  # says why there is none: not trained yet, or damaged
     base = replace(stored, sample=history_sample(stored.sample))
     cfg = sampling_config(args, stored, base)
     kind = stored.data.kind
     metric = check_metric(args.metric, kind, args.patch, args.limit)
-    out = Path(check_out(args.out)) if args.out else run.path / "history"
+    default = "history" if args.name == "epoch" else f"history-{args.name}"
+    out = check_out(args.out or run.path / default)
     if args.dry_run:
         plan = {"epochs": epochs, "metric": metric, "weights": args.weights, "out": str(out)}
         print(json.dumps({**plan, "sample": to_dict(cfg.sample)}, indent=2))
@@ -104,24 +113,26 @@ def cmd_history(args) -> int:
         options = None
     rows, shown = [], {}
     for epoch in epochs:
-        if epoch not in run.checkpoint_epochs():  # a run still training rotated it out
-            print(f"epoch {epoch}: its checkpoint is gone (the run trained on); left out")
+        try:
+            loaded = load_run(args.run, device=cfg.device, weights=args.weights, epoch=epoch)
+        except CheckpointGone as e:  # damaged, or rotated out by a run still training
+            print(f"epoch {epoch}: left out ({e})")
             continue
-        found, first = measure_epoch(args, cfg, epoch, metric, options)
+        found, first = measure_epoch(args, cfg, loaded, metric, options)
         rows += found
         shown[epoch] = first
+    check(bool(rows), f"none of the checkpoints of {args.run} could be read; nothing was written")
     write_history(out, run, rows, shown, metric)
     return 0
 
 
-def measure_epoch(args, cfg, epoch: int, metric: str, options) -> tuple[list[dict], object]:
-    """Sample the checkpoint of `epoch` (resuming its folder) and measure it: its rows of
-    history.csv, and the first samples of its first seed."""
+def measure_epoch(args, cfg, loaded, metric: str, options) -> tuple[list[dict], object]:
+    """Sample `loaded`, a run at one of its kept checkpoints (resuming its folder), and measure
+    it: its rows of history.csv, and the first samples of its first seed."""
     from mosaicdiff.evaluate import evaluate_consistency, evaluate_creativity_samples
     from mosaicdiff.generate import draw_samples, load_samples, save_preview
-    from mosaicdiff.runs import load_run
 
-    loaded = load_run(args.run, device=cfg.device, weights=args.weights, epoch=epoch)
+    epoch = loaded.epoch
     seeds = list(loaded.cfg.train.seeds)
     print(f"epoch {epoch}:")
     folder = draw_samples(loaded, cfg.sample, f"{args.name}-{epoch:06d}", not args.no_progress)
@@ -134,8 +145,8 @@ def measure_epoch(args, cfg, epoch: int, metric: str, options) -> tuple[list[dic
         for i, p in enumerate(res["per_seed"]):
             low, high = p["ci95"]  # over the sampling runs
             rows.append(
-                {"epoch": epoch, "seed": p["seed"], "loss": loss[i], "consistency": p["mean"]}
-                | {"ci95_low": low, "ci95_high": high}
+                {"epoch": epoch, "seed": p["seed"], "weights": loaded.weights, "loss": loss[i]}
+                | {"consistency": p["mean"], "ci95_low": low, "ci95_high": high}
             )
         print("  consistency " + ", ".join(f"{100 * r['consistency']:.2f}%" for r in rows))
     else:
@@ -145,7 +156,7 @@ def measure_epoch(args, cfg, epoch: int, metric: str, options) -> tuple[list[dic
         )
         for i, p in enumerate(res["per_seed"]):
             rows.append(
-                {"epoch": epoch, "seed": p["seed"], "loss": loss[i]}
+                {"epoch": epoch, "seed": p["seed"], "weights": loaded.weights, "loss": loss[i]}
                 | {k: p[k] for k in CREATIVITY_COLUMNS}
             )
         print(
@@ -178,9 +189,9 @@ def write_history(out: Path, run, rows: list[dict], shown: dict, metric: str) ->
 
     columns = CONSISTENCY_COLUMNS if metric == "consistency" else CREATIVITY_COLUMNS
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_csv(out / "history.csv", rows, ("epoch", "seed", "loss", *columns))
+    atomic_write_csv(out / "history.csv", rows, ("epoch", "seed", "weights", "loss", *columns))
     epochs = sorted({r["epoch"] for r in rows})
-    seeds = sorted({r["seed"] for r in rows})
+    seeds = list(dict.fromkeys(r["seed"] for r in rows))  # the run's order: shown is its first
     at = {(r["epoch"], r["seed"]): r for r in rows}
     panels = {
         label: scale * np.array([[at[e, s][key] for s in seeds] for e in epochs], dtype=float)

@@ -102,7 +102,7 @@ def _sample_options(s, knob: bool = False) -> None:
         "--subset",
         type=int,
         default=0,
-        help=hidden if knob else "digits, npz, folder: the first N images only (default 0: all)",
+        help=hidden if knob else "digits, npz, folder: the first N images only (0: all)",
     )
     s.add_argument("--data-seed", type=int, help="pairings: dataset seed (default 0)")
     _machine_options(s, knob)

@@ -41,6 +41,7 @@ def prepare_sample(args) -> Callable[[], int]:
     every weight's sampling before it starts the first)."""
     from mosaicdiff.config import DataConfig
     from mosaicdiff.data import load_dataset
+    from mosaicdiff.data.base import first_images
     from mosaicdiff.diffusion import Schedule
     from mosaicdiff.evaluate import CREATIVITY_LIMIT, MOSAIC_PATCH
     from mosaicdiff.io import read_json, sha256
@@ -113,9 +114,10 @@ def prepare_sample(args) -> Callable[[], int]:
         seed=args.data_seed,
         path=args.data_path,
         image_size=args.image_size,
-        subset=args.subset,
     )
     dataset = load_dataset(data)
+    if args.subset:
+        dataset = first_images(dataset, args.subset, "--subset")
     if kind != "pairings":  # scored by the creativity metrics, which compare 3x3 patches
         h, w = dataset.shape[-2:]
         check(
@@ -125,8 +127,6 @@ def prepare_sample(args) -> Callable[[], int]:
         )
     machine = machine_from_args(args, dataset.images, schedule, kind)
     settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
-    if not args.subset:  # folders sampled before --subset existed resume
-        del settings["subset"]
     if patch_file(args.patch):  # a calibration: its table counts, not only its name
         table = json.dumps(read_json(args.patch)["patch_size"])
         settings["patch_sha256"] = sha256(table.encode())
@@ -198,6 +198,7 @@ def _check_same_settings(folder: Path, settings: dict) -> None:
     meta = folder / "sample.json"
     if meta.is_file():
         stored = read_json(meta).get("theory") or {}
+        stored = {"subset": 0, **stored}  # sampled before --subset existed: all the images
         if "data_sha256" not in stored:  # sampled before the images counted: resumes as it was
             settings = {k: v for k, v in settings.items() if k != "data_sha256"}
         refuse_other_settings(folder, stored, settings, "--out")
