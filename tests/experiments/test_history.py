@@ -262,3 +262,13 @@ def test_a_closed_pipe_ends_a_command_quietly(tmp_path):
     proc.stdout.close()  # as `| head` does, before the config is printed
     err = proc.stderr.read()
     assert proc.wait() == 141 and err == b""
+
+
+def test_history_of_2x2_pairings_needs_no_mosaic_patch(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), "--epochs", "1", "--no-progress"]
+    args += ["--set", "data.quadrants_per_side=1", "--set", "data.n_images=64"]
+    assert main(args) == 0
+    assert main(["history", str(run), *SAMPLING]) == 0  # consistency: no 3x3 patches
+    assert main(["history", str(run), "--metric", "creativity", *SAMPLING]) == 2
+    assert "--patch=3 must be between 1 and 2" in capsys.readouterr().err

@@ -79,6 +79,7 @@ def cmd_history(args) -> int:
 
     from mosaicdiff.cli import sampling_config
     from mosaicdiff.config import to_dict
+    from mosaicdiff.data import load_dataset
     from mosaicdiff.evaluate import check_metric, creativity_options
     from mosaicdiff.runs import CheckpointGone, RunDir, load_run
 
@@ -93,6 +94,10 @@ def cmd_history(args) -> int:
     cfg = sampling_config(args, stored, base)
     kind = stored.data.kind
     metric = check_metric(args.metric, kind, args.patch, args.limit)
+    dataset = load_dataset(stored.data)
+    options = None  # --patch and --limit of the creativity metrics
+    if metric == "creativity":
+        options = creativity_options(args.patch, args.limit, dataset.images)
     default = "history" if args.name == "epoch" else f"history-{args.name}"
     out = check_out(args.out or run.path / default)
     if args.dry_run:
@@ -105,12 +110,13 @@ def cmd_history(args) -> int:
             f"note: {args.run} keeps only its last two checkpoints ({kept}); "
             "train with --set train.keep_every=N to keep one every N epochs"
         )
-    if metric == "creativity":
-        from mosaicdiff.data import load_dataset
+    baseline = None  # the random baseline, a line beside consistency
+    if metric == "consistency":
+        from mosaicdiff.metrics import random_baseline_exact
 
-        options = creativity_options(args.patch, args.limit, load_dataset(stored.data).images)
-    else:
-        options = None
+        baseline = 100 * random_baseline_exact(dataset.info["spec"])
+    log = [r for r in run.read_metrics() if "epoch" in r and "loss" in r]
+    losses = {r["epoch"]: r["loss"] for r in log}  # per seed, as logged
     rows, shown = [], {}
     for epoch in epochs:
         try:
@@ -118,17 +124,19 @@ def cmd_history(args) -> int:
         except CheckpointGone as e:  # damaged, or rotated out by a run still training
             print(f"epoch {epoch}: left out ({e})")
             continue
-        found, first = measure_epoch(args, cfg, loaded, metric, options)
+        loss = losses.get(epoch, [float("nan")] * len(stored.train.seeds))
+        found, first = measure_epoch(args, cfg, loaded, metric, options, loss)
         rows += found
         shown[epoch] = first
     check(bool(rows), f"none of the checkpoints of {args.run} could be read; nothing was written")
-    write_history(out, run, rows, shown, metric)
+    write_history(out, rows, shown, metric, log, baseline)
     return 0
 
 
-def measure_epoch(args, cfg, loaded, metric: str, options) -> tuple[list[dict], object]:
+def measure_epoch(args, cfg, loaded, metric: str, options, loss) -> tuple[list[dict], object]:
     """Sample `loaded`, a run at one of its kept checkpoints (resuming its folder), and measure
-    it: its rows of history.csv, and the first samples of its first seed."""
+    it: its rows of history.csv (with `loss`, that epoch's per seed), and the first samples of
+    its first seed."""
     from mosaicdiff.evaluate import evaluate_consistency, evaluate_creativity_samples
     from mosaicdiff.generate import draw_samples, load_samples, save_preview
 
@@ -137,8 +145,6 @@ def measure_epoch(args, cfg, loaded, metric: str, options) -> tuple[list[dict], 
     print(f"epoch {epoch}:")
     folder = draw_samples(loaded, cfg.sample, f"{args.name}-{epoch:06d}", not args.no_progress)
     save_preview(folder, seeds)
-    losses = {r["epoch"]: r["loss"] for r in loaded.run.read_metrics() if "epoch" in r}
-    loss = losses.get(epoch, [float("nan")] * len(seeds))
     rows = []
     if metric == "consistency":
         res = evaluate_consistency(folder, loaded.dataset.info["spec"], seeds)
@@ -150,7 +156,7 @@ def measure_epoch(args, cfg, loaded, metric: str, options) -> tuple[list[dict], 
             )
         print("  consistency " + ", ".join(f"{100 * r['consistency']:.2f}%" for r in rows))
     else:
-        patch, limit = options
+        patch, limit = options  # checked before any sampling
         res = evaluate_creativity_samples(
             folder, loaded.dataset.images, seeds, patch, limit, not args.no_progress
         )
@@ -180,8 +186,11 @@ PANELS = {  # metric -> (column, axis label, scale) of each panel above the loss
 }
 
 
-def write_history(out: Path, run, rows: list[dict], shown: dict, metric: str) -> None:
-    """OUT/history.csv, OUT/history.png and OUT/samples.png from the measured `rows`."""
+def write_history(
+    out: Path, rows: list[dict], shown: dict, metric: str, log: list[dict], baseline
+) -> None:
+    """OUT/history.csv, OUT/history.png and OUT/samples.png from the measured `rows`, the
+    run's training `log` (metrics.jsonl) and the random `baseline` (%, or None)."""
     import numpy as np
 
     from mosaicdiff import plots
@@ -197,18 +206,7 @@ def write_history(out: Path, run, rows: list[dict], shown: dict, metric: str) ->
         label: scale * np.array([[at[e, s][key] for s in seeds] for e in epochs], dtype=float)
         for key, label, scale in PANELS[metric]
     }
-    baseline = None
-    if metric == "consistency":
-        from mosaicdiff.data import load_dataset
-        from mosaicdiff.metrics import random_baseline_exact
-
-        spec = load_dataset(run.read_config().data).info["spec"]
-        baseline = 100 * random_baseline_exact(spec)
-    logged = [r for r in run.read_metrics() if "epoch" in r and "loss" in r]
-    loss = (
-        np.array([r["epoch"] for r in logged]),
-        np.array([np.mean(r["loss"]) for r in logged]),
-    )
+    loss = (np.array([r["epoch"] for r in log]), np.array([np.mean(r["loss"]) for r in log]))
     figure = plots.history_curves(np.array(epochs), panels, loss, seeds, baseline)
     plots.save(figure, out / "history.png")
     plots.save(
