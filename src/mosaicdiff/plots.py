@@ -181,6 +181,36 @@ def history_curves(epochs, panels: dict, loss, seeds, baseline: float | None = N
     return fig
 
 
+def history_overlay(runs: dict, baseline: float | None = None):
+    """Several runs' histories in one figure: per panel a line per run (the mean over its
+    seeds, the band from its lowest to its highest seed), and their training losses below.
+
+    Args:
+        runs: name -> {"epochs": (E,), "panels": {label: (E, S)}, "loss": (epochs, mean)},
+            every run with the same panel labels.
+        baseline: a dotted line in the first panel (the random baseline), if any.
+    """
+    labels = list(next(iter(runs.values()))["panels"])
+    n = len(labels) + 1
+    fig, axes = plt.subplots(n, 1, figsize=(6, 1.9 * n + 0.4), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    for name, c in runs.items():
+        for ax, label in zip(axes, labels, strict=False):
+            values = c["panels"][label]
+            (line,) = ax.plot(c["epochs"], values.mean(1), "o-", lw=1.4, ms=3, label=name)
+            ax.fill_between(c["epochs"], values.min(1), values.max(1), alpha=0.2)
+            ax.set_ylabel(label, fontsize=8)
+        axes[-1].plot(*c["loss"], lw=1, color=line.get_color())
+    if baseline is not None:
+        axes[0].axhline(baseline, color="gray", ls=":", lw=1, label="random (exact)")
+    axes[0].legend(frameon=False, fontsize=7, ncol=4, loc="lower left", bbox_to_anchor=(0, 1))
+    axes[-1].set_yscale("log")
+    axes[-1].set_ylabel("training loss", fontsize=8)
+    axes[-1].set_xlabel("epoch")
+    fig.tight_layout()
+    return fig
+
+
 def history_samples(shown: dict, title: str):
     """The first samples at each epoch: `shown` maps an epoch to (n, C, H, W), a row each."""
     epochs = list(shown)

@@ -272,3 +272,34 @@ def test_history_of_2x2_pairings_needs_no_mosaic_patch(tmp_path, capsys):
     assert main(["history", str(run), *SAMPLING]) == 0  # consistency: no 3x3 patches
     assert main(["history", str(run), "--metric", "creativity", *SAMPLING]) == 2
     assert "--patch=3 must be between 1 and 2" in capsys.readouterr().err
+
+
+def test_several_runs_are_compared_in_one_table_and_figure(kept_run, tmp_path, capsys):
+    other = tmp_path / "cnn"
+    args = ["train", "--out", str(other), "--epochs", "2", "--no-progress"]
+    assert main([*args, "--set", "train.keep_every=1", "--set", "data.n_images=64"]) == 0
+    both = tmp_path / "both"
+    assert main(["history", str(kept_run), str(other), "--out", str(both), *SAMPLING]) == 0
+    with (both / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    for run in (kept_run, other):  # each run's own history, and the same rows in the comparison
+        with (run / "history" / "history.csv").open() as f:
+            own = list(csv.DictReader(f))
+        assert [
+            {k: v for k, v in r.items() if k != "run"} for r in rows if r["run"] == str(run)
+        ] == own
+    assert (both / "history.png").stat().st_size > 0
+    capsys.readouterr()
+    digits = tmp_path / "digits"
+    args = ["train", "--out", str(digits), "--model", "resnet", "--epochs", "1", "--no-progress"]
+    assert main([*args, "--set", "data.kind=digits", "--set", "model.hidden=4"]) == 0
+    capsys.readouterr()
+    for runs, needle in [
+        ([kept_run, other], "several runs: name --out"),
+        ([kept_run, kept_run, "--out", tmp_path / "x"], "name one run twice"),
+        ([kept_run, digits, "--out", tmp_path / "x"], "measured by different metrics"),
+    ]:
+        assert main(["history", *map(str, runs), *SAMPLING]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists() and not (digits / "history").exists()

@@ -18,15 +18,20 @@ to `epoch` (`raw` for the raw weights), OUT to RUN/history (RUN/history-NAME for
 so histories of the two kinds of weights, or of two sample sizes, keep apart. A checkpoint
 that can't be read (damaged, or deleted by a run still training) is left out with a note.
 
+Given several runs (measured by the same metric) and `--out`, each gets its own history as
+above, and OUT/history.csv and OUT/history.png set them side by side: a line per run, the mean
+over its seeds, with the band from its lowest to its highest seed.
+
 OneCycleLR spans the whole run, so epoch E of a 600-epoch run is not a run trained for E
 epochs: its learning rate had not yet decayed.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mosaicdiff.config import RunConfig
 from mosaicdiff.errors import check, check_out
 
 HISTORY_SAMPLES = 1000  # per seed and checkpoint, unless the run's own sampling draws fewer
@@ -55,8 +60,15 @@ def register(sub) -> None:
         f"--runs/--per-run, {HISTORY_SAMPLES:,} samples per seed and checkpoint (or the run's "
         "own number, if fewer).",
     )
-    p.add_argument("run", help="run directory (train it with --set train.keep_every=N)")
-    p.add_argument("--out", type=out_path, help="output folder (default RUN/history)")
+    p.add_argument(
+        "run", nargs="+", help="run directories (train them with --set train.keep_every=N)"
+    )
+    p.add_argument(
+        "--out",
+        type=out_path,
+        help="output folder (default RUN/history); with several runs, where their comparison "
+        "goes (history.csv and history.png, a line per run)",
+    )
     p.add_argument(
         "--name",
         help="samples folders are RUN/samples/NAME-EPOCH, figures in RUN/history-NAME "
@@ -73,70 +85,120 @@ def register(sub) -> None:
     p.set_defaults(handler=cmd_history)
 
 
+@dataclass
+class Plan:
+    """One run's history, resolved and checked before anything is sampled."""
+
+    path: str  # the run directory as given
+    cfg: RunConfig  # the run's config, with the sampling of each checkpoint
+    metric: str  # "consistency" or "creativity"
+    options: tuple[int, int] | None  # creativity's --patch and --limit
+    baseline: float | None  # the random baseline (%) beside consistency
+    epochs: list[int]  # the kept checkpoints
+    out: Path  # history.csv and the figures
+
+
 def cmd_history(args) -> int:
     """Handler of `mosaicdiff history`."""
     import json
 
-    from mosaicdiff.cli import sampling_config
     from mosaicdiff.config import to_dict
-    from mosaicdiff.data import load_dataset
-    from mosaicdiff.evaluate import check_metric, creativity_options
-    from mosaicdiff.runs import CheckpointGone, RunDir, load_run
 
-    run = RunDir(args.run)
-    stored = run.read_config()
+    several = len(args.run) > 1
+    check(
+        not several or args.out is not None,
+        "several runs: name --out, the folder for their comparison (each run's own history "
+        "goes to its RUN/history)",
+    )
+    check(len(set(args.run)) == len(args.run), f"runs {args.run} name one run twice")
     args.name = args.name or ("epoch" if args.weights == "ema" else "raw")
-    run.samples_dir(args.name)  # a bad --name fails before anything runs
-    epochs = run.checkpoint_epochs()
-    if not epochs:
-        load_run(args.run)  # says why there is none: not trained yet, or damaged
-    base = replace(stored, sample=history_sample(stored.sample))
-    cfg = sampling_config(args, stored, base)
-    kind = stored.data.kind
-    metric = check_metric(args.metric, kind, args.patch, args.limit)
-    dataset = load_dataset(stored.data)
-    options = None  # --patch and --limit of the creativity metrics
-    if metric == "creativity":
-        options = creativity_options(args.patch, args.limit, dataset.images)
-    default = "history" if args.name == "epoch" else f"history-{args.name}"
-    out = check_out(args.out or run.path / default)
+    plans = [plan_history(args, path, None if several else args.out) for path in args.run]
+    metrics = {p.metric for p in plans}
+    check(
+        len(metrics) == 1,
+        f"these runs are measured by different metrics {sorted(metrics)}; --metric creativity "
+        "measures any data",
+    )
+    together = check_out(args.out) if several else None
     if args.dry_run:
-        plan = {"epochs": epochs, "metric": metric, "weights": args.weights, "out": str(out)}
-        print(json.dumps({**plan, "sample": to_dict(cfg.sample)}, indent=2))
+        for plan in plans:
+            about = {"run": plan.path, "epochs": plan.epochs, "metric": plan.metric}
+            about |= {"weights": args.weights, "out": str(plan.out)}
+            print(json.dumps({**about, "sample": to_dict(plan.cfg.sample)}, indent=2))
         return 0
-    if stored.train.keep_every == 0:
-        kept = ", ".join(map(str, epochs))
-        print(
-            f"note: {args.run} keeps only its last two checkpoints ({kept}); "
-            "train with --set train.keep_every=N to keep one every N epochs"
-        )
-    baseline = None  # the random baseline, a line beside consistency
-    if metric == "consistency":
-        from mosaicdiff.metrics import random_baseline_exact
-
-        baseline = 100 * random_baseline_exact(dataset.info["spec"])
-    log = [r for r in run.read_metrics() if "epoch" in r and "loss" in r]
-    losses = {r["epoch"]: r["loss"] for r in log}  # per seed, as logged
-    rows, shown = [], {}
-    for epoch in epochs:
-        try:
-            loaded = load_run(args.run, device=cfg.device, weights=args.weights, epoch=epoch)
-        except CheckpointGone as e:  # damaged, or rotated out by a run still training
-            print(f"epoch {epoch}: left out ({e})")
-            continue
-        loss = losses.get(epoch, [float("nan")] * len(stored.train.seeds))
-        found, first = measure_epoch(args, cfg, loaded, metric, options, loss)
-        rows += found
-        shown[epoch] = first
-    check(bool(rows), f"none of the checkpoints of {args.run} could be read; nothing was written")
-    write_history(out, rows, shown, metric, log, baseline)
+    results = {plan.path: run_history(args, plan) for plan in plans}
+    if several:
+        baselines = {plan.baseline for plan in plans}
+        baseline = baselines.pop() if len(baselines) == 1 else None
+        write_comparison(together, results, plans[0].metric, baseline)
     return 0
 
 
-def measure_epoch(args, cfg, loaded, metric: str, options, loss) -> tuple[list[dict], object]:
-    """Sample `loaded`, a run at one of its kept checkpoints (resuming its folder), and measure
-    it: its rows of history.csv (with `loss`, that epoch's per seed), and the first samples of
-    its first seed."""
+def plan_history(args, path: str, out: str | None) -> Plan:
+    """Resolve and check the history of the run in `path` (into `out`, default RUN/history or
+    RUN/history-NAME): a bad value stops every run's history before any is sampled."""
+    from mosaicdiff.cli import sampling_config
+    from mosaicdiff.data import load_dataset
+    from mosaicdiff.evaluate import check_metric, creativity_options
+    from mosaicdiff.runs import RunDir, load_run
+
+    run = RunDir(path)
+    stored = run.read_config()
+    run.samples_dir(args.name)  # a bad --name fails before anything runs
+    epochs = run.checkpoint_epochs()
+    if not epochs:
+        load_run(path)  # says why there is none: not trained yet, or damaged
+    base = replace(stored, sample=history_sample(stored.sample))
+    cfg = sampling_config(args, stored, base)
+    metric = check_metric(args.metric, stored.data.kind, args.patch, args.limit)
+    dataset = load_dataset(stored.data)
+    options, baseline = None, None
+    if metric == "creativity":
+        options = creativity_options(args.patch, args.limit, dataset.images)
+    else:
+        from mosaicdiff.metrics import random_baseline_exact
+
+        baseline = 100 * random_baseline_exact(dataset.info["spec"])
+    default = "history" if args.name == "epoch" else f"history-{args.name}"
+    out = check_out(out or run.path / default)
+    return Plan(path, cfg, metric, options, baseline, epochs, out)
+
+
+def run_history(args, plan: Plan) -> dict:
+    """Sample and measure every kept checkpoint of `plan`'s run and write its history; return
+    its rows and its training log."""
+    from mosaicdiff.runs import CheckpointGone, RunDir, load_run
+
+    run = RunDir(plan.path)
+    if plan.cfg.train.keep_every == 0:
+        kept = ", ".join(map(str, plan.epochs))
+        print(
+            f"note: {plan.path} keeps only its last two checkpoints ({kept}); "
+            "train with --set train.keep_every=N to keep one every N epochs"
+        )
+    log = [r for r in run.read_metrics() if "epoch" in r and "loss" in r]
+    losses = {r["epoch"]: r["loss"] for r in log}  # per seed, as logged
+    rows, shown = [], {}
+    for epoch in plan.epochs:
+        try:
+            loaded = load_run(plan.path, plan.cfg.device, args.weights, epoch)
+        except CheckpointGone as e:  # damaged, or rotated out by a run still training
+            print(f"epoch {epoch}: left out ({e})")
+            continue
+        loss = losses.get(epoch, [float("nan")] * len(plan.cfg.train.seeds))
+        found, first = measure_epoch(args, plan, loaded, loss)
+        rows += found
+        shown[epoch] = first
+    check(bool(rows), f"none of the checkpoints of {plan.path} could be read; nothing was written")
+    write_history(plan.out, rows, shown, plan.metric, log, plan.baseline)
+    return {"rows": rows, "log": log}
+
+
+def measure_epoch(args, plan: Plan, loaded, loss) -> tuple[list[dict], object]:
+    """Sample `loaded`, `plan`'s run at one of its kept checkpoints (resuming its folder), and
+    measure it: its rows of history.csv (with `loss`, that epoch's per seed), and the first
+    samples of its first seed."""
+    cfg, metric, options = plan.cfg, plan.metric, plan.options
     from mosaicdiff.evaluate import evaluate_consistency, evaluate_creativity_samples
     from mosaicdiff.generate import draw_samples, load_samples, save_preview
 
@@ -186,19 +248,11 @@ PANELS = {  # metric -> (column, axis label, scale) of each panel above the loss
 }
 
 
-def write_history(
-    out: Path, rows: list[dict], shown: dict, metric: str, log: list[dict], baseline
-) -> None:
-    """OUT/history.csv, OUT/history.png and OUT/samples.png from the measured `rows`, the
-    run's training `log` (metrics.jsonl) and the random `baseline` (%, or None)."""
+def curves(rows: list[dict], log: list[dict], metric: str) -> dict:
+    """One run's rows and training log as the arrays its figures draw: epochs (E,), seeds in
+    the run's order, panels {axis label: (E, S)} and loss (logged epochs, mean over seeds)."""
     import numpy as np
 
-    from mosaicdiff import plots
-    from mosaicdiff.io import atomic_write_csv
-
-    columns = CONSISTENCY_COLUMNS if metric == "consistency" else CREATIVITY_COLUMNS
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_csv(out / "history.csv", rows, ("epoch", "seed", "weights", "loss", *columns))
     epochs = sorted({r["epoch"] for r in rows})
     seeds = list(dict.fromkeys(r["seed"] for r in rows))  # the run's order: shown is its first
     at = {(r["epoch"], r["seed"]): r for r in rows}
@@ -207,10 +261,39 @@ def write_history(
         for key, label, scale in PANELS[metric]
     }
     loss = (np.array([r["epoch"] for r in log]), np.array([np.mean(r["loss"]) for r in log]))
-    figure = plots.history_curves(np.array(epochs), panels, loss, seeds, baseline)
+    return {"epochs": np.array(epochs), "seeds": seeds, "panels": panels, "loss": loss}
+
+
+def write_history(
+    out: Path, rows: list[dict], shown: dict, metric: str, log: list[dict], baseline
+) -> None:
+    """OUT/history.csv, OUT/history.png and OUT/samples.png from the measured `rows`, the
+    run's training `log` (metrics.jsonl) and the random `baseline` (%, or None)."""
+    from mosaicdiff import plots
+    from mosaicdiff.io import atomic_write_csv
+
+    columns = CONSISTENCY_COLUMNS if metric == "consistency" else CREATIVITY_COLUMNS
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_csv(out / "history.csv", rows, ("epoch", "seed", "weights", "loss", *columns))
+    c = curves(rows, log, metric)
+    figure = plots.history_curves(c["epochs"], c["panels"], c["loss"], c["seeds"], baseline)
     plots.save(figure, out / "history.png")
-    plots.save(
-        plots.history_samples(shown, f"seed {seeds[0]}, the same noise at every epoch"),
-        out / "samples.png",
-    )
+    title = f"seed {c['seeds'][0]}, the same noise at every epoch"
+    plots.save(plots.history_samples(shown, title), out / "samples.png")
     print(f"table -> {out / 'history.csv'}, figures -> {out / 'history.png'}, samples.png")
+
+
+def write_comparison(out: Path, results: dict, metric: str, baseline) -> None:
+    """OUT/history.csv (every run's rows, a `run` column first) and OUT/history.png (a line per
+    run: its mean over seeds, the band from its lowest to its highest seed)."""
+    from mosaicdiff import plots
+    from mosaicdiff.io import atomic_write_csv
+
+    columns = CONSISTENCY_COLUMNS if metric == "consistency" else CREATIVITY_COLUMNS
+    rows = [{"run": run, **row} for run, r in results.items() for row in r["rows"]]
+    out.mkdir(parents=True, exist_ok=True)
+    header = ("run", "epoch", "seed", "weights", "loss", *columns)
+    atomic_write_csv(out / "history.csv", rows, header)
+    runs = {run: curves(r["rows"], r["log"], metric) for run, r in results.items()}
+    plots.save(plots.history_overlay(runs, baseline), out / "history.png")
+    print(f"comparison -> {out / 'history.csv'}, {out / 'history.png'}")
