@@ -297,6 +297,8 @@ def test_several_runs_are_compared_in_one_table_and_figure(kept_run, tmp_path, c
     for runs, needle in [
         ([kept_run, other], "several runs: name --out"),
         ([kept_run, kept_run, "--out", tmp_path / "x"], "name one run twice"),
+        ([kept_run, kept_run / ".", "--out", tmp_path / "x"], "name one run twice"),
+        ([kept_run, other, "--out", other / "history"], "is where a run's own history goes"),
         ([kept_run, digits, "--out", tmp_path / "x"], "measured by different metrics"),
     ]:
         assert main(["history", *map(str, runs), *SAMPLING]) == 2

@@ -110,7 +110,8 @@ def cmd_history(args) -> int:
         "several runs: name --out, the folder for their comparison (each run's own history "
         "goes to its RUN/history)",
     )
-    check(len(set(args.run)) == len(args.run), f"runs {args.run} name one run twice")
+    where = [Path(path).resolve() for path in args.run]
+    check(len(set(where)) == len(where), f"runs {args.run} name one run twice")
     args.name = args.name or ("epoch" if args.weights == "ema" else "raw")
     plans = [plan_history(args, path, None if several else args.out) for path in args.run]
     metrics = {p.metric for p in plans}
@@ -120,6 +121,10 @@ def cmd_history(args) -> int:
         "measures any data",
     )
     together = check_out(args.out) if several else None
+    check(
+        not several or together.resolve() not in {plan.out.resolve() for plan in plans},
+        f"--out {args.out!r} is where a run's own history goes; name another folder",
+    )
     if args.dry_run:
         for plan in plans:
             about = {"run": plan.path, "epochs": plan.epochs, "metric": plan.metric}
