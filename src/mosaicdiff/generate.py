@@ -147,16 +147,7 @@ def draw_samples(
 ) -> Path:
     """Sample `loaded` by `scfg` into RUN/samples/NAME/chunk-*.npz; return that folder."""
     out = loaded.run.samples_dir(name)
-    meta_path = out / "sample.json"
-    if meta_path.is_file():  # resume only the same draw: same settings, same weights
-        stored = read_meta(out, "sample")
-        old = to_dict(from_dict(SampleConfig, stored_sample(stored["sample"])))
-        # A run trained on after these samples were drawn must not mix old chunks with new,
-        # nor the raw weights' samples with the EMA's.
-        was = {"sample": old, "epoch": stored.get("epoch", loaded.epoch)}
-        was["weights"] = stored.get("weights", "ema")
-        now = {"sample": to_dict(scfg), "epoch": loaded.epoch, "weights": loaded.weights}
-        refuse_other_settings(out, was, now)
+    refuse_mixing(out, scfg, loaded.epoch, loaded.weights)
     s = loaded.model.n_seeds
     total = scfg.n_runs * scfg.n_per_run
     sampler = make_sampler(loaded, scfg)
@@ -183,6 +174,19 @@ def draw_samples(
         progress=progress,
     )
     return out
+
+
+def refuse_mixing(out: Path, scfg: SampleConfig, epoch: int, weights: str) -> None:
+    """Refuse to add samples drawn by `scfg` from the checkpoint of `epoch` (its `weights`) to
+    the folder OUT when it holds others: drawn with other settings, from a run trained on since
+    (old chunks must not mix with new), or with the other weights (raw or EMA)."""
+    if not (out / "sample.json").is_file():
+        return
+    stored = read_meta(out, "sample")
+    old = to_dict(from_dict(SampleConfig, stored_sample(stored["sample"])))
+    was = {"sample": old, "epoch": stored.get("epoch", epoch)}
+    was["weights"] = stored.get("weights", "ema")  # drawn before it was recorded: the EMA's
+    refuse_other_settings(out, was, {"sample": to_dict(scfg), "epoch": epoch, "weights": weights})
 
 
 def refuse_other_settings(out: Path, old: dict, new: dict, other: str = "--name") -> None:

@@ -129,7 +129,7 @@ def test_history_dry_run_caps_the_papers_million_and_writes_nothing(kept_run, tm
     stored = load_run(kept_run).cfg
     assert stored.sample.n_runs * stored.sample.n_per_run == 32  # the tiny run's own: kept
     out = tmp_path / "dry"
-    assert main(["history", str(kept_run), "--out", str(out), "--dry-run"]) == 0
+    assert main(["history", str(kept_run), "--out", str(out), "--name", "dry", "--dry-run"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["epochs"] == [2, 4] and plan["metric"] == "consistency"
     assert (plan["sample"]["n_runs"], plan["sample"]["n_per_run"]) == (2, 16)
@@ -294,14 +294,25 @@ def test_several_runs_are_compared_in_one_table_and_figure(kept_run, tmp_path, c
     args = ["train", "--out", str(digits), "--model", "resnet", "--epochs", "1", "--no-progress"]
     assert main([*args, "--set", "data.kind=digits", "--set", "model.hidden=4"]) == 0
     capsys.readouterr()
+    stamps = {p: p.stat().st_mtime_ns for p in kept_run.glob("samples/epoch-*/chunk-*")}
     for runs, needle in [
         ([kept_run, other], "several runs: name --out"),
         ([kept_run, kept_run, "--out", tmp_path / "x"], "name one run twice"),
         ([kept_run, kept_run / ".", "--out", tmp_path / "x"], "name one run twice"),
         ([kept_run, other, "--out", other / "history"], "is where a run's own history goes"),
+        ([kept_run, other, "--out", other], "is a run directory"),
+        ([kept_run, tmp_path / "nowhere", "--out", tmp_path / "x"], "nowhere: "),
+        ([kept_run, other, "--out", tmp_path / "x", "--sample-seed", "5"], "other settings"),
+        ([kept_run, other, "--out", tmp_path / "x", "--name", ""], "--name '' must be"),
         ([kept_run, digits, "--out", tmp_path / "x"], "measured by different metrics"),
     ]:
         assert main(["history", *map(str, runs), *SAMPLING]) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x").exists() and not (digits / "history").exists()
+    assert {p: p.stat().st_mtime_ns for p in kept_run.glob("samples/epoch-*/chunk-*")} == stamps
+    dry = ["history", str(kept_run), str(other), "--out", str(both), *SAMPLING, "--dry-run"]
+    assert main(dry) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["out"] == str(both)
+    assert [p["run"] for p in plan["runs"]] == [str(kept_run), str(other)]

@@ -112,8 +112,9 @@ def cmd_history(args) -> int:
     )
     where = [Path(path).resolve() for path in args.run]
     check(len(set(where)) == len(where), f"runs {args.run} name one run twice")
-    args.name = args.name or ("epoch" if args.weights == "ema" else "raw")
-    plans = [plan_history(args, path, None if several else args.out) for path in args.run]
+    if args.name is None:
+        args.name = "epoch" if args.weights == "ema" else "raw"
+    plans = [plan_history(args, path, None if several else args.out, several) for path in args.run]
     metrics = {p.metric for p in plans}
     check(
         len(metrics) == 1,
@@ -121,15 +122,19 @@ def cmd_history(args) -> int:
         "measures any data",
     )
     together = check_out(args.out) if several else None
-    check(
-        not several or together.resolve() not in {plan.out.resolve() for plan in plans},
-        f"--out {args.out!r} is where a run's own history goes; name another folder",
-    )
+    if several:
+        check(
+            together.resolve() not in {plan.out.resolve() for plan in plans},
+            f"--out {args.out!r} is where a run's own history goes; name another folder",
+        )
+        refuse_run_directory(together)
     if args.dry_run:
-        for plan in plans:
-            about = {"run": plan.path, "epochs": plan.epochs, "metric": plan.metric}
-            about |= {"weights": args.weights, "out": str(plan.out)}
-            print(json.dumps({**about, "sample": to_dict(plan.cfg.sample)}, indent=2))
+        about = [
+            {"run": plan.path, "epochs": plan.epochs, "metric": plan.metric}
+            | {"weights": args.weights, "out": str(plan.out), "sample": to_dict(plan.cfg.sample)}
+            for plan in plans
+        ]
+        print(json.dumps({"out": str(together), "runs": about} if several else about[0], indent=2))
         return 0
     results = {plan.path: run_history(args, plan) for plan in plans}
     if several:
@@ -139,12 +144,25 @@ def cmd_history(args) -> int:
     return 0
 
 
-def plan_history(args, path: str, out: str | None) -> Plan:
+def plan_history(args, path: str, out: str | None, several: bool = False) -> Plan:
     """Resolve and check the history of the run in `path` (into `out`, default RUN/history or
-    RUN/history-NAME): a bad value stops every run's history before any is sampled."""
+    RUN/history-NAME): a bad value stops every run's history before any is sampled (naming
+    the run, when there are `several`)."""
+    from mosaicdiff.errors import UserError
+
+    try:
+        return _plan_history(args, path, out)
+    except UserError as e:
+        if several:
+            raise UserError(f"{path}: {e}") from None
+        raise
+
+
+def _plan_history(args, path: str, out: str | None) -> Plan:
     from mosaicdiff.cli import sampling_config
     from mosaicdiff.data import load_dataset
     from mosaicdiff.evaluate import check_metric, creativity_options
+    from mosaicdiff.generate import refuse_mixing
     from mosaicdiff.runs import RunDir, load_run
 
     run = RunDir(path)
@@ -166,7 +184,19 @@ def plan_history(args, path: str, out: str | None) -> Plan:
         baseline = 100 * random_baseline_exact(dataset.info["spec"])
     default = "history" if args.name == "epoch" else f"history-{args.name}"
     out = check_out(out or run.path / default)
+    refuse_run_directory(out)
+    for epoch in epochs:  # folders drawn with other settings are refused now, not halfway
+        folder = run.samples_dir(f"{args.name}-{epoch:06d}")
+        refuse_mixing(folder, cfg.sample, epoch, args.weights)
     return Plan(path, cfg, metric, options, baseline, epochs, out)
+
+
+def refuse_run_directory(out: Path) -> None:
+    """--out must not be a run directory: its figures would land beside config.json."""
+    check(
+        not (out / "config.json").is_file(),
+        f"--out {str(out)!r} is a run directory; name another folder",
+    )
 
 
 def run_history(args, plan: Plan) -> dict:
@@ -194,7 +224,7 @@ def run_history(args, plan: Plan) -> dict:
         found, first = measure_epoch(args, plan, loaded, loss)
         rows += found
         shown[epoch] = first
-    check(bool(rows), f"none of the checkpoints of {plan.path} could be read; nothing was written")
+    check(bool(rows), f"none of the checkpoints of {plan.path} could be read; it has no history")
     write_history(plan.out, rows, shown, plan.metric, log, plan.baseline)
     return {"rows": rows, "log": log}
 
