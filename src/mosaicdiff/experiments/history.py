@@ -260,7 +260,7 @@ def measure_epoch(args, plan: Plan, loaded, loss) -> tuple[list[dict], object]:
         for i, p in enumerate(res["per_seed"]):
             rows.append(
                 {"epoch": epoch, "seed": p["seed"], "weights": loaded.weights, "loss": loss[i]}
-                | {k: p[k] for k in CREATIVITY_COLUMNS}
+                | {k: p[k] for k in COLUMNS["creativity"]}
             )
         print(
             "  novelty "
@@ -271,8 +271,10 @@ def measure_epoch(args, plan: Plan, loaded, loss) -> tuple[list[dict], object]:
     return rows, load_samples(folder, SHOWN)[0]
 
 
-CREATIVITY_COLUMNS = ("n_samples", "novelty", "memorization_rate", "mosaic_rate")
-CONSISTENCY_COLUMNS = ("consistency", "ci95_low", "ci95_high")
+COLUMNS = {  # metric -> its columns of history.csv, after epoch, seed, weights and loss
+    "consistency": ("consistency", "ci95_low", "ci95_high"),
+    "creativity": ("n_samples", "novelty", "memorization_rate", "mosaic_rate"),
+}
 PANELS = {  # metric -> (column, axis label, scale) of each panel above the loss
     "consistency": [("consistency", "consistent samples (%)", 100)],
     "creativity": [
@@ -307,9 +309,10 @@ def write_history(
     from mosaicdiff import plots
     from mosaicdiff.io import atomic_write_csv
 
-    columns = CONSISTENCY_COLUMNS if metric == "consistency" else CREATIVITY_COLUMNS
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_csv(out / "history.csv", rows, ("epoch", "seed", "weights", "loss", *columns))
+    atomic_write_csv(
+        out / "history.csv", rows, ("epoch", "seed", "weights", "loss", *COLUMNS[metric])
+    )
     c = curves(rows, log, metric)
     figure = plots.history_curves(c["epochs"], c["panels"], c["loss"], c["seeds"], baseline)
     plots.save(figure, out / "history.png")
@@ -324,10 +327,9 @@ def write_comparison(out: Path, results: dict, metric: str, baseline) -> None:
     from mosaicdiff import plots
     from mosaicdiff.io import atomic_write_csv
 
-    columns = CONSISTENCY_COLUMNS if metric == "consistency" else CREATIVITY_COLUMNS
     rows = [{"run": run, **row} for run, r in results.items() for row in r["rows"]]
     out.mkdir(parents=True, exist_ok=True)
-    header = ("run", "epoch", "seed", "weights", "loss", *columns)
+    header = ("run", "epoch", "seed", "weights", "loss", *COLUMNS[metric])
     atomic_write_csv(out / "history.csv", rows, header)
     runs = {run: curves(r["rows"], r["log"], metric) for run, r in results.items()}
     plots.save(plots.history_overlay(runs, baseline), out / "history.png")
