@@ -161,24 +161,15 @@ def history_curves(epochs, panels: dict, loss, seeds, baseline: float | None = N
         seeds: the S seeds, for the legend.
         baseline: a dotted line in the first panel (the random baseline), if any.
     """
-    n = len(panels) + 1
-    fig, axes = plt.subplots(n, 1, figsize=(6, 1.9 * n + 0.4), sharex=True, squeeze=False)
-    axes = axes[:, 0]
+    fig, axes = _history_axes(len(panels))
     for ax, (label, values) in zip(axes, panels.items(), strict=False):
         for j, seed in enumerate(seeds):
             ax.plot(epochs, values[:, j], "o-", lw=0.8, ms=3, alpha=0.5, label=f"seed {seed}")
         if len(seeds) > 1:
             ax.plot(epochs, values.mean(1), "k-", lw=1.8, label="mean")
         ax.set_ylabel(label, fontsize=8)
-    if baseline is not None:
-        axes[0].axhline(baseline, color="gray", ls=":", lw=1, label="random (exact)")
-    axes[0].legend(frameon=False, fontsize=7, ncol=5, loc="lower left", bbox_to_anchor=(0, 1))
     axes[-1].plot(*loss, color="#4C72B0", lw=1)
-    axes[-1].set_yscale("log")
-    axes[-1].set_ylabel("training loss", fontsize=8)
-    axes[-1].set_xlabel("epoch")
-    fig.tight_layout()
-    return fig
+    return _finish_history(fig, axes, baseline, ncol=5)
 
 
 def history_overlay(runs: dict, baseline: float | None = None):
@@ -191,9 +182,7 @@ def history_overlay(runs: dict, baseline: float | None = None):
         baseline: a dotted line in the first panel (the random baseline), if any.
     """
     labels = list(next(iter(runs.values()))["panels"])
-    n = len(labels) + 1
-    fig, axes = plt.subplots(n, 1, figsize=(6, 1.9 * n + 0.4), sharex=True, squeeze=False)
-    axes = axes[:, 0]
+    fig, axes = _history_axes(len(labels))
     for name, c in runs.items():
         for ax, label in zip(axes, labels, strict=False):
             values = c["panels"][label]
@@ -201,9 +190,23 @@ def history_overlay(runs: dict, baseline: float | None = None):
             ax.fill_between(c["epochs"], values.min(1), values.max(1), alpha=0.2)
             ax.set_ylabel(label, fontsize=8)
         axes[-1].plot(*c["loss"], lw=1, color=line.get_color())
+    return _finish_history(fig, axes, baseline, ncol=4)
+
+
+def _history_axes(n_panels: int):
+    """A figure of `n_panels` metric panels above a training-loss panel, sharing the epoch
+    axis; returns it and its axes, top to bottom."""
+    n = n_panels + 1
+    fig, axes = plt.subplots(n, 1, figsize=(6, 1.9 * n + 0.4), sharex=True, squeeze=False)
+    return fig, axes[:, 0]
+
+
+def _finish_history(fig, axes, baseline: float | None, ncol: int):
+    """The random baseline (if any) and the legend on the first panel, the loss panel on a log
+    scale, the labels."""
     if baseline is not None:
         axes[0].axhline(baseline, color="gray", ls=":", lw=1, label="random (exact)")
-    axes[0].legend(frameon=False, fontsize=7, ncol=4, loc="lower left", bbox_to_anchor=(0, 1))
+    axes[0].legend(frameon=False, fontsize=7, ncol=ncol, loc="lower left", bbox_to_anchor=(0, 1))
     axes[-1].set_yscale("log")
     axes[-1].set_ylabel("training loss", fontsize=8)
     axes[-1].set_xlabel("epoch")
