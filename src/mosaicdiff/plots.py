@@ -126,6 +126,26 @@ def cosine_curves(curves: dict[str, dict]):
     return fig
 
 
+def agreement_curves(rows: list[dict], machine: str):
+    """A run's agreement with a machine against the epoch of its checkpoints, a line per member:
+    the median r^2 of their samples (band: the quartiles) above the eps cosine averaged over the
+    steps; rows as `theory.compare_epochs` writes agreement.csv."""
+    fig, axes = plt.subplots(2, 1, figsize=(6, 4.6), sharex=True)
+    for member in sorted({r["member"] for r in rows}):
+        mine = sorted((r for r in rows if r["member"] == member), key=lambda r: r["epoch"])
+        c = {key: np.array([r[key] for r in mine]) for key in mine[0]}
+        (line,) = axes[0].plot(c["epoch"], c["r2_median"], "o-", ms=3, label=f"member {member}")
+        axes[0].fill_between(c["epoch"], c["r2_q25"], c["r2_q75"], alpha=0.2)
+        axes[1].plot(c["epoch"], c["eps_cosine"], "o-", ms=3, color=line.get_color())
+    axes[0].set_ylabel(f"r^2 with {machine}'s samples", fontsize=8)
+    axes[0].set_ylim(0, 1)
+    axes[1].set_ylabel("eps cosine (mean over steps)", fontsize=8)
+    axes[1].set_xlabel("epoch")
+    axes[0].legend(frameon=False, fontsize=7, ncol=4, loc="lower left", bbox_to_anchor=(0, 1))
+    fig.tight_layout()
+    return fig
+
+
 def knob_curve(rows: list[dict], attention: str):
     """Consistency (%) of the attention machine against its mixing weight lam, with its 95 %
     interval, beside the share of samples with identical quadrants and the random baseline;

@@ -183,6 +183,14 @@ class RunDir:
         return None
 
 
+def only_last_two(path, kept: list[int]) -> str:
+    """The note for a run trained without train.keep_every, whose history is two checkpoints."""
+    return (
+        f"note: {path} keeps only its last two checkpoints ({', '.join(map(str, kept))}); "
+        "train with --set train.keep_every=N to keep one every N epochs"
+    )
+
+
 def checkpoint_epoch(path: Path) -> int:
     """The epoch in a checkpoint's file name (epoch-000100.safetensors -> 100)."""
     return int(path.name.split(".")[0].removeprefix("epoch-"))

@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -198,6 +199,61 @@ def test_theory_compare_takes_a_kept_checkpoint(kept_run, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "has no checkpoint of epoch 3; it keeps epochs 2, 4" in err
     assert len(err.splitlines()) == 1 and not (tmp_path / "never").exists()
+
+
+def test_parse_epochs_reads_one_several_or_all():
+    from mosaicdiff.theory.compare_epochs import parse_epochs
+
+    assert parse_epochs(None) is None and parse_epochs("250") == 250
+    assert parse_epochs("1000,250,250") == [250, 1000] and parse_epochs("250,") == [250]
+    assert parse_epochs("all") == []
+    for bad in ("x", "2.5", "-3", ",", "", "2,all"):
+        with pytest.raises(UserError, match="must be an epoch"):
+            parse_epochs(bad)
+
+
+def test_theory_compare_follows_every_kept_checkpoint(kept_run, tmp_path, monkeypatch, capsys):
+    import mosaicdiff.sampling
+    import mosaicdiff.theory.agreement
+
+    compare = ["theory", "compare", str(kept_run), "--machine", "els", "--n", "4"]
+    compare += ["--every", "500", "--no-progress"]
+    out = tmp_path / "course"
+    assert main([*compare, "--epoch", "all", "--out", str(out)]) == 0
+    with (out / "agreement.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["epoch"]), int(r["member"])) for r in rows] == [(2, 0), (2, 1), (4, 0), (4, 1)]
+    assert (out / "agreement.png").read_bytes()[:4] == b"\x89PNG"
+    # Each checkpoint's folder is what `--epoch E` alone writes, to the last digit.
+    single = tmp_path / "single"
+    assert main([*compare, "--epoch", "4", "--member", "1", "--out", str(single)]) == 0
+    alone = json.loads((single / "agreement.json").read_text())["members"][0]
+    within = json.loads((out / "epoch-000004" / "agreement.json").read_text())
+    assert within["args"]["epoch"] == 4 and within["members"][1] == alone
+    assert float(rows[3]["r2_median"]) == alone["r2"]["median"]
+    # A rerun skips what is compared; the machine, drawn once, is not drawn again.
+    drawn, draw = [], mosaicdiff.sampling.ddpm_sample
+
+    def counted(denoiser, *args, **kwargs):
+        drawn.append(type(denoiser).__name__)
+        return draw(denoiser, *args, **kwargs)
+
+    for module in (mosaicdiff.sampling, mosaicdiff.theory.agreement):
+        monkeypatch.setattr(module, "ddpm_sample", counted)
+    shutil.rmtree(out / "epoch-000004")
+    capsys.readouterr()
+    assert main([*compare, "--epoch", "2,4", "--out", str(out)]) == 0
+    assert "epoch 2: compared before" in capsys.readouterr().out
+    assert len(drawn) == 2 * 2 and "ELS" not in drawn  # epoch 4's members: trajectory, sample
+    with (out / "agreement.csv").open() as f:
+        assert list(csv.DictReader(f)) == rows
+    # Other options into the same folder, or an epoch not kept, are refused before work.
+    assert main([*compare, "--epoch", "all", "--seed", "1", "--out", str(out)]) == 2
+    assert "other options (seed: 0 -> 1)" in capsys.readouterr().err
+    assert main([*compare, "--epoch", "2,3", "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint of epoch 3; it keeps epochs 2, 4" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
 
 
 def test_samples_drawn_before_weights_were_recorded_still_resume(kept_run, capsys):

@@ -202,15 +202,11 @@ def refuse_run_directory(out: Path) -> None:
 def run_history(args, plan: Plan) -> dict:
     """Sample and measure every kept checkpoint of `plan`'s run and write its history; return
     its rows and its training log."""
-    from mosaicdiff.runs import CheckpointGone, RunDir, load_run
+    from mosaicdiff.runs import CheckpointGone, RunDir, load_run, only_last_two
 
     run = RunDir(plan.path)
     if plan.cfg.train.keep_every == 0:
-        kept = ", ".join(map(str, plan.epochs))
-        print(
-            f"note: {plan.path} keeps only its last two checkpoints ({kept}); "
-            "train with --set train.keep_every=N to keep one every N epochs"
-        )
+        print(only_last_two(plan.path, plan.epochs))
     log = [r for r in run.read_metrics() if "epoch" in r and "loss" in r]
     losses = {r["epoch"]: r["loss"] for r in log}  # per seed, as logged
     rows, shown = [], {}

@@ -115,15 +115,22 @@ def sample_agreement(
     seed: int = 0,
     sampler: Callable = ddpm_sample,
     progress: bool = False,
+    machine_samples: torch.Tensor | None = None,
 ) -> dict:
     """r^2 between final samples of network and machine from the same x_T and sampler noise.
+
+    `machine_samples`, when given, are the machine's, drawn so before (they do not depend on the
+    network: several networks against one machine sample it once).
 
     Returns:
         {"r2": per-sample list, **spread(r2)}, plus the two sample batches under "samples".
     """
-    x_net, x_machine = (
-        sampler(d, x_T, torch.Generator().manual_seed(seed), schedule, progress=progress)
-        for d in (network, machine)
-    )
+
+    def draw(denoiser: Denoiser) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return sampler(denoiser, x_T, g, schedule, progress=progress)
+
+    x_net = draw(network)
+    x_machine = draw(machine) if machine_samples is None else machine_samples
     r2 = r_squared(x_net, x_machine)
     return {"r2": r2.tolist(), **spread(r2), "samples": (x_net, x_machine)}

@@ -8,7 +8,9 @@ This file holds the parsers; each command lives beside it:
   pairings, and its consistency against lam.
 - calibrate, compare (`cli_agreement.py`): per-step patch sizes that best match a trained run's
   network (K&G Sec. 5); per-step eps cosine and final-sample r^2 between a run's networks and a
-  machine, drawn as samples.png (both from the same noise) and eps_cosine.png.
+  machine, drawn as samples.png (both from the same noise) and eps_cosine.png; with
+  `--epoch all` at every checkpoint the run kept, and their course over training
+  (`compare_epochs.py`).
 `cli_checks.py` checks the option values and builds the machine they name. Bad values raise
 `UserError` (the main CLI prints one line and exits 2).
 """
@@ -64,16 +66,22 @@ def register(subparsers) -> None:
         c.add_argument("--every", type=int, default=10, help="evaluate every n-th timestep")
         c.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise")
         c.add_argument("--member", type=int, help="model seed index (default: all)")
-        c.add_argument(
-            "--epoch",
-            type=int,
-            help="a checkpoint the run kept (train.keep_every; default: the newest)",
-        )
         c.add_argument("--out", required=True, help=out)
         c.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub.choices["calibrate"].add_argument(
         "--candidates",
         help="comma-separated patch sizes to try (default: 1,3,5,7 up to the image side)",
+    )
+    sub.choices["calibrate"].add_argument(
+        "--epoch",
+        type=int,
+        help="a checkpoint the run kept (train.keep_every; default: the newest)",
+    )
+    sub.choices["compare"].add_argument(
+        "--epoch",
+        help="a checkpoint the run kept (train.keep_every; default: the newest); several as "
+        "E,E,... or all: each one's agreement in OUT/epoch-E, and their course over training "
+        "in OUT/agreement.csv and agreement.png",
     )
     sub.choices["calibrate"].set_defaults(handler=cmd_calibrate)
     sub.choices["compare"].set_defaults(handler=cmd_compare)

@@ -3,7 +3,9 @@
 - calibrate: per-step patch sizes that best match a run's network (K&G Sec. 5), as a JSON file
   that `theory sample --patch FILE` reads.
 - compare: per-step eps cosine and final-sample r^2 between a run's networks and a machine, from
-  the same noise (agreement.json), drawn as samples.png and eps_cosine.png.
+  the same noise (agreement.json), drawn as samples.png and eps_cosine.png. Several of a run's
+  checkpoints (`--epoch all`) are compared by `compare_epochs.py`, with `agree` and
+  `write_agreement` from here.
 """
 
 from __future__ import annotations
@@ -19,21 +21,31 @@ from mosaicdiff.own_code import anchored, names_code, short
 from mosaicdiff.theory.cli_checks import machine_from_args, own_options, positive, theory_out
 
 
-def _load(args):
-    from mosaicdiff.runs import load_run
-
+def check_options(args) -> None:
+    """Refuse a bad --seed, --n, --every or run path before anything is loaded."""
     check_seed("--seed", args.seed)
     positive(args.n, "--n")
     positive(args.every, "--every")
     check(not Path(args.run).is_file(), f"{args.run!r} is a file, not a run directory")
     check(Path(args.run).is_dir(), f"run directory {args.run!r} does not exist")
-    run = load_run(args.run, device="cpu", epoch=args.epoch)
+
+
+def members_and_noise(args, run) -> tuple[list[int], torch.Tensor]:
+    """The seeds of `run` that --member names (all by default) and the x_T of --n and --seed."""
     members = range(run.model.n_seeds) if args.member is None else [args.member]
     for m in members:
         check(0 <= m < run.model.n_seeds, f"--member={m} must be in [0, {run.model.n_seeds})")
     g = torch.Generator().manual_seed(args.seed)
     x_T = torch.randn(args.n, *run.dataset.shape, generator=g)
-    return run, list(members), x_T
+    return list(members), x_T
+
+
+def _load(args):
+    from mosaicdiff.runs import load_run
+
+    check_options(args)
+    run = load_run(args.run, device="cpu", epoch=args.epoch)
+    return run, *members_and_noise(args, run)
 
 
 def cmd_calibrate(args) -> int:
@@ -92,18 +104,33 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from mosaicdiff.io import atomic_write_json
-    from mosaicdiff.theory.agreement import eps_agreement, sample_agreement
+    from mosaicdiff.theory.compare_epochs import compare_over_training, parse_epochs
 
     folder = theory_out(args.out)
+    args.epoch = parse_epochs(args.epoch)
+    if isinstance(args.epoch, list):
+        return compare_over_training(args, folder)
     run, members, x_T = _load(args)
     machine = machine_from_args(args, run.dataset.images, run.schedule, run.cfg.data.kind)
+    write_agreement(folder, args, *agree(args, run, members, x_T, machine))
+    print(f"agreement -> {folder / 'agreement.json'}, figures -> samples.png, eps_cosine.png")
+    return 0
+
+
+def agree(args, run, members, x_T, machine, machine_samples=None) -> tuple[list[dict], dict]:
+    """Each member's eps cosine and sample r^2 with `machine` from the noise `x_T`: their rows
+    of agreement.json, and {member: (network samples, machine samples)}."""
+    from mosaicdiff.sampling import ddpm_sample
+    from mosaicdiff.theory.agreement import eps_agreement, sample_agreement
+
     steps = sorted(set(range(0, run.schedule.T, args.every)) | {run.schedule.T - 1})
     per_member, pairs, progress = [], {}, not args.no_progress
     for m in members:
         network = run.model.member(m).as_denoiser()
         cos = eps_agreement(network, machine, run.schedule, x_T, args.seed, steps, progress)
-        r2 = sample_agreement(network, machine, run.schedule, x_T, args.seed, progress=progress)
+        r2 = sample_agreement(
+            network, machine, run.schedule, x_T, args.seed, ddpm_sample, progress, machine_samples
+        )
         pairs[m] = r2.pop("samples")
         for who, x in zip(("network", "machine"), pairs[m], strict=True):
             bad = int((~torch.isfinite(x).flatten(1).all(1)).sum())
@@ -114,12 +141,18 @@ def cmd_compare(args) -> int:
             )
         per_member.append({"member": m, "eps_cosine": cos, "r2": r2})
         print(f"member {m}: median r^2 {r2['median']:.3f} (IQR {r2['q25']:.3f}-{r2['q75']:.3f})")
+    return per_member, pairs
+
+
+def write_agreement(folder: Path, args, per_member: list[dict], pairs: dict) -> None:
+    """FOLDER/agreement.json (the options and each member's agreement) and its figures, the
+    figures first: agreement.json marks the folder done (`compare_epochs` resumes by it)."""
+    from mosaicdiff.io import atomic_write_json
+
     folder.mkdir(parents=True, exist_ok=True)
+    _compare_figures(folder, short(args.machine), per_member, pairs)
     meta = {k: v for k, v in vars(args).items() if k != "handler"}
     atomic_write_json(folder / "agreement.json", {"args": meta, "members": per_member})
-    _compare_figures(folder, short(args.machine), per_member, pairs)
-    print(f"agreement -> {folder / 'agreement.json'}, figures -> samples.png, eps_cosine.png")
-    return 0
 
 
 def _compare_figures(folder: Path, machine: str, per_member: list[dict], pairs: dict) -> None:
