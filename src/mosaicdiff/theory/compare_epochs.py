@@ -142,9 +142,12 @@ def _compared(args, folder, epoch, machine, members, x_T, machine_samples) -> li
     from mosaicdiff.theory.cli_agreement import agree, write_agreement
 
     sub = folder / f"epoch-{epoch:06d}"
-    if (sub / "agreement.json").is_file():
+    done = sub / "agreement.json"
+    if done.is_file():
+        before = read_json(done).get("members")
+        check(isinstance(before, list), f"{done} is damaged; delete {sub} to compare it again")
         print(f"epoch {epoch}: compared before")
-        return read_json(sub / "agreement.json")["members"]
+        return before
     try:
         run = load_run(args.run, device="cpu", epoch=epoch)
     except CheckpointGone as e:  # damaged, or rotated out by a run still training
