@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def mosaic(images: np.ndarray, ncols: int = 8, pad: int = 1) -> np.ndarray:
@@ -53,11 +54,15 @@ def pairs(
 ):
     """Each image of `top` directly above its partner in `bottom` (both (n, C, H, W)), with
     `notes[i]` under pair i and `names` beside the two rows of every line of pairs."""
+    import textwrap
+
     n, _, h, w = top.shape
     lines, cols, pad = -(-n // ncols), min(n, ncols), 1
-    fig, axes = plt.subplots(
-        lines, 1, figsize=(0.8 * cols + 1.2, 1.95 * lines + (0.3 if title else 0)), squeeze=False
-    )
+    width = 0.8 * cols + 1.2
+    if title:  # wrapped to the figure's width: about 13 characters of 10 pt an inch
+        title = textwrap.fill(title, width=max(20, int(13 * width)))
+    above = 0.3 * (title.count("\n") + 1) if title else 0
+    fig, axes = plt.subplots(lines, 1, figsize=(width, 1.95 * lines + above), squeeze=False)
     blank = np.ones((cols, *top.shape[1:]), dtype=np.float32)  # white tiles end a short line
     for line, ax in enumerate(axes[:, 0]):
         part = slice(line * ncols, line * ncols + cols)
@@ -141,6 +146,7 @@ def agreement_curves(rows: list[dict], machine: str):
     axes[0].set_ylim(0, 1)
     axes[1].set_ylabel("eps cosine (mean over steps)", fontsize=8)
     axes[1].set_xlabel("epoch")
+    axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(frameon=False, fontsize=7, ncol=4, loc="lower left", bbox_to_anchor=(0, 1))
     fig.tight_layout()
     return fig
@@ -218,6 +224,7 @@ def _history_axes(n_panels: int):
     axis; returns it and its axes, top to bottom."""
     n = n_panels + 1
     fig, axes = plt.subplots(n, 1, figsize=(6, 1.9 * n + 0.4), sharex=True, squeeze=False)
+    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     return fig, axes[:, 0]
 
 

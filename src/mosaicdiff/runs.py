@@ -145,6 +145,11 @@ class RunDir:
             old.unlink(missing_ok=True)
         return path
 
+    def checkpoint_sha256(self, epoch: int) -> str | None:
+        """The sha256 its sidecar gives the checkpoint of `epoch` (None when it is not kept)."""
+        side = sidecar(self.checkpoint_path(epoch))
+        return read_json(side).get("sha256") if side.is_file() else None
+
     def checkpoint_epochs(self) -> list[int]:
         """The epochs of the complete checkpoints, oldest first."""
         return [checkpoint_epoch(p) for p in self.checkpoints()]
@@ -184,10 +189,12 @@ class RunDir:
 
 
 def only_last_two(path, kept: list[int]) -> str:
-    """The note for a run trained without train.keep_every, whose history is two checkpoints."""
+    """The note for a run trained without train.keep_every, whose history is its last (at most
+    two) checkpoints."""
     return (
-        f"note: {path} keeps only its last two checkpoints ({', '.join(map(str, kept))}); "
-        "train with --set train.keep_every=N to keep one every N epochs"
+        f"note: {path} was trained without train.keep_every, so it keeps only its latest "
+        f"checkpoints ({', '.join(map(str, kept))}); train with --set train.keep_every=N to "
+        "keep one every N epochs"
     )
 
 
@@ -238,6 +245,7 @@ class LoadedRun:
     schedule: Schedule
     epoch: int
     weights: str = "ema"
+    checkpoint_sha256: str = ""  # of the checkpoint file it was loaded from
 
 
 def load_run(
@@ -283,7 +291,8 @@ def load_run(
     model.eval().requires_grad_(False)
     device = device or cfg.device
     schedule = Schedule.from_config(cfg.diffusion)
-    return LoadedRun(run, cfg, model.to(device), dataset, schedule, int(meta["epoch"]), weights)
+    epoch = int(meta["epoch"])
+    return LoadedRun(run, cfg, model.to(device), dataset, schedule, epoch, weights, meta["sha256"])
 
 
 def model_state(model: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:

@@ -207,7 +207,7 @@ def test_parse_epochs_reads_one_several_or_all():
     assert parse_epochs(None) is None and parse_epochs("250") == 250
     assert parse_epochs("1000,250,250") == [250, 1000] and parse_epochs("250,") == [250]
     assert parse_epochs("all") == []
-    for bad in ("x", "2.5", "-3", ",", "", "2,all"):
+    for bad in ("x", "2.5", "-3", ",", "", "2,all", "\u00b2"):  # a superscript 2 is no epoch
         with pytest.raises(UserError, match="must be an epoch"):
             parse_epochs(bad)
 
@@ -247,9 +247,21 @@ def test_theory_compare_follows_every_kept_checkpoint(kept_run, tmp_path, monkey
     assert len(drawn) == 2 * 2 and "ELS" not in drawn  # epoch 4's members: trajectory, sample
     with (out / "agreement.csv").open() as f:
         assert list(csv.DictReader(f)) == rows
-    # Other options into the same folder, or an epoch not kept, are refused before work.
+    assert main([*compare, "--epoch", "2,", "--out", str(out)]) == 0  # one of them again
+    with (out / "agreement.csv").open() as f:
+        assert list(csv.DictReader(f)) == rows  # still every epoch compared into the folder
+    # Other options into the same folder, a checkpoint trained anew since it was compared, one
+    # checkpoint's comparison among several, or an epoch not kept: refused before work.
     assert main([*compare, "--epoch", "all", "--seed", "1", "--out", str(out)]) == 2
-    assert "other options (seed: 0 -> 1)" in capsys.readouterr().err
+    assert "other options or files (seed: 0 -> 1)" in capsys.readouterr().err
+    done = out / "epoch-000004" / "agreement.json"
+    done.write_text(done.read_text().replace(within["checkpoint_sha256"], "0" * 64))
+    assert main([*compare, "--epoch", "all", "--out", str(out)]) == 2
+    assert "is not the one" in capsys.readouterr().err
+    assert main([*compare, "--epoch", "2", "--out", str(out)]) == 2
+    assert "holds comparisons over training" in capsys.readouterr().err
+    assert main([*compare, "--epoch", "all", "--out", str(single)]) == 2
+    assert "holds the comparison of one checkpoint" in capsys.readouterr().err
     assert main([*compare, "--epoch", "2,3", "--out", str(tmp_path / "never")]) == 2
     err = capsys.readouterr().err
     assert "no checkpoint of epoch 3; it keeps epochs 2, 4" in err

@@ -272,6 +272,8 @@ def test_a_theory_command_never_writes_into_a_trained_run(command, trained_run, 
     args = args.get(command, ["theory", command, str(trained_run), "--n", "2", "--every", "50"])
     out = trained_run / "config.json" if command == "calibrate" else trained_run
     refused([*args, "--out", str(out)], capsys, "would write into the trained run")
+    inner = trained_run / "checkpoints" / ("cal.json" if command == "calibrate" else "mine")
+    refused([*args, "--out", str(inner)], capsys, "would write into the checkpoints of")
     if command == "calibrate":
         other = trained_run.parent / "notes.json"  # a file of the user's, not a calibration
         other.write_text("{}")

@@ -198,12 +198,28 @@ class PatchyNan(Patchy):
 """
 
 
-def test_compare_refuses_samples_that_diverged(short_run, machines, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "epochs, says",
+    [([], "2 of the 2 samples of the machine (member 0) are NaN"),  # the newest checkpoint
+     (["--epoch", "all"], "2 of the machine's 2 samples are NaN")],  # every one: drawn once
+)  # fmt: skip
+def test_compare_refuses_samples_that_diverged(short_run, machines, tmp_path, capsys, epochs, says):
     machines.write_text(MACHINES + NAN_AT)
     args = ["theory", "compare", str(short_run), "--machine", f"{machines}:Nan", "--n", "2"]
-    assert main([*args, "--no-progress", "--out", str(tmp_path / "cmp")]) == 2
-    assert "2 of the 2 samples of the machine (member 0) are NaN" in capsys.readouterr().err
+    assert main([*args, *epochs, "--no-progress", "--out", str(tmp_path / "cmp")]) == 2
+    assert says in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists()
+
+
+def test_a_machine_file_changed_since_is_not_compared_into_the_same_folder(
+    short_run, machines, tmp_path, capsys
+):
+    args = ["theory", "compare", str(short_run), "--machine", f"{machines}:Copies", "--n", "2"]
+    args += ["--epoch", "all", "--no-progress", "--out", str(tmp_path / "cmp")]
+    assert main(args) == 0
+    machines.write_text(MACHINES + "\n# edited\n")
+    assert main(args) == 2
+    assert "other options or files (machine_sha256: " in capsys.readouterr().err
 
 
 def test_calibrate_refuses_a_machine_whose_eps_is_nan(short_run, machines, tmp_path, capsys):

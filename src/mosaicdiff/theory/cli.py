@@ -80,8 +80,8 @@ def register(subparsers) -> None:
     sub.choices["compare"].add_argument(
         "--epoch",
         help="a checkpoint the run kept (train.keep_every; default: the newest); several as "
-        "E,E,... or all: each one's agreement in OUT/epoch-E, and their course over training "
-        "in OUT/agreement.csv and agreement.png",
+        "E,E,... or all: each one's agreement in OUT/epoch-000250 (for 250), and their course "
+        "over training in OUT/agreement.csv and agreement.png",
     )
     sub.choices["calibrate"].set_defaults(handler=cmd_calibrate)
     sub.choices["compare"].set_defaults(handler=cmd_compare)

@@ -110,9 +110,14 @@ def cmd_compare(args) -> int:
     args.epoch = parse_epochs(args.epoch)
     if isinstance(args.epoch, list):
         return compare_over_training(args, folder)
+    check(
+        not (folder / "compare.json").is_file(),
+        f"{folder} holds comparisons over training (--epoch all); choose another --out",
+    )
     run, members, x_T = _load(args)
     machine = machine_from_args(args, run.dataset.images, run.schedule, run.cfg.data.kind)
-    write_agreement(folder, args, *agree(args, run, members, x_T, machine))
+    per_member, pairs = agree(args, run, members, x_T, machine)
+    write_agreement(folder, args, per_member, pairs, run.checkpoint_sha256)
     print(f"agreement -> {folder / 'agreement.json'}, figures -> samples.png, eps_cosine.png")
     return 0
 
@@ -144,15 +149,19 @@ def agree(args, run, members, x_T, machine, machine_samples=None) -> tuple[list[
     return per_member, pairs
 
 
-def write_agreement(folder: Path, args, per_member: list[dict], pairs: dict) -> None:
-    """FOLDER/agreement.json (the options and each member's agreement) and its figures, the
-    figures first: agreement.json marks the folder done (`compare_epochs` resumes by it)."""
+def write_agreement(
+    folder: Path, args, per_member: list[dict], pairs: dict, checkpoint_sha256: str
+) -> None:
+    """FOLDER/agreement.json (the options, the sha256 of the checkpoint compared and each
+    member's agreement) and its figures, the figures first: agreement.json marks the folder
+    done (`compare_epochs` resumes by it)."""
     from mosaicdiff.io import atomic_write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     _compare_figures(folder, short(args.machine), per_member, pairs)
     meta = {k: v for k, v in vars(args).items() if k != "handler"}
-    atomic_write_json(folder / "agreement.json", {"args": meta, "members": per_member})
+    found = {"args": meta, "checkpoint_sha256": checkpoint_sha256, "members": per_member}
+    atomic_write_json(folder / "agreement.json", found)
 
 
 def _compare_figures(folder: Path, machine: str, per_member: list[dict], pairs: dict) -> None:

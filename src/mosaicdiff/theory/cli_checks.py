@@ -48,6 +48,12 @@ def theory_out(out: str, what: str = "folder") -> Path:
         not RunDir(folder).exists(),
         f"--out {out!r} would write into the trained run {str(folder)!r}; name another {what}",
     )
+    for inner in (folder.absolute(), *folder.absolute().parents):  # its checkpoints or samples
+        check(
+            inner.name not in ("checkpoints", "samples") or not RunDir(inner.parent).exists(),
+            f"--out {out!r} would write into the {inner.name} of the trained run "
+            f"{str(inner.parent)!r}; name another {what}",
+        )
     if path.is_file() and what != "folder":
         try:
             ours = "patch_size" in read_json(path)

@@ -11,8 +11,10 @@ would, and sets the results side by side:
     OUT/agreement.png      both against the epoch, a line per member
 
 The machine's samples do not depend on the network, so they are drawn once (OUT/machine.npz).
-Running the same command again skips the checkpoints already compared; other options into the
-same OUT are refused, so the rows never mix settings.
+Running the same command again skips the checkpoints already compared, and agreement.csv holds
+every checkpoint compared into OUT. Other options, images, machine or patch file into the same
+OUT are refused (OUT/compare.json holds them), and so is a checkpoint that changed since it was
+compared, so the rows never mix settings.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ COLUMNS = ("epoch", "member", "r2_median", "r2_q25", "r2_q75", "r2_mean", "eps_c
 def parse_epochs(text: str | None) -> int | list[int] | None:
     """--epoch as given: None (the newest), one epoch, or a list of them ("all": [] for every
     checkpoint kept; "250,1000" for those)."""
+    import re
+
     if text is None:
         return None
     if text.strip() == "all":
         return []
     parts = [p.strip() for p in text.split(",")]
-    fine = all(p.isdigit() for p in parts if p) and any(parts)
+    fine = all(re.fullmatch("[0-9]+", p) for p in parts if p) and any(parts)
     check(fine, f"--epoch {text!r} must be an epoch (250), several (250,1000) or all")
     epochs = sorted({int(p) for p in parts if p})
     return epochs if "," in text else epochs[0]
@@ -52,18 +56,21 @@ def compare_over_training(args, folder: Path) -> int:
     from mosaicdiff.theory.cli_checks import machine_from_args
 
     check_options(args)
+    check(
+        not (folder / "agreement.json").is_file(),
+        f"{folder} holds the comparison of one checkpoint (theory compare without several "
+        "--epoch); choose another --out",
+    )
     epochs = _epochs(args.run, args.epoch)
     newest = load_run(args.run, device="cpu")  # its seeds, images and schedule are every epoch's
     members, x_T = members_and_noise(args, newest)
     kind = newest.cfg.data.kind
     machine = machine_from_args(args, newest.dataset.images, newest.schedule, kind)
-    settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
-    _claim(folder, settings | {"run": str(Path(args.run).resolve())})
-    machine_samples = _machine_samples(args, folder, machine, newest.schedule, x_T)
-    rows = []
+    settings = _settings(args, newest.dataset)
+    machine_samples = _machine_samples(args, folder, settings, machine, newest.schedule, x_T)
     for epoch in epochs:
-        per_member = _compared(args, folder, epoch, machine, members, x_T, machine_samples)
-        rows += [_row(epoch, p) for p in per_member or []]
+        _compare_epoch(args, folder, epoch, machine, members, x_T, machine_samples)
+    rows = _rows(folder)
     check(bool(rows), f"none of the checkpoints of {args.run} could be read; nothing to compare")
     atomic_write_csv(folder / "agreement.csv", rows, COLUMNS)
     plots.save(plots.agreement_curves(rows, short(args.machine)), folder / "agreement.png")
@@ -89,78 +96,110 @@ def _epochs(run: str, wanted: list[int]) -> list[int]:
     return wanted or kept
 
 
-def _claim(folder: Path, settings: dict) -> None:
-    """OUT/compare.json holds the options its comparisons were made with: a rerun with the
-    same resumes, one with others is refused (their rows would mix in agreement.csv)."""
-    from mosaicdiff.config import differences
-    from mosaicdiff.io import atomic_write_json, read_json
+def _settings(args, dataset) -> dict:
+    """What the comparisons in OUT depend on beyond each checkpoint: the options, the run's
+    images, and the contents of a machine file of your own and of a --patch file."""
+    from mosaicdiff.io import sha256
+    from mosaicdiff.own_code import file_sha256
+    from mosaicdiff.runs import fingerprints
+    from mosaicdiff.theory.cli_checks import patch_file
 
-    path = folder / "compare.json"
-    if path.is_file():
-        changed = differences(read_json(path), settings)
-        check(
-            not changed,
-            f"{folder} holds comparisons made with other options ({'; '.join(changed)}); "
-            "choose another --out or delete that folder",
-        )
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, settings)
+    settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
+    settings["run"] = str(Path(args.run).resolve())
+    settings["data_sha256"] = fingerprints(dataset)["data_sha256"]
+    settings["machine_sha256"] = file_sha256(args.machine)  # None for a built-in machine
+    if patch_file(args.patch) is not None:
+        settings["patch"] = str(Path(args.patch).resolve())
+        settings["patch_sha256"] = sha256(Path(args.patch).read_bytes())
+    return settings
 
 
-def _machine_samples(args, folder: Path, machine, schedule, x_T):
-    """The machine's DDPM samples from `x_T` and --seed's noise: drawn once, kept in
-    OUT/machine.npz for a rerun."""
+def _machine_samples(args, folder: Path, settings: dict, machine, schedule, x_T):
+    """The machine's DDPM samples from `x_T` and --seed's noise, drawn once: OUT/machine.npz,
+    then OUT/compare.json with the `settings` they and every comparison in OUT were made with.
+    A rerun with the same settings reads them; one with other settings is refused."""
     import torch
 
-    from mosaicdiff.io import load_npz, save_npz
+    from mosaicdiff.config import differences
+    from mosaicdiff.io import atomic_write_json, load_npz, read_json, save_npz
     from mosaicdiff.own_code import short
     from mosaicdiff.sampling import ddpm_sample
 
-    path = folder / "machine.npz"
-    if path.is_file():
-        x = load_npz(path).get("samples")
-        fine = isinstance(x, np.ndarray) and x.shape == tuple(x_T.shape) and x.dtype.kind == "f"
+    claim, path = folder / "compare.json", folder / "machine.npz"
+    if claim.is_file():
+        changed = differences(read_json(claim), settings)
         check(
-            fine, f"{path} is damaged (not {args.n} samples of {tuple(x_T.shape[1:])}); delete it"
+            not changed,
+            f"{folder} holds comparisons made with other options or files "
+            f"({'; '.join(changed)}); choose another --out or delete that folder",
         )
+        x = load_npz(path).get("samples") if path.is_file() else None
+        fine = isinstance(x, np.ndarray) and x.shape == tuple(x_T.shape) and x.dtype.kind == "f"
+        check(fine, f"{path} is missing or damaged; delete {folder} and compare again")
         return torch.from_numpy(x)
     print(f"machine {short(args.machine)}: {args.n} samples, drawn once for every checkpoint")
     g = torch.Generator().manual_seed(args.seed)
     x = ddpm_sample(machine, x_T, g, schedule, progress=not args.no_progress)
+    bad = int((~torch.isfinite(x).flatten(1).all(1)).sum())
+    check(
+        bad == 0,
+        f"{bad} of the machine's {len(x)} samples are NaN or infinite: it diverged, and r^2 "
+        "would be nan; nothing was written",
+    )
+    folder.mkdir(parents=True, exist_ok=True)
     save_npz(path, samples=x.numpy())
+    atomic_write_json(claim, settings)  # last: OUT is claimed once its machine is drawn
     return x
 
 
-def _compared(args, folder, epoch, machine, members, x_T, machine_samples) -> list[dict] | None:
-    """The rows of agreement.json for the checkpoint of `epoch`, compared now or read from its
-    folder when a run before did; None when it can no longer be read."""
+def _compare_epoch(args, folder, epoch, machine, members, x_T, machine_samples) -> None:
+    """Compare the checkpoint of `epoch` into OUT/epoch-E, unless a run before did (and it is
+    still the checkpoint it compared)."""
     from argparse import Namespace
 
     from mosaicdiff.io import read_json
-    from mosaicdiff.runs import CheckpointGone, load_run
+    from mosaicdiff.runs import CheckpointGone, RunDir, load_run
     from mosaicdiff.theory.cli_agreement import agree, write_agreement
 
     sub = folder / f"epoch-{epoch:06d}"
     done = sub / "agreement.json"
     if done.is_file():
-        before = read_json(done).get("members")
-        check(isinstance(before, list), f"{done} is damaged; delete {sub} to compare it again")
+        compared = read_json(done).get("checkpoint_sha256")
+        now = RunDir(args.run).checkpoint_sha256(epoch)
+        check(
+            now in (None, compared),  # None: rotated out since; its comparison still stands
+            f"the checkpoint of epoch {epoch} is not the one {sub} compared (was the run "
+            f"trained again?); delete {folder} or choose another --out",
+        )
         print(f"epoch {epoch}: compared before")
-        return before
+        return
     try:
         run = load_run(args.run, device="cpu", epoch=epoch)
     except CheckpointGone as e:  # damaged, or rotated out by a run still training
         print(f"epoch {epoch}: left out ({e})")
-        return None
+        return
     print(f"epoch {epoch}:")
-    at = Namespace(**{**vars(args), "epoch": epoch})  # its agreement.json reads as --epoch E's
+    at = Namespace(**{**vars(args), "epoch": epoch, "out": str(sub)})  # as --epoch E would
     try:
         per_member, pairs = agree(at, run, members, x_T, machine, machine_samples)
     except UserError as e:
         raise UserError(f"epoch {epoch}: {e}") from None
-    write_agreement(sub, at, per_member, pairs)
-    return per_member
+    write_agreement(sub, at, per_member, pairs, run.checkpoint_sha256)
+
+
+def _rows(folder: Path) -> list[dict]:
+    """agreement.csv: a row per member of every checkpoint compared into OUT, by epoch."""
+    from mosaicdiff.io import read_json
+
+    rows = []
+    for sub in sorted(folder.glob("epoch-*")):
+        done, epoch = sub / "agreement.json", sub.name.removeprefix("epoch-")
+        if not (epoch.isascii() and epoch.isdigit() and done.is_file()):
+            continue
+        members = read_json(done).get("members")
+        check(isinstance(members, list), f"{done} is damaged; delete {sub} to compare it again")
+        rows += [_row(int(epoch), m) for m in members]
+    return rows
 
 
 def _row(epoch: int, compared: dict) -> dict:
