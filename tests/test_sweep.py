@@ -65,6 +65,7 @@ def assert_all_done(out, n_points: int) -> None:
         assert abs(sum(shares) - 1) < 1e-9
     assert len({p["point"] for p in points}) == len(points) == len({r["point"] for r in rows})
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "reasons.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize(
@@ -227,6 +228,7 @@ def test_a_sweep_on_digits_measures_creativity(tmp_path, capsys):
         points = list(csv.DictReader(f))
     assert [float(p["novelty_mean"]) for p in points] == [float(r["novelty"]) for r in rows]
     assert (tmp_path / "out" / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "out" / "reasons.png").exists()  # creativity has no failure kinds
 
 
 @pytest.mark.slurm

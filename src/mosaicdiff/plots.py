@@ -266,13 +266,16 @@ def history_samples(shown: dict, title: str):
 
 def failure_reasons(names, reason_names, fractions):
     """Stacked bars: how each model's samples split into consistent and failure kinds."""
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    long = max(len(n) for n in names) > 10  # a sweep's point names: slanted, and more room
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(names) + 3) if long else 6, 3.4 + long))
     bottom = np.zeros(len(names))
     for j, reason in enumerate(reason_names):
         vals = np.array([f[j] for f in fractions]) * 100
         ax.bar(names, vals, bottom=bottom, label=reason.replace("_", " "))
         bottom += vals
     ax.set_ylabel("samples (%)")
+    if long:
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.legend(frameon=False, fontsize=8, bbox_to_anchor=(1.0, 1.0), loc="upper left")
     fig.tight_layout()
     return fig

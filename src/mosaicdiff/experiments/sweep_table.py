@@ -1,5 +1,6 @@
 """A sweep's results gathered from its run directories: OUT/table.csv, OUT/points.csv and
-OUT/summary.png, for the sweep's metric (`Plan.metric`).
+OUT/summary.png, for the sweep's metric (`Plan.metric`); for consistency also OUT/reasons.png,
+how each point's samples fail.
 
 table.csv has one row per grid point and training seed: the point's grid values, the metric's
 columns, wall time and status. Consistency is the mean over sampling runs with its 95 %
@@ -116,7 +117,22 @@ def write_outputs(plan, outcomes: dict[str, dict]) -> list[dict]:
         columns = list(dict.fromkeys(k for r in points for k in r))
         atomic_write_csv(plan.out / "points.csv", points, columns)
     plots.save(summary_figure(rows, plan.metric), plan.out / "summary.png")
+    if points and plan.metric == "consistency":
+        plots.save(reasons_figure(points), plan.out / "reasons.png")
     return rows
+
+
+def reasons_figure(points: list[dict]):
+    """How each finished point's samples split into consistent and each kind of failure (its
+    share_* columns of points.csv, the kinds that happened)."""
+    import numpy as np
+
+    from mosaicdiff import plots
+
+    shares = np.array([[r[f"share_{k}"] for k in REASONS] for r in points])
+    seen = shares.any(0)
+    names = [r["point"] for r in points]
+    return plots.failure_reasons(names, np.array(REASONS)[seen].tolist(), list(shares[:, seen]))
 
 
 def format_points(plan) -> str:
