@@ -244,7 +244,7 @@ def test_theory_compare_follows_every_kept_checkpoint(kept_run, tmp_path, monkey
     capsys.readouterr()
     assert main([*compare, "--epoch", "2,4", "--out", str(out)]) == 0
     assert "epoch 2: compared before" in capsys.readouterr().out
-    assert len(drawn) == 2 * 2 and "ELS" not in drawn  # epoch 4's members: trajectory, sample
+    assert drawn and "ELS" not in drawn  # epoch 4's networks were drawn again, the machine not
     with (out / "agreement.csv").open() as f:
         assert list(csv.DictReader(f)) == rows
     assert main([*compare, "--epoch", "2,", "--out", str(out)]) == 0  # one of them again

@@ -200,9 +200,11 @@ class PatchyNan(Patchy):
 
 @pytest.mark.parametrize(
     "epochs, says",
-    [([], "2 of the 2 samples of the machine (member 0) are NaN"),  # the newest checkpoint
-     (["--epoch", "all"], "2 of the machine's 2 samples are NaN")],  # every one: drawn once
-)  # fmt: skip
+    [
+        ([], "2 of the 2 samples of the machine (member 0) are NaN"),  # the newest checkpoint
+        (["--epoch", "all"], "2 of the machine's 2 samples are NaN"),  # every one: drawn once
+    ],
+)
 def test_compare_refuses_samples_that_diverged(short_run, machines, tmp_path, capsys, epochs, says):
     machines.write_text(MACHINES + NAN_AT)
     args = ["theory", "compare", str(short_run), "--machine", f"{machines}:Nan", "--n", "2"]

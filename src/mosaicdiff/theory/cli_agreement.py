@@ -125,7 +125,6 @@ def cmd_compare(args) -> int:
 def agree(args, run, members, x_T, machine, machine_samples=None) -> tuple[list[dict], dict]:
     """Each member's eps cosine and sample r^2 with `machine` from the noise `x_T`: their rows
     of agreement.json, and {member: (network samples, machine samples)}."""
-    from mosaicdiff.sampling import ddpm_sample
     from mosaicdiff.theory.agreement import eps_agreement, sample_agreement
 
     steps = sorted(set(range(0, run.schedule.T, args.every)) | {run.schedule.T - 1})
@@ -134,7 +133,13 @@ def agree(args, run, members, x_T, machine, machine_samples=None) -> tuple[list[
         network = run.model.member(m).as_denoiser()
         cos = eps_agreement(network, machine, run.schedule, x_T, args.seed, steps, progress)
         r2 = sample_agreement(
-            network, machine, run.schedule, x_T, args.seed, ddpm_sample, progress, machine_samples
+            network,
+            machine,
+            run.schedule,
+            x_T,
+            args.seed,
+            progress=progress,
+            machine_samples=machine_samples,
         )
         pairs[m] = r2.pop("samples")
         for who, x in zip(("network", "machine"), pairs[m], strict=True):
