@@ -265,12 +265,16 @@ def history_samples(shown: dict, title: str):
 
 
 def failure_reasons(names, reason_names, fractions):
-    """Stacked bars: how each model's samples split into consistent and failure kinds."""
+    """Stacked bars: how each model's samples split into consistent and failure kinds
+    (`fractions`: a row per name, a column per reason); kinds no model has are left out."""
+    fractions = np.asarray(fractions, dtype=float)
+    seen = fractions.any(0)
+    reason_names, fractions = np.asarray(reason_names)[seen].tolist(), fractions[:, seen]
     long = max(len(n) for n in names) > 10  # a sweep's point names: slanted, and more room
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(names) + 3) if long else 6, 3.4 + long))
     bottom = np.zeros(len(names))
     for j, reason in enumerate(reason_names):
-        vals = np.array([f[j] for f in fractions]) * 100
+        vals = fractions[:, j] * 100
         ax.bar(names, vals, bottom=bottom, label=reason.replace("_", " "))
         bottom += vals
     ax.set_ylabel("samples (%)")

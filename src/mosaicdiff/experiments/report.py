@@ -197,11 +197,10 @@ def make_figures(out: Path, configs, results, rows) -> dict[str, str]:
     for i, arch in enumerate(configs):
         for p in results[arch]["per_seed"]:  # results written before not_finite lack it
             counts[i] += np.array([p["reasons"].get(r, 0) for r in REASONS])
-    seen = counts.any(0)  # the kinds that happened
-    fractions = list(counts[:, seen] / counts.sum(1, keepdims=True))
+    fractions = counts / counts.sum(1, keepdims=True)  # failure_reasons drops kinds none had
     put(
         "failures.png",
-        plots.failure_reasons(list(configs), np.array(REASONS)[seen].tolist(), fractions),
+        plots.failure_reasons(list(configs), REASONS, fractions),
         "How samples fail: an invalid quadrant (key or value pixels disagree), a pairing no "
         "pattern type has, or valid pairings from different pattern types (or a NaN or "
         "infinite value, if any sampler diverged).",

@@ -124,15 +124,11 @@ def write_outputs(plan, outcomes: dict[str, dict]) -> list[dict]:
 
 def reasons_figure(points: list[dict]):
     """How each finished point's samples split into consistent and each kind of failure (its
-    share_* columns of points.csv, the kinds that happened)."""
-    import numpy as np
-
+    share_* columns of points.csv)."""
     from mosaicdiff import plots
 
-    shares = np.array([[r[f"share_{k}"] for k in REASONS] for r in points])
-    seen = shares.any(0)
-    names = [r["point"] for r in points]
-    return plots.failure_reasons(names, np.array(REASONS)[seen].tolist(), list(shares[:, seen]))
+    shares = [[r[f"share_{k}"] for k in REASONS] for r in points]
+    return plots.failure_reasons([r["point"] for r in points], REASONS, shares)
 
 
 def format_points(plan) -> str:

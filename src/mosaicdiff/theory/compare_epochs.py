@@ -82,10 +82,11 @@ def _epochs(run: str, wanted: list[int]) -> list[int]:
     """The epochs to compare: `wanted`, each one kept by the run, or all it kept when empty."""
     from mosaicdiff.runs import RunDir, load_run, only_last_two
 
-    kept = RunDir(run).checkpoint_epochs()
+    folder = RunDir(run)
+    kept = folder.checkpoint_epochs()
     if not kept:
         load_run(run)  # says why there is none: not trained yet, or damaged
-    if not wanted and RunDir(run).read_config().train.keep_every == 0:
+    if not wanted and folder.read_config().train.keep_every == 0:
         print(only_last_two(run, kept))
     missing = [e for e in wanted if e not in kept]
     check(
