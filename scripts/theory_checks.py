@@ -97,10 +97,10 @@ def digits_agreement(
     members, pooled = [], []
     for i in range(run.model.n_seeds):
         net = run.model.member(i).as_denoiser()
-        r2 = sample_agreement(net, m, run.schedule, x_T, seed)
+        cos = eps_agreement(net, m, run.schedule, x_T, seed, steps)
+        r2 = sample_agreement(net, m, run.schedule, x_T, seed, network_samples=cos.pop("samples"))
         r2.pop("samples")
         pooled += r2["r2"]
-        cos = eps_agreement(net, m, run.schedule, x_T, seed, steps)
         members.append({"member": i, "eps_cosine": cos, "r2": r2})
         print(f"seed {i}: median r^2 {r2['median']:.3f} (IQR {r2['q25']:.3f}-{r2['q75']:.3f})")
     return {"members": members, "r2_pooled": spread(torch.tensor(pooled))}

@@ -44,6 +44,23 @@ def test_agreement_of_a_machine_with_itself_is_perfect_and_with_another_is_not()
     assert other["q25"] <= other["median"] <= other["q75"]
 
 
+def test_the_eps_trajectory_ends_in_the_networks_own_ddpm_samples():
+    # `theory compare` takes the network's samples for r^2 from the end of its eps trajectory
+    # rather than drawing them again: that is exact only if the two draws are the same.
+    schedule = Schedule.linear(T=100, beta_start=1e-3, beta_end=0.2)
+    data = images()
+    network, machine = ELS(data, schedule, 3), IdealScore(data, schedule)
+    x_T = torch.randn(5, 1, 6, 6, generator=torch.Generator().manual_seed(3))
+    reused = eps_agreement(network, machine, schedule, x_T, seed=4, steps=[0, 99])["samples"]
+    drawn = sample_agreement(network, machine, schedule, x_T, seed=4)
+    assert torch.equal(reused, drawn["samples"][0])
+    given = sample_agreement(network, machine, schedule, x_T, seed=4, network_samples=reused)
+    assert given["r2"] == drawn["r2"]
+    assert not torch.equal(
+        reused, sample_agreement(network, machine, schedule, x_T, 5)["samples"][0]
+    )
+
+
 def test_r_squared_is_the_squared_correlation():
     x = torch.randn(4, 1, 3, 3, dtype=torch.float64)
     torch.testing.assert_close(r_squared(x, 2 * x + 1), torch.ones(4, dtype=torch.float64))

@@ -54,8 +54,9 @@ def network_trajectory(
     schedule: Schedule,
     steps: Sequence[int],
     progress: bool = False,
-) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """The network's DDPM trajectory from x_T (B, C, H, W): {t: (x_t, network eps)} at `steps`."""
+) -> tuple[dict[int, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """The network's DDPM trajectory from x_T (B, C, H, W): {t: (x_t, network eps)} at `steps`,
+    and the trajectory's end x_0 (what `ddpm_sample` with this seed returns)."""
     keep, record = set(int(t) for t in steps), {}
 
     def callback(i, t, x_t, eps):
@@ -63,8 +64,8 @@ def network_trajectory(
             record[t] = (x_t.clone(), eps.clone())
 
     g = torch.Generator().manual_seed(seed)
-    ddpm_sample(network, x_T, g, schedule, callback=callback, progress=progress)
-    return record
+    x_0 = ddpm_sample(network, x_T, g, schedule, callback=callback, progress=progress)
+    return record, x_0
 
 
 def trajectory_cosines(
@@ -98,13 +99,16 @@ def eps_agreement(
         steps: timesteps to evaluate (default: all T).
 
     Returns:
-        {"t": [...], "median": [...], "q25": [...], "q75": [...]} over the B samples per step.
+        {"t": [...], "median": [...], "q25": [...], "q75": [...]} over the B samples per step,
+        and under "samples" the trajectories' ends: the network's DDPM samples from x_T and
+        `seed` (`sample_agreement` takes them as `network_samples` rather than drawing again).
     """
     steps = list(range(schedule.T)) if steps is None else sorted(set(steps))
-    trajectory = network_trajectory(network, x_T, seed, schedule, steps, progress)
+    trajectory, x_0 = network_trajectory(network, x_T, seed, schedule, steps, progress)
     cos = trajectory_cosines(trajectory, machine, progress)
     rows = [spread(cos[t]) for t in steps]
-    return {"t": steps, **{key: [r[key] for r in rows] for key in ("median", "q25", "q75")}}
+    curves = {key: [r[key] for r in rows] for key in ("median", "q25", "q75")}
+    return {"t": steps, **curves, "samples": x_0}
 
 
 def sample_agreement(
@@ -116,11 +120,13 @@ def sample_agreement(
     sampler: Callable = ddpm_sample,
     progress: bool = False,
     machine_samples: torch.Tensor | None = None,
+    network_samples: torch.Tensor | None = None,
 ) -> dict:
     """r^2 between final samples of network and machine from the same x_T and sampler noise.
 
-    `machine_samples`, when given, are the machine's, drawn so before (they do not depend on the
-    network: several networks against one machine sample it once).
+    `machine_samples` and `network_samples`, when given, are the machine's and the network's,
+    drawn so before: several networks against one machine sample it once, and the end of
+    `eps_agreement`'s DDPM trajectories is the network's DDPM sample.
 
     Returns:
         {"r2": per-sample list, **spread(r2)}, plus the two sample batches under "samples".
@@ -130,7 +136,7 @@ def sample_agreement(
         g = torch.Generator().manual_seed(seed)
         return sampler(denoiser, x_T, g, schedule, progress=progress)
 
-    x_net = draw(network)
+    x_net = draw(network) if network_samples is None else network_samples
     x_machine = draw(machine) if machine_samples is None else machine_samples
     r2 = r_squared(x_net, x_machine)
     return {"r2": r2.tolist(), **spread(r2), "samples": (x_net, x_machine)}

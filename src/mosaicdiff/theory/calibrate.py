@@ -49,7 +49,7 @@ def calibrate_patch_sizes(
     check(len(candidates) >= 1, "calibration needs at least one candidate patch size")
     check(every >= 1, f"every={every} must be at least 1")
     steps = sorted(set(range(0, schedule.T, every)) | {schedule.T - 1})
-    trajectory = network_trajectory(network, x_T, seed, schedule, steps, progress)
+    trajectory, _ = network_trajectory(network, x_T, seed, schedule, steps, progress)
     table = torch.empty(len(steps), len(candidates), dtype=torch.float64)
     for j, k in enumerate(candidates):
         cos = trajectory_cosines(trajectory, machine_for(k), progress)

@@ -132,7 +132,7 @@ def agree(args, run, members, x_T, machine, machine_samples=None) -> tuple[list[
     for m in members:
         network = run.model.member(m).as_denoiser()
         cos = eps_agreement(network, machine, run.schedule, x_T, args.seed, steps, progress)
-        r2 = sample_agreement(
+        r2 = sample_agreement(  # the DDPM trajectory's end is the network's sample: not redrawn
             network,
             machine,
             run.schedule,
@@ -140,6 +140,7 @@ def agree(args, run, members, x_T, machine, machine_samples=None) -> tuple[list[
             args.seed,
             progress=progress,
             machine_samples=machine_samples,
+            network_samples=cos.pop("samples"),
         )
         pairs[m] = r2.pop("samples")
         for who, x in zip(("network", "machine"), pairs[m], strict=True):

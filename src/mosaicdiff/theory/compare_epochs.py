@@ -69,7 +69,7 @@ def compare_over_training(args, folder: Path) -> int:
     settings = _settings(args, newest.dataset)
     machine_samples = _machine_samples(args, folder, settings, machine, newest.schedule, x_T)
     for epoch in epochs:
-        _compare_epoch(args, folder, epoch, machine, members, x_T, machine_samples)
+        _compare_epoch(args, folder, epoch, machine, members, x_T, machine_samples, newest)
     rows = _rows(folder)
     check(bool(rows), f"none of the checkpoints of {args.run} could be read; nothing to compare")
     atomic_write_csv(folder / "agreement.csv", rows, COLUMNS)
@@ -153,9 +153,10 @@ def _machine_samples(args, folder: Path, settings: dict, machine, schedule, x_T)
     return x
 
 
-def _compare_epoch(args, folder, epoch, machine, members, x_T, machine_samples) -> None:
+def _compare_epoch(args, folder, epoch, machine, members, x_T, machine_samples, newest) -> None:
     """Compare the checkpoint of `epoch` into OUT/epoch-E, unless a run before did (and it is
-    still the checkpoint it compared)."""
+    still the checkpoint it compared). `newest`, the run loaded at its newest checkpoint, is
+    not loaded again for its own epoch."""
     from argparse import Namespace
 
     from mosaicdiff.io import read_json
@@ -175,7 +176,7 @@ def _compare_epoch(args, folder, epoch, machine, members, x_T, machine_samples) 
         print(f"epoch {epoch}: compared before")
         return
     try:
-        run = load_run(args.run, device="cpu", epoch=epoch)
+        run = newest if epoch == newest.epoch else load_run(args.run, device="cpu", epoch=epoch)
     except CheckpointGone as e:  # damaged, or rotated out by a run still training
         print(f"epoch {epoch}: left out ({e})")
         return
