@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -448,6 +449,25 @@ def test_an_unusable_out_path_is_one_line(tmp_path, capsys):
     assert main(["sweep", str(spec), "--dry-run"]) == 2
     assert f"sweep spec: out '{taken}' is a file; name a folder" in capsys.readouterr().err
     assert taken.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_out_path_nothing_can_be_created_in_is_refused_before_the_work(tmp_path, capsys):
+    # /proc takes no new folders, whoever asks: `theory sample --out /proc/x` drew its samples
+    # and only then failed to write them.
+    for out in ("/proc/mosaicdiff-x", "/proc/mosaicdiff-x/sub"):
+        for command in (
+            ["theory", "sample", "--n", "100000", "--out", out, "--no-progress"],
+            ["train", "--out", out, "--dry-run"],
+        ):
+            assert main(command) == 2, command
+            err = capsys.readouterr().err.strip()
+            assert err.endswith(
+                f"--out '{out}' can't be written: no such file or directory in '/proc'"
+            )
+    before = sorted(tmp_path.iterdir())
+    assert main(["train", "--out", str(tmp_path / "new" / "run"), "--dry-run"]) == 0
+    assert sorted(tmp_path.iterdir()) == before  # the check leaves nothing behind
 
 
 def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path, capsys, monkeypatch):

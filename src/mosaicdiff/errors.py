@@ -30,4 +30,20 @@ def check_out(out: str | Path, what: str = "folder", option: str = "--out") -> P
         )
     else:
         check(not path.is_dir(), f"{option} {str(out)!r} is a folder; name a {what}")
+    _check_writable(path, option)
     return path
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Refuse `path` when nothing can be created where it goes (a read-only file system, /proc,
+    a folder without write permission): found now by creating and removing a scratch folder in
+    the nearest folder that exists, rather than after the work, when the results are written."""
+    import tempfile
+
+    where = next(p for p in (path, *path.parents) if p.is_dir())
+    try:
+        tempfile.TemporaryDirectory(dir=where, prefix=".mosaicdiff-").cleanup()
+    except OSError as e:
+        raise UserError(
+            f"{option} {str(path)!r} can't be written: {e.strerror.lower()} in {str(where)!r}"
+        ) from None
