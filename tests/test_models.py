@@ -62,6 +62,23 @@ def test_cnn_is_block_local_and_attn_is_not():
     assert inside > 1e-3 and outside > 1e-4
 
 
+def test_attn_over_one_token_is_the_cnn_with_a_factored_output_map():
+    # At patch 4 a 4x4 image is one token: softmax over one key is 1, so attn's eps is
+    # h (I + W_v) W_out + b, the global cnn's with W_out replaced by that product (README,
+    # "Local or global?"), and W_q, W_k get no gradient.
+    attn = build_model(ModelConfig(arch="attn", patch=4, hidden=16), (3, 4, 4), 1000, [0, 1])
+    cnn = build_model(ModelConfig(arch="cnn", patch=4, hidden=16), (3, 4, 4), 1000, [2, 3])
+    with torch.no_grad():
+        for name, w in cnn.named_parameters():
+            w.copy_(getattr(attn, name))
+        cnn.w_out.copy_((torch.eye(16) + attn.w_v) @ attn.w_out)
+    x, t = torch.randn(2, 6, 3, 4, 4), torch.randint(1000, (2, 6))
+    torch.testing.assert_close(attn(x, t), cnn(x, t))
+    attn(x, t).square().sum().backward()
+    assert attn.w_v.grad.abs().max() > 0.1
+    assert attn.w_q.grad.abs().max() < 1e-6 and attn.w_k.grad.abs().max() < 1e-6
+
+
 def test_top1_hard_when_sampling_gumbel_when_training():
     model = build_model(ModelConfig(arch="top1"), (3, 4, 4), 1000, [0])
     x = torch.randn(1, 64, 3, 4, 4)
