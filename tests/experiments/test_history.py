@@ -250,6 +250,18 @@ def test_theory_compare_follows_every_kept_checkpoint(kept_run, tmp_path, monkey
     assert main([*compare, "--epoch", "2,", "--out", str(out)]) == 0  # one of them again
     with (out / "agreement.csv").open() as f:
         assert list(csv.DictReader(f)) == rows  # still every epoch compared into the folder
+    # The defaults spelled out are the same machine, so they resume; and so does a folder from
+    # before compare.json spelled them out (None) and held the data's kind.
+    spelled = [*compare, "--patch", "02", "--stride", "2", "--epoch", "all", "--out", str(out)]
+    assert main(spelled) == 0
+    claim = out / "compare.json"
+    stored = json.loads(claim.read_text())
+    assert (stored["patch"], stored["stride"], stored["kind"]) == ("2", 2, "pairings")
+    del stored["kind"]
+    claim.write_text(json.dumps({**stored, "patch": None, "stride": None}))
+    assert main([*compare, "--epoch", "all", "--out", str(out)]) == 0
+    with (out / "agreement.csv").open() as f:
+        assert list(csv.DictReader(f)) == rows
     # Other options into the same folder, a checkpoint trained anew since it was compared, one
     # checkpoint's comparison among several, or an epoch not kept: refused before work.
     assert main([*compare, "--epoch", "all", "--seed", "1", "--out", str(out)]) == 2

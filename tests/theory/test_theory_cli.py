@@ -117,6 +117,12 @@ def test_sample_resumes_its_batches_and_refuses_other_settings(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert "steps: 3 -> 4" in err and "\n" not in err
     assert np.array_equal(np.load(out / "samples.npz")["samples"], whole)
+    # The pairings' default machine spelled out (--patch 2 --stride 2) is the same: resumed.
+    (out / "chunk-00002.npz").unlink()
+    assert main([*args, "--patch", "2", "--stride", "2"]) == 0
+    assert np.array_equal(np.load(out / "samples.npz")["samples"], whole)
+    assert main([*args, "--patch", "3"]) == 2
+    assert 'patch: "2" -> "3"' in capsys.readouterr().err
     table = tmp_path / "table.json"  # a patch schedule file: its contents count, not its name
     table.write_text(json.dumps({"patch_size": 1}))
     scheduled = [*args[:-3], "--patch", str(table), "--out", str(tmp_path / "s"), "--no-progress"]
@@ -139,6 +145,7 @@ def test_sample_resumes_its_batches_and_refuses_other_settings(tmp_path, capsys)
         ["--patch", "2", "--stride", "1"],
         ["--patch", "missing.json"],
         ["--patch", "2.5"],
+        ["--patch", "\u00b2"],  # a digit to str.isdigit, not to int()
         ["--machine", "attn", "--lam", "1.5"],
         ["--precision", "float16"],
         ["--data", "npz"],

@@ -5,6 +5,7 @@ Each check raises `UserError` naming the bad value and what would be valid, befo
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -65,7 +66,28 @@ def theory_out(out: str, what: str = "folder") -> Path:
 
 def patch_file(patch: str | None) -> str | None:
     """--patch when it names a patch schedule file rather than one int, else None."""
-    return None if patch is None or patch.lstrip("-").isdigit() else patch
+    return None if patch is None or re.fullmatch("-?[0-9]+", patch.strip()) else patch
+
+
+def spelled_out(kind: str, patch: str | None, stride: int | None) -> tuple[str, int]:
+    """--patch and --stride on data of `kind` as the machine reads them: left out, 2 with stride
+    2 on the pairings (one patch per quadrant) and 3 with stride 1 otherwise; a patch size given
+    alone has stride 1."""
+    default = patch is None
+    if default:
+        patch = "2" if kind == "pairings" else "3"
+    elif patch_file(patch) is None:
+        patch = str(int(patch))
+    if stride is None:
+        stride = 2 if kind == "pairings" and default else 1
+    return patch, stride
+
+
+def same_machine(settings: dict, kind: str) -> dict:
+    """`settings` (options as given) with --patch and --stride spelled out, so that a rerun
+    that spells out the defaults (or leaves them out) resumes the same folder."""
+    patch, stride = spelled_out(kind, settings.get("patch"), settings.get("stride"))
+    return {**settings, "patch": patch, "stride": stride}
 
 
 def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: int | None = None):
@@ -105,12 +127,10 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
                 unset(key),
                 f"{FLAGS[key]} {given[key]}: --machine ideal scores whole images, not patches",
             )
-    default = args.patch is None and patch is None
+    named, stride = spelled_out(kind, args.patch if patch is None else str(patch), args.stride)
     if patch is None:
-        if args.patch is None:
-            patch = 2 if kind == "pairings" else 3
-        elif patch_file(args.patch) is None:
-            patch = int(args.patch)
+        if patch_file(named) is None:
+            patch = int(named)
         else:
             check(
                 Path(args.patch).is_file(),
@@ -123,9 +143,6 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
         sizes = set(patch.sizes()) if isinstance(patch, PatchSchedule) else {patch}
         for k in sorted(sizes):
             check(1 <= k <= side, f"patch size {k} must be between 1 and {side}, the image side")
-    stride = args.stride
-    if stride is None:
-        stride = 2 if kind == "pairings" and default else 1
     options = {
         "stride": stride,
         "boundary": args.boundary,

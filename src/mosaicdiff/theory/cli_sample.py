@@ -194,6 +194,7 @@ NOT_SETTINGS = ("handler", "command", "theory_command", "out", "no_progress", "l
 def _check_same_settings(folder: Path, settings: dict) -> None:
     from mosaicdiff.generate import refuse_other_settings
     from mosaicdiff.io import read_json
+    from mosaicdiff.theory.cli_checks import same_machine
 
     meta = folder / "sample.json"
     if meta.is_file():
@@ -201,7 +202,10 @@ def _check_same_settings(folder: Path, settings: dict) -> None:
         stored = {"subset": 0, **stored}  # sampled before --subset existed: all the images
         if "data_sha256" not in stored:  # sampled before the images counted: resumes as it was
             settings = {k: v for k, v in settings.items() if k != "data_sha256"}
-        refuse_other_settings(folder, stored, settings, "--out")
+        kind = settings["data"]  # --patch and --stride compared as the machine reads them
+        refuse_other_settings(
+            folder, same_machine(stored, kind), same_machine(settings, kind), "--out"
+        )
 
 
 def _consistency(folder: Path, samples: torch.Tensor, spec, settings: dict) -> None:

@@ -66,7 +66,7 @@ def compare_over_training(args, folder: Path) -> int:
     members, x_T = members_and_noise(args, newest)
     kind = newest.cfg.data.kind
     machine = machine_from_args(args, newest.dataset.images, newest.schedule, kind)
-    settings = _settings(args, newest.dataset)
+    settings = _settings(args, newest.dataset, kind)
     machine_samples = _machine_samples(args, folder, settings, machine, newest.schedule, x_T)
     for epoch in epochs:
         _compare_epoch(args, folder, epoch, machine, members, x_T, machine_samples, newest)
@@ -97,15 +97,17 @@ def _epochs(run: str, wanted: list[int]) -> list[int]:
     return wanted or kept
 
 
-def _settings(args, dataset) -> dict:
-    """What the comparisons in OUT depend on beyond each checkpoint: the options, the run's
-    images, and the contents of a machine file of your own and of a --patch file."""
+def _settings(args, dataset, kind: str) -> dict:
+    """What the comparisons in OUT depend on beyond each checkpoint: the options (--patch and
+    --stride spelled out as on data of `kind`), the run's images, and the contents of a
+    machine file of your own and of a --patch file."""
     from mosaicdiff.io import sha256
     from mosaicdiff.own_code import file_sha256
     from mosaicdiff.runs import fingerprints
-    from mosaicdiff.theory.cli_checks import patch_file
+    from mosaicdiff.theory.cli_checks import patch_file, same_machine
 
     settings = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS}
+    settings = same_machine(settings, kind) | {"kind": kind}
     settings["run"] = str(Path(args.run).resolve())
     settings["data_sha256"] = fingerprints(dataset)["data_sha256"]
     settings["machine_sha256"] = file_sha256(args.machine)  # None for a built-in machine
@@ -125,10 +127,13 @@ def _machine_samples(args, folder: Path, settings: dict, machine, schedule, x_T)
     from mosaicdiff.io import atomic_write_json, load_npz, read_json, save_npz
     from mosaicdiff.own_code import short
     from mosaicdiff.sampling import ddpm_sample
+    from mosaicdiff.theory.cli_checks import same_machine
 
     claim, path = folder / "compare.json", folder / "machine.npz"
     if claim.is_file():
-        changed = differences(read_json(claim), settings)
+        # A folder from before the defaults were spelled out holds them as None, and no kind.
+        stored = {"kind": settings["kind"], **read_json(claim)}
+        changed = differences(same_machine(stored, stored["kind"]), settings)
         check(
             not changed,
             f"{folder} holds comparisons made with other options or files "
