@@ -37,13 +37,20 @@ def check_out(out: str | Path, what: str = "folder", option: str = "--out") -> P
 def _check_writable(path: Path, option: str) -> None:
     """Refuse `path` when nothing can be created where it goes (a read-only file system, /proc,
     a folder without write permission): found now by creating and removing a scratch folder in
-    the nearest folder that exists, rather than after the work, when the results are written."""
+    the nearest folder that exists, rather than after the work, when the results are written.
+    That folder's times are put back, so a refused command leaves no trace."""
+    import os
     import tempfile
 
     where = next(p for p in (path, *path.parents) if p.is_dir())
+    was = where.stat()
     try:
         tempfile.TemporaryDirectory(dir=where, prefix=".mosaicdiff-").cleanup()
     except OSError as e:
         raise UserError(
             f"{option} {str(path)!r} can't be written: {e.strerror.lower()} in {str(where)!r}"
         ) from None
+    try:
+        os.utime(where, ns=(was.st_atime_ns, was.st_mtime_ns))
+    except OSError:  # a folder we may write in but do not own
+        pass
