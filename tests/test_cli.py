@@ -462,9 +462,7 @@ def test_an_out_path_nothing_can_be_created_in_is_refused_before_the_work(tmp_pa
         ):
             assert main(command) == 2, command
             err = capsys.readouterr().err.strip()
-            assert err.endswith(
-                f"--out '{out}' can't be written: no such file or directory in '/proc'"
-            )
+            assert f"--out '{out}' can't be written: '/proc' takes no new files (" in err
     before = sorted(tmp_path.iterdir())
     assert main(["train", "--out", str(tmp_path / "new" / "run"), "--dry-run"]) == 0
     assert sorted(tmp_path.iterdir()) == before  # the check leaves nothing behind

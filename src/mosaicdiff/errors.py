@@ -48,7 +48,8 @@ def _check_writable(path: Path, option: str) -> None:
         tempfile.TemporaryDirectory(dir=where, prefix=".mosaicdiff-").cleanup()
     except OSError as e:
         raise UserError(
-            f"{option} {str(path)!r} can't be written: {e.strerror.lower()} in {str(where)!r}"
+            f"{option} {str(path)!r} can't be written: {str(where)!r} takes no new files "
+            f"({e.strerror})"
         ) from None
     try:
         os.utime(where, ns=(was.st_atime_ns, was.st_mtime_ns))

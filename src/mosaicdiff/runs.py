@@ -188,6 +188,18 @@ class RunDir:
         return None
 
 
+def run_holding(path: str | Path) -> tuple[Path, Path] | None:
+    """The trained run whose folder is `path` or holds it, and the entry of that folder that
+    `path` lies in (the run itself when `path` is the run); None outside every run."""
+    here = Path(path).absolute()
+    if RunDir(here).exists():
+        return here, here
+    for inner in (here, *here.parents):
+        if inner != inner.parent and RunDir(inner.parent).exists():
+            return inner.parent, inner
+    return None
+
+
 def only_last_two(path, kept: list[int]) -> str:
     """The note for a run trained without train.keep_every, whose history is its last (at most
     two) checkpoints."""

@@ -381,6 +381,8 @@ def test_several_runs_are_compared_in_one_table_and_figure(kept_run, tmp_path, c
         ([kept_run, kept_run / ".", "--out", tmp_path / "x"], "name one run twice"),
         ([kept_run, other, "--out", other / "history"], "is where a run's own history goes"),
         ([kept_run, other, "--out", other], "is a run directory"),
+        ([kept_run, other, "--out", other / "samples" / "h"], "into the samples of the trained"),
+        ([kept_run, "--out", kept_run / "checkpoints" / "h"], "into the checkpoints of the"),
         ([kept_run, tmp_path / "nowhere", "--out", tmp_path / "x"], "nowhere: "),
         ([kept_run, other, "--out", tmp_path / "x", "--sample-seed", "5"], "other settings"),
         ([kept_run, other, "--out", tmp_path / "x", "--name", ""], "--name '' must be"),

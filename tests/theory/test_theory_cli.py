@@ -160,6 +160,36 @@ def test_bad_values_exit_with_code_2_and_one_line(bad, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    "patch_size, needle",
+    [
+        ("3", "patch size '3' must be an int, a list of T ints"),  # not a table of 1 entry
+        ([9] * 1000, "patch size 9 (in {file}) must be between 1 and 4, the image side"),
+    ],
+)
+def test_a_patch_schedule_file_that_does_not_fit_names_itself(patch_size, needle, tmp_path, capsys):
+    bad = tmp_path / "p.json"
+    bad.write_text(json.dumps({"patch_size": patch_size}))
+    args = ["theory", "sample", "--n", "2", "--sampler", "ddim", "--steps", "2"]
+    assert main([*args, "--patch", str(bad), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle.format(file=bad) in err and str(bad) in err
+    assert "\n" not in err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        (["--machine", "attn", "--lam", "1.5"], "--lam=1.5 must lie in [0, 1]"),
+        (["--patch", "3", "--stride", "0"], "--stride=0 must be at least 1"),
+    ],
+)
+def test_a_machine_option_out_of_range_is_named_by_its_flag(bad, needle, tmp_path, capsys):
+    args = ["theory", "sample", "--n", "2", "--sampler", "ddim", "--steps", "2", *bad]
+    assert main([*args, "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip().endswith(needle)
+
+
+@pytest.mark.parametrize(
     "unread, needle",
     [
         (["--lam", "0.3"], "--lam 0.3 is read by --machine attn only, not els"),
@@ -279,8 +309,9 @@ def test_a_theory_command_never_writes_into_a_trained_run(command, trained_run, 
     args = args.get(command, ["theory", command, str(trained_run), "--n", "2", "--every", "50"])
     out = trained_run / "config.json" if command == "calibrate" else trained_run
     refused([*args, "--out", str(out)], capsys, "would write into the trained run")
-    inner = trained_run / "checkpoints" / ("cal.json" if command == "calibrate" else "mine")
-    refused([*args, "--out", str(inner)], capsys, "would write into the checkpoints of")
+    for entry in ("checkpoints", "samples", "history", "mine"):  # and history's: it redraws it
+        inner = trained_run / entry / ("cal.json" if command == "calibrate" else "mine")
+        refused([*args, "--out", str(inner)], capsys, f"into the trained run {str(trained_run)!r}")
     if command == "calibrate":
         other = trained_run.parent / "notes.json"  # a file of the user's, not a calibration
         other.write_text("{}")

@@ -192,10 +192,19 @@ def _plan_history(args, path: str, out: str | None) -> Plan:
 
 
 def refuse_run_directory(out: Path) -> None:
-    """--out must not be a run directory: its figures would land beside config.json."""
+    """--out must not be a run directory (its figures would land beside config.json), nor lie in
+    a run's checkpoints or samples (a run's own history folder is where it belongs)."""
+    from mosaicdiff.runs import run_holding
+
+    held = run_holding(out)
+    if held is None:
+        return
+    run, entry = held
+    check(run != entry, f"--out {str(out)!r} is a run directory; name another folder")
     check(
-        not (out / "config.json").is_file(),
-        f"--out {str(out)!r} is a run directory; name another folder",
+        entry.name not in ("checkpoints", "samples"),
+        f"--out {str(out)!r} would write into the {entry.name} of the trained run "
+        f"{str(run)!r}; name another folder",
     )
 
 

@@ -115,7 +115,13 @@ def _sample_options(s, knob: bool = False) -> None:
     s.add_argument("--data-seed", type=int, help="pairings: dataset seed (default 0)")
     _machine_options(s, knob)
     s.add_argument("--n", type=int, default=1000, help="number of samples")
-    s.add_argument("--batch", type=int, default=1000, help="samples per sampler call")
+    s.add_argument(
+        "--batch",
+        type=int,
+        default=1000,
+        help="samples per sampler call, each batch a chunk with its own seed: another --batch "
+        "draws other samples, so a rerun keeps it",
+    )
     s.add_argument("--sampler", default="ddpm", help="ddpm (all T steps) or ddim")
     s.add_argument("--steps", type=int, help="ddim: number of steps (default 50)")
     s.add_argument("--eta", type=float, default=0.0, help="ddim: noise in [0, 1] (0 deterministic)")

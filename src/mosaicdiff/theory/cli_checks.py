@@ -39,21 +39,17 @@ def positive(value: int, option: str) -> int:
 
 def theory_out(out: str, what: str = "folder") -> Path:
     """`errors.check_out`, and more: a theory command writes beside a trained run, never into
-    it (its config.json, or a file of its folder), and a calibration overwrites only another."""
+    it (its config.json, its checkpoints, samples or history, or a folder of its own there),
+    and a calibration overwrites only another."""
     from mosaicdiff.io import read_json
-    from mosaicdiff.runs import RunDir
+    from mosaicdiff.runs import run_holding
 
     path = check_out(out, what)
-    folder = path if what == "folder" else path.parent
-    check(
-        not RunDir(folder).exists(),
-        f"--out {out!r} would write into the trained run {str(folder)!r}; name another {what}",
-    )
-    for inner in (folder.absolute(), *folder.absolute().parents):  # its checkpoints or samples
-        check(
-            inner.name not in ("checkpoints", "samples") or not RunDir(inner.parent).exists(),
-            f"--out {out!r} would write into the {inner.name} of the trained run "
-            f"{str(inner.parent)!r}; name another {what}",
+    held = run_holding(path if what == "folder" else path.parent)
+    if held is not None:
+        raise UserError(
+            f"--out {out!r} would write into the trained run {str(held[0])!r}; name another "
+            f"{what}, beside the run"
         )
     if path.is_file() and what != "folder":
         try:
@@ -141,17 +137,24 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
     if name != "ideal" and (not own or "patch_size" in taken):  # they see k x k windows
         side = min(images.shape[-2:])
         sizes = set(patch.sizes()) if isinstance(patch, PatchSchedule) else {patch}
+        named_in = f" (in {args.patch})" if isinstance(patch, PatchSchedule) else ""
         for k in sorted(sizes):
-            check(1 <= k <= side, f"patch size {k} must be between 1 and {side}, the image side")
+            check(
+                1 <= k <= side,
+                f"patch size {k}{named_in} must be between 1 and {side}, the image side",
+            )
     options = {
         "stride": stride,
         "boundary": args.boundary,
         "lam": args.lam,
         "attention": args.attention,
     }
-    if own:  # the ranges the built-in machines check, for a machine that may not check them
-        check("stride" not in taken or stride >= 1, f"--stride={stride} must be at least 1")
-        check("lam" not in taken or 0 <= args.lam <= 1, f"--lam={args.lam} must lie in [0, 1]")
+    # The ranges the built-in machines check, named by flag (and for one of your own that may
+    # not check them); an option a machine does not read was refused above unless at its default.
+    check(stride >= 1 or (own and "stride" not in taken), f"--stride={stride} must be at least 1")
+    lam_fine = 0 <= args.lam <= 1 or (own and "lam" not in taken)
+    check(lam_fine, f"--lam={args.lam} must lie in [0, 1]")
+    if own:
         options = {k: v for k, v in {"patch_size": patch, **options}.items() if k in taken}
         return build_custom(name, images, schedule, precision, **options)
     return build_machine(name, images, schedule, patch, dtype=precision, **options)

@@ -21,7 +21,7 @@ class PatchSchedule:
 
     def __init__(self, spec: PatchSpec, T: int):
         self.T = T
-        if isinstance(spec, bool) or not (
+        if isinstance(spec, bool | str) or not (
             isinstance(spec, int) or callable(spec) or isinstance(spec, Sequence)
         ):
             raise UserError(f"patch size {spec!r} must be an int, a list of T ints or t -> int")
