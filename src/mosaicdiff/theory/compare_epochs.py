@@ -19,6 +19,7 @@ compared, so the rows never mix settings.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def compare_over_training(args, folder: Path) -> int:
     from mosaicdiff.io import atomic_write_csv
     from mosaicdiff.own_code import short
     from mosaicdiff.runs import load_run
-    from mosaicdiff.theory.cli_agreement import check_options, members_and_noise
+    from mosaicdiff.theory.cli_agreement import agree, check_options, members_and_noise
     from mosaicdiff.theory.cli_checks import machine_from_args
 
     check_options(args)
@@ -68,8 +69,12 @@ def compare_over_training(args, folder: Path) -> int:
     machine = machine_from_args(args, newest.dataset.images, newest.schedule, kind)
     settings = _settings(args, newest.dataset, kind)
     machine_samples = _machine_samples(args, folder, settings, machine, newest.schedule, x_T)
+    # (args, run) -> `agree` with the members, noise, machine and its samples of every epoch
+    against = partial(
+        agree, members=members, x_T=x_T, machine=machine, machine_samples=machine_samples
+    )
     for epoch in epochs:
-        _compare_epoch(args, folder, epoch, machine, members, x_T, machine_samples, newest)
+        _compare_epoch(args, folder, epoch, newest, against)
     rows = _rows(folder)
     check(bool(rows), f"none of the checkpoints of {args.run} could be read; nothing to compare")
     atomic_write_csv(folder / "agreement.csv", rows, COLUMNS)
@@ -158,15 +163,15 @@ def _machine_samples(args, folder: Path, settings: dict, machine, schedule, x_T)
     return x
 
 
-def _compare_epoch(args, folder, epoch, machine, members, x_T, machine_samples, newest) -> None:
-    """Compare the checkpoint of `epoch` into OUT/epoch-E, unless a run before did (and it is
-    still the checkpoint it compared). `newest`, the run loaded at its newest checkpoint, is
-    not loaded again for its own epoch."""
+def _compare_epoch(args, folder: Path, epoch: int, newest, against) -> None:
+    """Compare the checkpoint of `epoch` into OUT/epoch-E by `against(args, run)` (`agree` with
+    the machine and noise of every epoch), unless a run before did (and it is still the
+    checkpoint it compared). `newest`, the run at its newest checkpoint, is not loaded again."""
     from argparse import Namespace
 
     from mosaicdiff.io import read_json
     from mosaicdiff.runs import CheckpointGone, RunDir, load_run
-    from mosaicdiff.theory.cli_agreement import agree, write_agreement
+    from mosaicdiff.theory.cli_agreement import write_agreement
 
     sub = folder / f"epoch-{epoch:06d}"
     done = sub / "agreement.json"
@@ -188,7 +193,7 @@ def _compare_epoch(args, folder, epoch, machine, members, x_T, machine_samples, 
     print(f"epoch {epoch}:")
     at = Namespace(**{**vars(args), "epoch": epoch, "out": str(sub)})  # as --epoch E would
     try:
-        per_member, pairs = agree(at, run, members, x_T, machine, machine_samples)
+        per_member, pairs = against(at, run)
     except UserError as e:
         raise UserError(f"epoch {epoch}: {e}") from None
     write_agreement(sub, at, per_member, pairs, run.checkpoint_sha256)
