@@ -451,6 +451,35 @@ def test_an_unusable_out_path_is_one_line(tmp_path, capsys):
     assert taken.read_text() == "not a folder"
 
 
+def test_an_out_inside_a_trained_run_is_refused(tmp_path, capsys):
+    # `train --out RUN/samples/x` made a folder both a run and a sample folder of RUN.
+    run = tmp_path / "run"
+    train = ["train", "--out", str(run), "--epochs", "1", "--no-progress"]
+    assert main([*train, "--set", "data.n_images=64", "--set", "train.ema_decay=0.9"]) == 0
+    assert main([*train, "--resume", "--dry-run"]) == 0  # the run itself, to continue it
+    capsys.readouterr()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({"grid": {"model.arch": ["cnn"]}}))
+    for inside in (run / "samples" / "x", run / "checkpoints" / "x", run / "mine"):
+        for command in (
+            ["train", "--out", str(inside), "--dry-run"],
+            ["reproduce", "--out", str(inside), "--dry-run"],
+            ["study", "digits", "--out", str(inside), "--dry-run"],
+            ["sweep", str(spec), "--out", str(inside), "--dry-run"],
+        ):
+            assert main(command) == 2, command
+            err = capsys.readouterr().err.strip()
+            assert err.endswith(
+                f"--out '{inside}' lies inside the trained run '{run}'; name a folder beside it"
+            )
+    for command in (
+        ["reproduce", "--out", str(run), "--dry-run"],
+        ["sweep", str(spec), "--out", str(run), "--dry-run"],
+    ):
+        assert main(command) == 2
+        assert f"--out '{run}' is the trained run '{run}'" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
 def test_an_out_path_nothing_can_be_created_in_is_refused_before_the_work(tmp_path, capsys):
     # /proc takes no new folders, whoever asks: `theory sample --out /proc/x` drew its samples

@@ -96,6 +96,9 @@ def test_a_base_value_in_place_of_a_section_is_one_line(tmp_path):
     spec["base"]["model"] = "cnn"
     with pytest.raises(UserError, match="sweep base: config section model must be a mapping"):
         plan_sweep(spec)
+    spec = tiny_spec(tmp_path / "out")  # a bad --set is not blamed on the spec alone
+    with pytest.raises(UserError, match="sweep base or --set: unknown config key 'bogus.x'"):
+        plan_sweep(spec, sets=["bogus.x=1"])
 
 
 def test_one_table_holds_one_metric(tmp_path):
@@ -194,6 +197,7 @@ def test_local_sweep_runs_and_skips_finished_points(tmp_path):
     outcomes = sweep(plan, "local", jobs=2)
     assert {o["status"] for o in outcomes.values()} == {"done"}
     assert_all_done(out, 2)
+    assert not (out / ".inductor").exists()  # the workers' compile caches went with them
     stamps = {p.name: p.done_path.stat().st_mtime_ns for p in plan.points}
     lines = []
     sweep(plan_sweep(tiny_spec(out)), "local", jobs=2, log=lines.append)

@@ -141,9 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from mosaicdiff.runs import RunDir
+    from mosaicdiff.runs import RunDir, refuse_inside_run
 
-    run = RunDir(check_out(args.out))
+    refuse_inside_run(check_out(args.out), run_itself=True)
+    run = RunDir(args.out)
     base = run.read_config() if args.resume and run.exists() else None
     cfg = resolve_config(args, base)
     if args.dry_run:

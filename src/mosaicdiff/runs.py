@@ -200,6 +200,19 @@ def run_holding(path: str | Path) -> tuple[Path, Path] | None:
     return None
 
 
+def refuse_inside_run(out: Path, option: str = "--out", run_itself: bool = False) -> None:
+    """Refuse an `out` that lies inside a trained run's folder (and the run folder itself unless
+    `run_itself`: `train --resume` continues it): a run's checkpoints, samples and history are
+    its own, and a run or report made there would mix with them."""
+    held = run_holding(out)
+    if held is not None and (held[0] != held[1] or not run_itself):
+        where = "is" if held[0] == held[1] else "lies inside"
+        raise UserError(
+            f"{option} {str(out)!r} {where} the trained run {str(held[0])!r}; name a folder "
+            "beside it"
+        )
+
+
 def only_last_two(path, kept: list[int]) -> str:
     """The note for a run trained without train.keep_every, whose history is its last (at most
     two) checkpoints."""

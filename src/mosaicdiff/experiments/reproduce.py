@@ -312,6 +312,7 @@ def register(sub) -> None:
 
 def cmd_reproduce(args) -> int:
     from mosaicdiff.resolve import resolve_config
+    from mosaicdiff.runs import refuse_inside_run
 
     models = tuple(m.strip() for m in args.models.split(","))
     for m in models:
@@ -331,6 +332,7 @@ def cmd_reproduce(args) -> int:
     )
     check(args.jobs is None or args.jobs >= 1, f"--jobs={args.jobs} must be at least 1")
     out = check_out(args.out or f"reports/{args.preset}")
+    refuse_inside_run(out)
     if args.dry_run:
         print(json.dumps({a: to_dict(c) for a, c in model_configs(base, models).items()}, indent=2))
         return 0

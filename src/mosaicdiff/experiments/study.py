@@ -321,6 +321,7 @@ STUDY_SETS_MODEL = (
 def cmd_study(args) -> int:
     """Handler of `mosaicdiff study`."""
     from mosaicdiff.resolve import resolve_config
+    from mosaicdiff.runs import refuse_inside_run
 
     preset, sc = preset_configs(args.preset)
     sets = args.set or []
@@ -341,6 +342,7 @@ def cmd_study(args) -> int:
     base = resolve_config(args, preset)
     sc = from_dict(StudyConfig, assign({"study": to_dict(sc)}, study_sets)["study"], "study.")
     out = check_out(args.out or f"reports/study-{args.dataset}")
+    refuse_inside_run(out)
     if args.dry_run:
         plan = {"study": to_dict(sc), **{k: to_dict(c) for k, c in run_configs(base, sc).items()}}
         print(json.dumps(plan, indent=2))

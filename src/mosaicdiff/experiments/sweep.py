@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -99,6 +100,8 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
         out: output folder; overrides `spec["out"]`.
         sets: extra `section.field=value` overrides of the base config.
     """
+    from mosaicdiff.runs import refuse_inside_run
+
     unknown = sorted(set(spec) - set(SPEC_KEYS))
     check(not unknown, f"sweep spec: unknown key(s) {unknown}; valid: {list(SPEC_KEYS)}")
     base_part = spec.get("base") or {}
@@ -115,7 +118,9 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
         isinstance(out, (str, Path)) and str(out).strip() != "",
         f"sweep spec: out={out!r} must name an output folder (out: in the spec, or --out)",
     )
-    out = check_out(out, option="--out" if given_out else "sweep spec: out")
+    option = "--out" if given_out else "sweep spec: out"
+    out = check_out(out, option=option)
+    refuse_inside_run(out, option)
     from mosaicdiff.evaluate import metric_for
     from mosaicdiff.resolve import (
         anchor_paths,
@@ -145,7 +150,7 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
     try:
         resolve({})
     except UserError as e:
-        raise UserError(f"sweep base: {e}") from None
+        raise UserError(f"sweep base{' or --set' if sets else ''}: {e}") from None
     labels = _labels(list(grid))
     points, names, metrics = [], {}, {}
     for combo in itertools.product(*grid.values()):
@@ -265,6 +270,9 @@ def sweep(plan: Plan, executor: str = "local", jobs: int | None = None, slurm=No
         n = max(1, min(jobs or _cores(), len(todo)))
         specs = [point_spec(p, 1 if n > 1 else None, plan.out / ".inductor") for p in todo]
         outcomes.update(sweep_executors.run_local(specs, n, log))
+        # The workers' compile caches (OUT/.inductor/HOST-PID), none of them reused by a later
+        # process: the workers have all ended. SLURM jobs may outlive this process: theirs stay.
+        shutil.rmtree(plan.out / ".inductor", ignore_errors=True)
     elif todo and executor == "slurm":
         threads = slurm.cpus_per_task
         specs = [point_spec(p, threads, plan.out / ".inductor") for p in todo]
