@@ -306,6 +306,29 @@ def test_resume_flag_continues_a_run(tmp_path):
     assert main(base + ["--resume"]) == 0
 
 
+def test_samples_that_would_not_fit_on_the_disk_are_refused_before_drawing(
+    tmp_path, capsys, monkeypatch
+):
+    # A typo in --runs drew chunks until the disk was full.
+    import shutil
+
+    out = tmp_path / "run"
+    train = ["train", "--out", str(out), "--epochs", "1", "--set", "data.n_images=64"]
+    assert main([*train, "--no-progress"]) == 0
+    draw = ["sample", str(out), "--runs", "2", "--per-run", "50", "--sampler", "ddim"]
+    draw += ["--steps", "2", "--no-progress"]
+    usage = shutil.disk_usage(tmp_path)
+    room = 2 * 50 * 48 * 4  # float32 bytes of 100 samples of 3x4x4
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=room - 1))
+    capsys.readouterr()
+    assert main(draw) == 2
+    err = capsys.readouterr().err.strip()
+    assert "these samples need 0.0 GB" in err and "draw fewer (--runs, --per-run)" in err
+    assert not (out / "samples").exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=room))
+    assert main(draw) == 0
+
+
 def test_samples_of_an_older_checkpoint_are_not_mixed_with_newer(tmp_path, capsys):
     out = tmp_path / "run"
     train = ["train", "--out", str(out), "--epochs", "2", "--set", "data.n_images=64"]

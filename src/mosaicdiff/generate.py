@@ -150,9 +150,10 @@ def draw_samples(
     refuse_mixing(out, scfg, loaded.epoch, loaded.weights)
     s = loaded.model.n_seeds
     total = scfg.n_runs * scfg.n_per_run
+    shape = loaded.dataset.shape
+    check_room(out, loaded.run.path, total * s * math.prod(shape) * 4)  # float32 chunks
     sampler = make_sampler(loaded, scfg)
     device = next(loaded.model.parameters()).device
-    shape = loaded.dataset.shape
 
     def draw(n: int, seed: int) -> torch.Tensor:
         g = torch.Generator(device).manual_seed(seed)
@@ -174,6 +175,21 @@ def draw_samples(
         progress=progress,
     )
     return out
+
+
+def check_room(out: Path, near: Path, size: int) -> None:
+    """Refuse to draw samples of `size` bytes in all into OUT (whose chunks so far count) when
+    the disk holding `near` has not that much free: a typo in --runs or --per-run would
+    otherwise write chunks until the disk is full."""
+    import shutil
+
+    have = sum(p.stat().st_size for p in chunk_paths(out))
+    free = shutil.disk_usage(near).free
+    if size - have > free:
+        raise UserError(
+            f"these samples need {size / 1e9:,.1f} GB in {out} ({have / 1e9:,.1f} GB drawn), but "
+            f"{free / 1e9:,.1f} GB are free there; draw fewer (--runs, --per-run)"
+        )
 
 
 def refuse_mixing(out: Path, scfg: SampleConfig, epoch: int, weights: str) -> None:
