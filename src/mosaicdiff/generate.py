@@ -151,7 +151,7 @@ def draw_samples(
     s = loaded.model.n_seeds
     total = scfg.n_runs * scfg.n_per_run
     shape = loaded.dataset.shape
-    check_room(out, loaded.run.path, total * s * math.prod(shape) * 4)  # float32 chunks
+    check_room(out, total * s * math.prod(shape) * 4)  # float32 chunks
     sampler = make_sampler(loaded, scfg)
     device = next(loaded.model.parameters()).device
 
@@ -177,18 +177,19 @@ def draw_samples(
     return out
 
 
-def check_room(out: Path, near: Path, size: int) -> None:
+def check_room(out: Path, size: int, fewer: str = "--runs, --per-run") -> None:
     """Refuse to draw samples of `size` bytes in all into OUT (whose chunks so far count) when
-    the disk holding `near` has not that much free: a typo in --runs or --per-run would
-    otherwise write chunks until the disk is full."""
+    its disk has not that much free: a typo in the options `fewer` names would otherwise write
+    chunks until the disk is full."""
     import shutil
 
     have = sum(p.stat().st_size for p in chunk_paths(out))
+    near = next(p for p in (out, *out.parents) if p.exists())  # OUT itself may not exist yet
     free = shutil.disk_usage(near).free
     if size - have > free:
         raise UserError(
             f"these samples need {size / 1e9:,.1f} GB in {out} ({have / 1e9:,.1f} GB drawn), but "
-            f"{free / 1e9:,.1f} GB are free there; draw fewer (--runs, --per-run)"
+            f"{free / 1e9:,.1f} GB are free there; draw fewer ({fewer})"
         )
 
 

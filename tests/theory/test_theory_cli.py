@@ -20,6 +20,23 @@ def test_sample_writes_samples_and_consistency(tmp_path):
     assert report["ci95"][0] <= report["rate"] <= report["ci95"][1]
 
 
+def test_sample_that_would_not_fit_on_the_disk_is_refused_before_drawing(
+    tmp_path, capsys, monkeypatch
+):
+    import shutil
+
+    out = tmp_path / "els"
+    args = ["theory", "sample", "--n", "10", "--sampler", "ddim", "--steps", "2", "--out", str(out)]
+    usage = shutil.disk_usage(tmp_path)
+    room = 2 * 10 * 48 * 4  # float32 chunks of 10 samples of 3x4x4, and samples.npz
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=room - 1))
+    assert main([*args, "--no-progress"]) == 2
+    assert "draw fewer (--n)" in capsys.readouterr().err
+    assert not out.exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=room))
+    assert main([*args, "--no-progress"]) == 0
+
+
 def test_sample_digits_with_an_attention_machine(tmp_path):
     args = [
         "theory",

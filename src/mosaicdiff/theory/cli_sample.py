@@ -10,6 +10,7 @@ creativity metrics `mosaicdiff evaluate` computes for networks (results-creativi
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from functools import partial
@@ -44,6 +45,7 @@ def prepare_sample(args) -> Callable[[], int]:
     from mosaicdiff.data.base import first_images
     from mosaicdiff.diffusion import Schedule
     from mosaicdiff.evaluate import CREATIVITY_LIMIT, MOSAIC_PATCH
+    from mosaicdiff.generate import check_room
     from mosaicdiff.io import read_json, sha256
     from mosaicdiff.runs import fingerprints
 
@@ -134,6 +136,8 @@ def prepare_sample(args) -> Callable[[], int]:
         settings["machine_sha256"] = code
     settings["data_sha256"] = fingerprints(dataset)["data_sha256"]  # --data-path's images too
     _check_same_settings(folder, settings)
+    # float32 chunks, then samples.npz: the same again
+    check_room(folder, 2 * args.n * math.prod(dataset.shape) * 4, "--n")
     return partial(_sample, args, folder, dataset, machine, schedule, settings)
 
 
