@@ -1,6 +1,6 @@
 import pytest
 
-from mosaicdiff.config import RunConfig, assign, matches, override, to_dict
+from mosaicdiff.config import RunConfig, assign, matches, override, read_mapping, to_dict
 from mosaicdiff.errors import UserError
 
 
@@ -56,3 +56,25 @@ def test_bare_words_in_brackets_are_a_list_as_without_them():
 def test_folder_fields_are_read_with_data_kind_folder():
     cfg = override(RunConfig(), ["data.kind=folder", "data.path=imgs", "data.image_size=8"])
     assert (cfg.data.path, cfg.data.image_size) == ("imgs", 8)
+
+
+@pytest.mark.parametrize(
+    "name, text, where",
+    [
+        ("spec.yaml", "grid:\n  model.hidden: [8, 16]\n  model.hidden: [32]\n", "line 3"),
+        ("cfg.json", '{"train": {"epochs": 2, "epochs": 3}}', "['epochs']"),
+        ("cfg.toml", "[train]\nepochs = 2\nepochs = 3\n", "line 3"),
+    ],
+)
+def test_a_key_given_twice_is_refused_not_overwritten(tmp_path, name, text, where):
+    # The parsers keep the last silently: a grid's first list of values vanished unseen.
+    (tmp_path / name).write_text(text)
+    with pytest.raises(UserError, match="could not be parsed") as e:
+        read_mapping(tmp_path / name, "--config")
+    assert where in str(e.value)
+
+
+def test_a_yaml_merge_key_may_still_override_what_it_merges(tmp_path):
+    text = "a: &a {epochs: 2, lr: 1}\nb:\n  <<: *a\n  epochs: 3\n"
+    (tmp_path / "m.yaml").write_text(text)
+    assert read_mapping(tmp_path / "m.yaml", "--config")["b"] == {"epochs": 3, "lr": 1}

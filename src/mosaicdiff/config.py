@@ -281,15 +281,13 @@ def read_mapping(path: str | Path, what: str) -> dict:
     try:
         text = p.read_text()
         if p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        elif p.suffix == ".toml":
+            data = _load_yaml(text)
+        elif p.suffix == ".toml":  # tomllib refuses a key given twice itself
             import tomllib
 
             data = tomllib.loads(text)
         else:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_refuse_duplicates)
     except Exception as e:  # the parsers' own error types differ
         mark = getattr(e, "problem_mark", None)  # YAML's message spans lines, with a caret
         detail = f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else e
@@ -299,6 +297,37 @@ def read_mapping(path: str | Path, what: str) -> dict:
         isinstance(data, dict), f"{what} {str(p)!r} must hold a mapping, not {type(data).__name__}"
     )
     return data
+
+
+def _refuse_duplicates(pairs: list[tuple]) -> dict:
+    """A JSON object as a dict, refusing a key given twice (json keeps the last silently)."""
+    keys = [k for k, _ in pairs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ValueError(f"key(s) {twice} given twice in one mapping")
+    return dict(pairs)
+
+
+def _load_yaml(text: str) -> Any:
+    """YAML by the safe loader, refusing a key given twice in one mapping: the safe loader
+    keeps the last silently, so a grid's first list of values would vanish unseen."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=Loader)
 
 
 def to_dict(cfg: Any) -> dict:
