@@ -203,6 +203,11 @@ def test_local_sweep_runs_and_skips_finished_points(tmp_path):
     sweep(plan_sweep(tiny_spec(out)), "local", jobs=2, log=lines.append)
     assert "2 finished, 0 to run" in lines[0]
     assert stamps == {p.name: p.done_path.stat().st_mtime_ns for p in plan.points}
+    lines = []  # a narrower grid into the same out says which folders its tables leave out
+    sweep(plan_sweep(tiny_spec(out, {"model.arch": ["cnn"]})), "local", log=lines.append)
+    assert "1 finished, 0 to run" in lines[0]
+    assert "1 folder(s) in" in lines[1] and lines[1].endswith("of its tables: arch=attn")
+    assert len(read_table(out)) == 1
 
 
 def test_a_sweep_on_digits_measures_creativity(tmp_path, capsys):

@@ -266,6 +266,16 @@ def sweep(plan: Plan, executor: str = "local", jobs: int | None = None, slurm=No
     outcomes = {p.name: {"status": "done"} for p in plan.points if p.finished()}
     todo = [p for p in plan.points if p.name not in outcomes]
     log(f"sweep: {len(plan.points)} points, {len(outcomes)} finished, {len(todo)} to run")
+    points = plan.out / "points"
+    others = sorted(
+        {d.name for d in points.glob("*") if d.is_dir()} - {p.name for p in plan.points}
+    )
+    if others:  # from an earlier grid into the same out: kept, but not this sweep's
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        log(
+            f"sweep: {len(others)} folder(s) in {points} are not points of this grid and stay out "
+            f"of its tables: {', '.join(others[:3])}{more}"
+        )
     if todo and executor == "local":
         n = max(1, min(jobs or _cores(), len(todo)))
         specs = [point_spec(p, 1 if n > 1 else None, plan.out / ".inductor") for p in todo]
