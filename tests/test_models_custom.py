@@ -72,6 +72,19 @@ class BadReads(nn.Module):
     reads = ("widht",)
 
 NOT_A_MODULE = 3
+
+class Tuple(Raises):
+    def forward(self, x, t):
+        return (x * self.lin.weight.sum(),)
+
+class OneArg(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+
+class ViaJson(Raises):
+    def forward(self, x, t):
+        import json
+        return json.loads("{bad")
 """
 
 
@@ -158,6 +171,8 @@ def test_cli_train_sample_evaluate_from_other_folders(tmp_path, monkeypatch, cap
         ("{nets}:NoWeights", "NoWeights has no trainable parameters"),
         ("{nets}:Detached", "Detached's eps does not depend on its weights"),
         ("{nets}:Double", "returned eps of dtype torch.float64 for x_t of torch.float32"),
+        ("{nets}:Tuple", "returned a tuple, not a tensor eps of x_t's shape (2, 1, 8, 8)"),
+        ("{nets}:OneArg", "building OneArg(cfg, image_shape, T) failed: TypeError"),
         ("{nets}:SmallTable", "running SmallTable on 2 images failed: IndexError"),
         ("no_such_module_here:Net", "no module no_such_module_here on the Python path"),
         ("torch.nn:Linear", "building Linear(cfg, image_shape, T) failed: TypeError"),
@@ -183,6 +198,13 @@ def test_an_error_in_the_users_file_names_its_line(tmp_path):
     (tmp_path / "fwd.py").write_text(NETS)
     with pytest.raises(UserError, match=r"\(.*fwd.py, line 26\)"):  # Raises.forward's line
         build_model(ModelConfig(arch=f"{tmp_path}/fwd.py:Raises"), (1, 8, 8), 1000, [0])
+    # Raised inside Python's json, called from the user's line 65, which is the line named.
+    with pytest.raises(UserError, match=r"JSONDecodeError: .*\(.*fwd.py, line 65\)$"):
+        build_model(ModelConfig(arch=f"{tmp_path}/fwd.py:ViaJson"), (1, 8, 8), 1000, [0])
+    # Built with arguments its __init__ does not take: the TypeError is raised at our call, and
+    # the line named is the __init__'s.
+    with pytest.raises(UserError, match=r"takes 2 positional .*\(.*fwd.py, line 59\)$"):
+        build_model(ModelConfig(arch=f"{tmp_path}/fwd.py:OneArg"), (1, 8, 8), 1000, [0])
 
 
 def test_fields_the_network_does_not_read_are_refused(tmp_path, capsys):
@@ -226,8 +248,9 @@ def test_imports_that_exit_or_do_not_parse_are_one_line(tmp_path):
     with pytest.raises(UserError, match=r"called sys.exit\(3\)"):
         build_model(ModelConfig(arch=f"{tmp_path}/quits.py:Net"), (1, 8, 8), 1000, [0])
     (tmp_path / "typo.py").write_text("x = 1\n\ndef f(:\n")
-    with pytest.raises(UserError, match=r"SyntaxError: .*typo.py, line 3\)"):
+    with pytest.raises(UserError, match=r"SyntaxError: .*typo.py, line 3\)") as e:
         build_model(ModelConfig(arch=f"{tmp_path}/typo.py:Net"), (1, 8, 8), 1000, [0])
+    assert str(e.value).count("line 3") == 1  # named once, with the file's whole path
 
 
 def test_dry_runs_and_sweep_plans_import_the_network(tmp_path, monkeypatch, capsys):

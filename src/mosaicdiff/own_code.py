@@ -65,18 +65,44 @@ def file_sha256(spec: str) -> str | None:
     return sha256(Path(where).read_bytes()) if where.endswith(".py") else None
 
 
-def failed(option: str, what: str, e: Exception, doing: str = "importing") -> UserError:
+def failed(
+    option: str, what: str, e: Exception, doing: str = "importing", called=None
+) -> UserError:
     """One line for an exception the user's code raised, with the place it was raised: the
-    last line of the traceback outside torch and mosaicdiff."""
+    last line of the traceback in the user's own files (not torch's, mosaicdiff's, Python's
+    or an installed package's; where it was all in those, the last outside torch and
+    mosaicdiff). An exception raised at the call itself (`called(...)` with arguments it does
+    not take) names where `called` is defined."""
+    import sysconfig
+
     import torch
 
-    frames = traceback.extract_tb(e.__traceback__)
-    libraries = (str(Path(torch.__file__).parent), str(Path(__file__).parent), "<frozen ")
-    ours = [(f.filename, f.lineno) for f in frames if not f.filename.startswith(libraries)]
-    if isinstance(e, SyntaxError) and e.filename:
-        ours.append((e.filename, e.lineno))
-    at = f" ({ours[-1][0]}, line {ours[-1][1]})" if ours else ""  # else: at the call itself
-    return UserError(f"{option}: {doing} {what} failed: {type(e).__name__}: {e}{at}")
+    frames = [(f.filename, f.lineno) for f in traceback.extract_tb(e.__traceback__)]
+    ours = (os.path.join(Path(torch.__file__).parent, ""), os.path.join(Path(__file__).parent, ""))
+    ours += ("<frozen ",)
+    outside = [f for f in frames if not f[0].startswith(ours)]
+    paths = sysconfig.get_paths()
+    installed = tuple(os.path.join(paths[k], "") for k in ("stdlib", "platstdlib", "purelib"))
+    yours = [f for f in outside if not f[0].startswith(installed)] or outside
+    message = str(e)
+    if isinstance(e, SyntaxError) and e.filename:  # its str names the file's base name only
+        yours.append((e.filename, e.lineno))
+        message = e.msg
+    if not yours and called is not None:
+        yours = [f for f in [_defined(called)] if f and not f[0].startswith((*ours, *installed))]
+    at = f" ({yours[-1][0]}, line {yours[-1][1]})" if yours else ""  # else: at the call itself
+    return UserError(f"{option}: {doing} {what} failed: {type(e).__name__}: {message}{at}")
+
+
+def _defined(obj) -> tuple[str, int] | None:
+    """The file and line where `obj` (a class: its __init__) is defined, if Python knows."""
+    import inspect
+
+    target = obj.__init__ if isinstance(obj, type) else obj
+    try:
+        return inspect.getsourcefile(target), inspect.getsourcelines(target)[1]
+    except (TypeError, OSError):  # built in (object.__init__), or its source is gone
+        return None
 
 
 def _exited(option: str, where: str, e: SystemExit) -> UserError:

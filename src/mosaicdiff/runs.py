@@ -255,7 +255,7 @@ def check_fingerprints(meta: dict, now: dict[str, str], cfg: RunConfig) -> None:
     check(
         stored in (None, now.get("arch_sha256")),
         f"model.arch={cfg.model.arch}: the file changed since this run's checkpoint (its sha256 "
-        "differs); put the old code back, or train a new run with the new",
+        "differs); put the old code back, or train a new run with the file as it is now",
     )
 
 

@@ -50,6 +50,14 @@ class BatchOfOne(ScoreMachine):
 
 class NotAMachine:
     pass
+
+class Tuple(ScoreMachine):
+    def x0_hat(self, x_t, t, a, b2):
+        return (x_t,)
+
+class OneArg(ScoreMachine):
+    def __init__(self, images):
+        super().__init__(images, None)
 '''
 
 
@@ -126,6 +134,8 @@ def test_a_rerun_after_the_machines_file_changed_is_refused(machines, tmp_path, 
         ("{m}:Patchy", ["--attention", "top1"], "takes no attention"),
         ("{m}:WrongShape", [], "WrongShape.x0_hat returned shape (2, 1, 4, 4) for x_t of shape"),
         ("{m}:Raises", [], "running Raises on 2 images failed: RuntimeError"),
+        ("{m}:Tuple", [], "Tuple.x0_hat returned a tuple, not a tensor of x_t's shape (2, 3,"),
+        ("{m}:OneArg", [], "got an unexpected keyword argument 'dtype' ({m}, line 40)"),
         ("{m}:NotAMachine", [], "NotAMachine is not a subclass of mosaicdiff.theory.base."),
         ("{m}:Missing", [], "mine.py defines no Missing"),
         ("{d}/none.py:X", [], "none.py is not a file"),

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from mosaicdiff.config import ARCH_FIELDS, ModelConfig
-from mosaicdiff.errors import check
+from mosaicdiff.errors import UserError, check
 from mosaicdiff.own_code import failed, load
 
 
@@ -59,8 +59,11 @@ class CustomMember(nn.Module):
         self.name = cls.__name__
         try:
             self.net = cls(cfg, tuple(image_shape), T)
+        except UserError:  # one line already (a network of ours, built inside the user's)
+            raise
         except Exception as e:  # noqa: BLE001 (the user's class does not build this way)
-            raise failed(self.option, f"{self.name}(cfg, image_shape, T)", e, "building") from e
+            what = f"{self.name}(cfg, image_shape, T)"
+            raise failed(self.option, what, e, "building", called=cls) from e
         forward = inspect.signature(self.net.forward).parameters
         self.attends = "return_attention" in forward
         check(
@@ -91,13 +94,19 @@ class CustomMember(nn.Module):
                 eps, a = out if return_attention else (out, None)
             else:
                 eps, a = self.net(x, t), None
+        except UserError:
+            raise
         except Exception as e:  # noqa: BLE001 (the user's forward fails)
             raise failed(self.option, f"{self.name} on {len(x)} images", e, "running") from e
-        shape = tuple(getattr(eps, "shape", ()))
         check(
-            isinstance(eps, torch.Tensor) and eps.shape == x.shape,
-            f"{self.option} returned eps of shape {shape} for x_t of shape {tuple(x.shape)}; "
-            "they must match",
+            isinstance(eps, torch.Tensor),
+            f"{self.option} returned a {type(eps).__name__}, not a tensor eps of x_t's shape "
+            f"{tuple(x.shape)}",
+        )
+        check(
+            eps.shape == x.shape,
+            f"{self.option} returned eps of shape {tuple(eps.shape)} for x_t of shape "
+            f"{tuple(x.shape)}; they must match",
         )
         check(
             eps.dtype == x.dtype,

@@ -53,7 +53,8 @@ def build_custom(
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 (the user's class does not build this way)
-        raise failed(option, f"{cls.__name__}(images, schedule, ...)", e, "building") from e
+        what = f"{cls.__name__}(images, schedule, ...)"
+        raise failed(option, what, e, "building", called=cls) from e
     inner = machine.x0_hat
 
     def x0_hat(x_t, t, a, b2):  # a failure while sampling is one line too, naming its line
