@@ -195,6 +195,13 @@ def test_model_fields_the_study_sets_itself_are_rejected(capsys, tmp_path, assig
     assert f"{assignment}: study digits sets each run's" in err and "study.archs" in err
 
 
+@pytest.mark.parametrize("assignment", ["sample.n_per_run=5", "sample.n_runs=3"])
+def test_sample_sizes_the_study_sets_itself_are_rejected(capsys, tmp_path, assignment):
+    # --dry-run showed them in every run's config, and the study drew n_samples regardless.
+    err = rejected(capsys, tmp_path, "--set", assignment, "--dry-run")
+    assert f"{assignment}: study digits draws study.n_samples" in err
+
+
 @pytest.mark.parametrize("assignment", ["model.nonlinearity=relu", "model.gumbel_tau=2"])
 def test_model_fields_no_study_architecture_reads_are_rejected(capsys, tmp_path, assignment):
     err = rejected(capsys, tmp_path, "--set", assignment, "--dry-run")

@@ -332,6 +332,12 @@ def cmd_study(args) -> int:
     for field in ("arch", "depth", "kernel", "patch"):  # run_configs sets these per run
         key = f"model.{field}"  # (study takes no --config file: --set is the only way in)
         check(key not in given, f"{key}={given.get(key)}: {STUDY_SETS_MODEL}")
+    for key in ("sample.n_runs", "sample.n_per_run"):  # creativity_stage draws n_samples
+        check(
+            key not in given,
+            f"{key}={given.get(key)}: study digits draws study.n_samples samples per seed in "
+            "one run; set that instead",
+        )
     for key, value in given.items():  # model.nonlinearity, gumbel_tau: the paper's nets only
         field = key.removeprefix("model.")
         readers = ARCH_FIELDS.get(field, ARCHS) if field != key else ARCHS
