@@ -142,6 +142,22 @@ def test_a_point_trained_with_another_base_is_refused_naming_the_field(tmp_path)
         plan_sweep(tiny_spec(tmp_path / "out"))
 
 
+def test_a_point_trained_on_other_images_is_refused_not_counted_finished(tmp_path):
+    # A rewritten data.path (or network file) left old points "finished" beside new ones.
+    from mosaicdiff.data import load_dataset
+    from mosaicdiff.io import save_tensors
+    from mosaicdiff.runs import RunDir, fingerprints
+
+    point = plan_sweep(tiny_spec(tmp_path / "out")).points[0]
+    now = fingerprints(load_dataset(point.cfg.data), point.cfg)
+    path = RunDir(point.run_path).checkpoint_path(1)
+    save_tensors(path, {"w": torch.zeros(1)}, {"epoch": 1, **now})
+    plan_sweep(tiny_spec(tmp_path / "out"))  # the same images: planned as before
+    save_tensors(path, {"w": torch.zeros(1)}, {"epoch": 1, "data_sha256": "0" * 64})
+    with pytest.raises(UserError, match=r"sweep point arch=cnn: data.kind=pairings now gives"):
+        plan_sweep(tiny_spec(tmp_path / "out"))
+
+
 def test_dry_run_lists_points(tmp_path, capsys):
     spec = tmp_path / "spec.json.yaml"
     spec.write_text(json.dumps(tiny_spec(tmp_path / "out")))  # JSON is valid YAML

@@ -185,7 +185,32 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
             f"{p.run_path} holds a run with another config ({changed}); "
             "use a new out folder or delete that point",
         )
+    _check_inputs_unchanged(points)
     return Plan(spec, out, tuple(points))
+
+
+def _check_inputs_unchanged(points: list[Point]) -> None:
+    """Refuse points trained (or finished) on other images or network code than their config
+    gives now: a rewritten data.path or network file would otherwise leave the old points
+    "finished" beside new ones in one table, as `sample` and `train --resume` refuse them."""
+    from mosaicdiff.data import load_dataset
+    from mosaicdiff.io import sidecar
+    from mosaicdiff.runs import RunDir, check_fingerprints, fingerprints
+
+    datasets = {}
+    for p in points:
+        found = RunDir(p.run_path).checkpoints()
+        if not found:
+            continue
+        key = json.dumps(to_dict(p.cfg.data), sort_keys=True)
+        if key not in datasets:
+            datasets[key] = load_dataset(p.cfg.data)
+        try:
+            check_fingerprints(
+                read_json(sidecar(found[-1])), fingerprints(datasets[key], p.cfg), p.cfg
+            )
+        except UserError as e:
+            raise UserError(f"sweep point {p.name}: {e} (or delete that point)") from None
 
 
 def point_spec(p: Point, threads: int | None, cache_root: Path) -> dict:
