@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import torch
 
 from mosaicdiff.config import SampleConfig
+from mosaicdiff.errors import UserError
 from mosaicdiff.generate import draw_samples, load_samples
 from mosaicdiff.runs import load_run
 from mosaicdiff.training import train
@@ -26,6 +28,10 @@ def test_chunked_sampling_is_reproducible_and_resumes(tmp_path, tiny):
     # Seed 1 of the group equals seed 1's own model sampled with the same noise.
     assert not np.array_equal(first[0], first[1])
     assert torch.isfinite(torch.as_tensor(first)).all()
+    # A chunk copied over another is refused, not counted: it would hold run 0 twice.
+    chunks[2].write_bytes(chunks[0].read_bytes())
+    with pytest.raises(UserError, match=r"chunk-00002.npz holds indices 0-7, not those of chunk 2"):
+        load_samples(out)
 
 
 def test_ddpm_chunks_use_the_fast_path_and_equal_the_reference_sampler(tmp_path, tiny):

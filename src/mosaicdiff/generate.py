@@ -259,8 +259,26 @@ def iter_chunks(out: Path):
     if len(paths) != meta["n_chunks"]:
         raise UserError(f"{out} has {len(paths)} of {meta['n_chunks']} chunks; run sample again")
     n_seeds = len(meta.get("seeds", [0]))  # a theory machine's folder holds one
-    for p in paths:
-        yield read_chunk(p, n_seeds)
+    for j, p in enumerate(paths):
+        chunk = read_chunk(p, n_seeds)
+        _check_place(p, chunk["index"], j, meta.get("per_chunk"), meta["n_chunks"])
+        yield chunk
+
+
+def _check_place(path: Path, index: np.ndarray, j: int, per_chunk: int | None, n: int) -> None:
+    """Refuse the `j`-th of `n` chunk files unless it is named chunk J and holds the samples of
+    indices [J per_chunk, ...): all of them but in the last chunk. A chunk copied over another
+    would otherwise count one run twice and leave another out."""
+    if per_chunk is None:  # folders written before the chunking was stored
+        return
+    lo = j * per_chunk
+    want = np.arange(lo, lo + (per_chunk if j < n - 1 else len(index)))
+    if path.name != f"chunk-{j:05d}.npz" or not np.array_equal(index, want):
+        held = f"indices {index.min()}-{index.max()}" if len(index) else "no samples"
+        raise UserError(
+            f"{path} holds {held}, not those of chunk {j} ({lo}-{lo + len(want) - 1}); delete "
+            "it and sample again to redraw it"
+        )
 
 
 def load_samples(out: Path, limit: int | None = None) -> np.ndarray:
