@@ -47,6 +47,18 @@ def test_exact_copy_is_memorized_at_distance_zero(train):
     assert s.patch_distance.item() == 0.0
 
 
+def test_a_training_set_with_duplicates_still_shows_near_copies(train):
+    # The pairings hold each of 48 images many times: the second nearest training image was the
+    # nearest again, and a sample 0.05 from one was never memorized.
+    near = train[7:8] + 0.05 * torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    twice = torch.cat([train, train])
+    s = creativity_scores(near, twice)
+    assert s.memorized.item() and not s.copy.item() and s.nearest_index.item() == 7
+    assert s.second.item() > 3 * s.nearest.item()  # the second *distinct* image
+    r = evaluate_creativity(near, twice)
+    assert r["memorization_rate"] == 1.0 and (r["n_train"], r["n_train_distinct"]) == (40, 20)
+
+
 def test_quadrant_mosaic_is_explained_by_patches_but_copies_no_image(train):
     s = creativity_scores(_mosaic(train), train, patch=3)
     assert s.cover_distance.item() < 1e-6  # every pixel lies in a 3x3 patch of one quadrant

@@ -6,8 +6,10 @@ none. These metrics measure each part of that claim on samples of any size:
 
 - nearest training image (distance and index), chunked over the training set;
 - memorization: nearest < 1/3 of the second nearest (the relative rule of Yoon et al. 2023 and
-  Gu et al. 2023, after Carlini et al. 2023), or nearest <= `copy_atol` (an exact copy, which
-  also catches training sets holding duplicates, where the 1/3 rule cannot fire);
+  Gu et al. 2023, after Carlini et al. 2023), or nearest <= `copy_atol` (an exact copy). The
+  training images are taken once each: in a set holding duplicates (the colour pairings' 2,048
+  images are 48 distinct ones) the second nearest would be the nearest again, and the 1/3 rule
+  could never fire;
 - novelty: the mean nearest-training distance;
 - diversity: the mean distance between samples, and the share of near-duplicate sample pairs;
 - patch mosaic: each k x k patch of a sample against every k x k training patch at any location.
@@ -147,6 +149,14 @@ class CreativityScores:
     mosaic_ratio: torch.Tensor
 
 
+def _distinct(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of (m, D) `rows`, and for each the index of its first occurrence."""
+    distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    first = torch.full((len(distinct),), len(rows), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(len(rows)), reduce="amin")
+    return distinct, first
+
+
 def creativity_scores(
     samples: torch.Tensor,
     train: torch.Tensor,
@@ -173,7 +183,9 @@ def creativity_scores(
     check(len(samples) >= 1 and len(train) >= 1, "need at least one sample and training image")
     side = min(train.shape[-2:])
     check(1 <= patch <= side, f"patch={patch} must be between 1 and {side}, the image side")
-    d, idx = nearest(samples.flatten(1), train.flatten(1), k=2, chunk=chunk)
+    distinct, first = _distinct(train.flatten(1))
+    d, idx = nearest(samples.flatten(1), distinct, k=2, chunk=chunk)
+    idx = first[idx.clamp(min=0)].masked_fill(idx < 0, -1)  # indices into `train`
     copy = d[:, 0] <= copy_atol
     # With one training image there is no second nearest and only the copy rule applies.
     memorized = copy | (d[:, 1].isfinite() & (d[:, 0] < memorization_ratio * d[:, 1]))
@@ -221,6 +233,7 @@ def evaluate_creativity(
         "n_samples": len(samples),
         "n_not_finite": n_not_finite,
         "n_train": len(train_images),
+        "n_train_distinct": len(torch.unique(train_images.flatten(1), dim=0)),
         "novelty": float(s.nearest.mean()),
         "nearest_distance_median": float(s.nearest.median()),
         "memorization_rate": float(s.memorized.double().mean()),
