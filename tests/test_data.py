@@ -130,6 +130,23 @@ def test_folder_images_keep_their_channels_at_any_size(tmp_path, side):
     assert (x[:, 0] == 1).all() and (x[:, 1:] == -1).all()
 
 
+def test_grey_folder_images_keep_one_channel_and_16_bits(tmp_path):
+    # 16-bit PNGs were clipped at 255 into all-white images, and grey ones read as RGB.
+    from PIL import Image
+
+    levels = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000  # 0 .. 63,000
+    Image.fromarray(levels).save(tmp_path / "a16.png")
+    Image.fromarray((levels // 257).astype(np.uint8)).save(tmp_path / "b8.png")  # mode L
+    (tmp_path / "._a16.png").write_bytes(b"\x00\x05\x16\x07")  # macOS's metadata twin
+    x = load_folder(str(tmp_path)).images
+    assert x.shape == (2, 1, 8, 8)
+    np.testing.assert_allclose(x[0, 0].numpy(), levels / 65535 * 2 - 1, atol=1e-6)
+    np.testing.assert_allclose(x[1, 0].numpy(), (levels // 257) / 255 * 2 - 1, atol=1e-6)
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "c.png")
+    assert load_folder(str(tmp_path)).images.shape == (3, 3, 8, 8)  # one in colour: RGB
+    assert load_folder(str(tmp_path), size=4).images.shape == (3, 3, 4, 4)
+
+
 def test_a_folder_image_pil_cannot_read_is_named(tmp_path):
     (tmp_path / "bad.png").write_text("not a png")
     with pytest.raises(UserError, match=r"bad.png is not a readable image \(cannot identify"):

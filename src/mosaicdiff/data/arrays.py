@@ -32,32 +32,69 @@ def load_npz(path: str) -> ImageDataset:
                 f"data.path={path!r} has arrays {keys}; name the images array 'images'",
             )
             array = z[key]
+    except UserError:  # said in full above, not as an unreadable file
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"data.path={path!r} is not a readable .npz file ({e})") from None
     return ImageDataset(p.stem, to_images(array, path))
 
 
+# Pillow's modes of one grey channel: 1-bit, 8-bit and 16-bit.
+GREY_MODES = ("1", "L", "I;16", "I;16L", "I;16B", "I;16N", "I")  # "I": older Pillows' 16-bit
+
+
 def load_folder(path: str, size: int = 0) -> ImageDataset:
+    """The images in the folder `path` (hidden files, such as macOS's "._name.png", left out),
+    resized to `size` x `size` when it is not 0. A folder of grey images (8 or 16 bits) reads as
+    one channel, any other as RGB; 16-bit values are scaled by 65,535, not clipped at 255."""
     from PIL import Image
 
     p = Path(path)
     check(p.is_dir(), f"data.path={path!r} is not a folder")
-    files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+    )
     check(bool(files), f"data.path={path!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    arrays = []
+    arrays, modes = [], set()
     for f in files:
         try:
             with Image.open(f) as im:
-                im = im.convert("RGB")
-                if size:
-                    im = im.resize((size, size), Image.BICUBIC)
-                arrays.append(np.asarray(im))
+                modes.add(im.mode)
+                arrays.append((f.name, im.copy()))
         except OSError as e:  # PIL's UnidentifiedImageError included: a damaged or renamed file
             raise UserError(f"data.path={path!r}: {f.name} is not a readable image ({e})") from None
+    grey = modes <= set(GREY_MODES)
+    arrays = [_pixels(name, im, size, grey) for name, im in arrays]
+    if any(a.dtype != np.uint8 for a in arrays):  # 16-bit images among them: all as floats
+        arrays = [a / np.float32(255) if a.dtype == np.uint8 else a for a in arrays]
+        arrays = [a * 2 - 1 for a in arrays]
     shapes = {a.shape for a in arrays}
     check(len(shapes) == 1, f"data.path={path!r}: images differ in size {shapes}; set image_size")
     # Channels first here: for images 1 or 3 pixels high, (N, H, W, 3) would pass for (N, C, H, W).
     return ImageDataset(p.name, to_images(np.stack(arrays).transpose(0, 3, 1, 2), path))
+
+
+def _pixels(name: str, im, size: int, grey: bool) -> np.ndarray:
+    """The image `im` (of the file `name`) as (H, W, C): uint8, or float32 in [0, 1] for a
+    16-bit one."""
+    from PIL import Image
+
+    if im.mode.startswith("I"):
+        x = np.asarray(im, dtype=np.float32)
+        check(
+            0 <= x.min() and x.max() <= 65535,
+            f"{name}: values span [{x.min():g}, {x.max():g}], not 16-bit grey levels",
+        )
+        im = Image.fromarray(x / 65535)  # mode "F"
+        if size:
+            im = im.resize((size, size), Image.BICUBIC)
+        x = np.asarray(im, dtype=np.float32).clip(0, 1)[..., None]
+        return x if grey else np.repeat(x, 3, axis=-1)
+    im = im.convert("L" if grey else "RGB")
+    if size:
+        im = im.resize((size, size), Image.BICUBIC)
+    x = np.asarray(im)
+    return x[..., None] if grey else x
 
 
 def to_images(array: np.ndarray, source: str) -> torch.Tensor:
@@ -78,6 +115,7 @@ def to_images(array: np.ndarray, source: str) -> torch.Tensor:
         lo, hi = float(x.min()), float(x.max())
         check(
             lo >= -1 and hi <= 1,
-            f"{source}: values span [{lo:.3g}, {hi:.3g}]; floats must be in [-1, 1] (or uint8)",
+            f"{source}: {array.dtype} values span [{lo:.7g}, {hi:.7g}]; they must lie in "
+            "[-1, 1] (only uint8 is read as 0..255)",
         )
     return torch.from_numpy(np.ascontiguousarray(x))
