@@ -65,6 +65,17 @@ def test_refuses_to_overwrite_a_run(tmp_path, tiny):
         train(tiny(), tmp_path, progress=False)
 
 
+def test_a_run_another_process_is_training_is_refused(tmp_path, tiny):
+    # Two reproduce into one --out interleaved their lines in metrics.jsonl.
+    cfg = tiny(epochs=1)
+    with RunDir(tmp_path / "r").training():  # as another process would hold it
+        with pytest.raises(UserError, match="is being trained by another process"):
+            train(cfg, tmp_path / "r", resume=True, progress=False)
+        assert not (tmp_path / "r" / "metrics.jsonl").exists()
+    train(cfg, tmp_path / "r", resume=True, progress=False)  # let go: it trains
+    assert len(RunDir(tmp_path / "r").read_metrics()) == 1
+
+
 def test_corrupted_checkpoint_falls_back_to_previous(tmp_path, tiny):
     train(tiny(epochs=2, checkpoint_every=1), tmp_path, progress=False)
     newest = RunDir(tmp_path).checkpoints()[-1]

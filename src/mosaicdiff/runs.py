@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 
@@ -98,6 +99,28 @@ class RunDir:
             )
 
     # --- metrics --------------------------------------------------------------------------
+
+    @contextmanager
+    def training(self):
+        """Hold RUN/.train.lock while this process trains the run: a second process training
+        it at once (two `reproduce` into one --out) is refused, rather than interleaving its
+        lines into metrics.jsonl. The operating system lets go of the lock when the process
+        ends, however it ends."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".train.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(
+                    f"{self.path} is being trained by another process; let it finish (or stop "
+                    "it), then run this again"
+                ) from None
+            yield
 
     def log(self, record: dict) -> None:
         with self.metrics_path.open("a") as f:

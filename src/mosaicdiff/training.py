@@ -119,6 +119,12 @@ def train(
     """
     use_compiled(compile, 0, torch.device("cpu"))  # a bad $MOSAICDIFF_COMPILE, before any write
     run = RunDir(out)
+    with run.training():
+        return _train(run, cfg, out, resume, progress, compile)
+
+
+def _train(run: RunDir, cfg: RunConfig, out, resume: bool, progress: bool, compile) -> RunDir:
+    """`train`'s work, with the run's training lock held."""
     if run.exists() and not resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it")
     if resume:
