@@ -29,7 +29,9 @@ class Gaussian(ScoreMachine):
         super().__init__(images, schedule, **kw)
         flat = self.images.flatten(1)  # (N, D)
         self.mu = flat.mean(0)  # (D,)
-        cov = torch.cov(flat.T).reshape(flat.shape[1], flat.shape[1])  # (D, D)
+        # One image has no spread (torch.cov would divide by N - 1 = 0): Sigma = 0, the mean.
+        cov = torch.cov(flat.T, correction=int(len(flat) > 1))
+        cov = cov.reshape(flat.shape[1], flat.shape[1])  # (D, D)
         self.lam, self.U = torch.linalg.eigh(cov)  # Sigma = U diag(lam) U^T
         self.lam = self.lam.clamp(min=0)
 

@@ -75,10 +75,11 @@ def ema_note(tc: TrainConfig, n_images: int) -> str | None:
     fits = next((d for d in (0.9999, 0.999, 0.995, 0.99, 0.9) if 3 / (1 - d) <= total), 0.0)
     if 3 * horizon <= total or tc.ema_decay <= fits:
         return None
+    fix = f"--set train.ema_decay={fits}" if fits else "--set train.ema_decay=0 (no average)"
     return (
         f"train.ema_decay={tc.ema_decay} averages the weights over about {horizon:,.0f} steps "
-        f"but this run takes {total:,} steps, so the EMA weights that are sampled stay near the "
-        f"initial ones; a run this short wants --set train.ema_decay={fits}"
+        f"but this run takes {total:,} step{'s' * (total != 1)}, so the EMA weights that are "
+        f"sampled stay near the initial ones; a run this short wants {fix}"
     )
 
 

@@ -93,6 +93,10 @@ def test_the_gaussian_machine_is_the_ideal_score_of_one_gaussian():
     twice = build_custom(GAUSS, torch.cat([one, one]), schedule, torch.float64)
     gauss = twice(x, torch.tensor([5]))
     torch.testing.assert_close(gauss, ideal)
+    # and given that one image alone (no spread to divide by N - 1), the same, not NaN
+    torch.testing.assert_close(
+        build_custom(GAUSS, one, schedule, torch.float64)(x, torch.tensor([5])), gauss
+    )
 
 
 def test_sample_and_evaluate_a_machine_of_your_own(machines, tmp_path, monkeypatch):

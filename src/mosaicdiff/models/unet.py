@@ -48,7 +48,9 @@ class UNet(nn.Module):
         f = 2 ** (levels - 1)
         check(
             h % f == 0 and w % f == 0,
-            f"model.depth={levels} U-Net levels halve {h}x{w} {levels - 1} times; use fewer",
+            f"model.depth={levels}: a U-Net of {levels} levels halves the images {levels - 1} "
+            f"time(s), so their sides must divide by {f}, and {h}x{w} do not; set a smaller "
+            "model.depth (or data.image_size for folder images)",
         )
         down = ["AttnDownBlock2D"] * levels
         down[0] = "DownBlock2D" if levels > 1 else "AttnDownBlock2D"
