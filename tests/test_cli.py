@@ -65,6 +65,17 @@ def test_dry_run_prints_the_resolved_config(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_dry_run_reads_the_data_and_builds_the_network(tmp_path, capsys):
+    # It printed any config, a data.path that does not exist included, that train then refused.
+    train = ["train", "--out", str(tmp_path / "r"), "--dry-run", "--set", "data.kind=npz"]
+    assert main([*train, "--set", f"data.path={tmp_path / 'none.npz'}"]) == 2
+    assert "none.npz' is not a file" in capsys.readouterr().err
+    np.savez(tmp_path / "a.npz", images=np.zeros((4, 7, 7), dtype=np.uint8))
+    assert main([*train, "--set", f"data.path={tmp_path / 'a.npz'}", "--model", "unet"]) == 2
+    assert "and 7x7 do not" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def dry_run_sample(capsys, *args) -> dict:
     assert main([*args, "--dry-run"]) == 0
     printed = json.loads(capsys.readouterr().out)

@@ -147,14 +147,16 @@ def cmd_train(args) -> int:
     run = RunDir(args.out)
     base = run.read_config() if args.resume and run.exists() else None
     cfg = resolve_config(args, base)
+    from mosaicdiff.data import load_dataset
+    from mosaicdiff.models import build_model
+
+    # The data read and the network built before anything is written, --dry-run included
+    build_model(cfg.model, load_dataset(cfg.data).shape, cfg.diffusion.T, (0,))
     if args.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
-    from mosaicdiff.data import load_dataset
-    from mosaicdiff.models import build_model
     from mosaicdiff.training import train
 
-    build_model(cfg.model, load_dataset(cfg.data).shape, cfg.diffusion.T, (0,))  # validate first
     train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     print(f"trained {short(cfg.model.arch)} x{len(cfg.train.seeds)} -> {args.out}")
     return 0
