@@ -299,6 +299,16 @@ def test_raw_weights_default_to_folders_and_a_history_of_their_own(kept_run, cap
         assert {r["weights"] for r in csv.DictReader(f)} == {"raw"}
 
 
+def test_another_metric_than_the_datas_own_has_a_history_of_its_own(kept_run, capsys):
+    # --metric creativity on the pairings rewrote RUN/history's consistency table.
+    assert main(["history", str(kept_run), "--metric", "creativity", *SAMPLING]) == 0
+    with (kept_run / "history-creativity" / "history.csv").open() as f:
+        assert "novelty" in next(csv.DictReader(f))
+    assert main(["history", str(kept_run), *SAMPLING]) == 0
+    with (kept_run / "history" / "history.csv").open() as f:
+        assert "consistency" in next(csv.DictReader(f)) and "novelty" not in f.read()
+
+
 def test_a_damaged_checkpoint_is_left_out_and_the_rest_still_written(kept_run, tmp_path, capsys):
     import shutil
 

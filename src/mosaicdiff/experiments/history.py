@@ -15,7 +15,9 @@ data. Per checkpoint epoch E:
 
 A checkpoint's samples are drawn with its EMA weights unless `--weights raw`. NAME defaults
 to `epoch` (`raw` for the raw weights), OUT to RUN/history (RUN/history-NAME for another NAME),
-so histories of the two kinds of weights, or of two sample sizes, keep apart. A checkpoint
+so histories of the two kinds of weights, or of two sample sizes, keep apart; a metric other
+than the data's own (`--metric creativity` on the colour pairings) adds its name to the
+folder (RUN/history-creativity). A checkpoint
 that can't be read (damaged, or deleted by a run still training) is left out with a note.
 
 Given several runs (measured by the same metric) and `--out`, each gets its own history as
@@ -66,7 +68,8 @@ def register(sub) -> None:
     p.add_argument(
         "--out",
         type=out_path,
-        help="output folder (default RUN/history); with several runs, where their comparison "
+        help="output folder (default RUN/history; RUN/history-creativity for --metric creativity "
+        "on the colour pairings); with several runs, where their comparison "
         "goes (history.csv and history.png, a line per run)",
     )
     p.add_argument(
@@ -161,7 +164,7 @@ def plan_history(args, path: str, out: str | None, several: bool = False) -> Pla
 def _plan_history(args, path: str, out: str | None) -> Plan:
     from mosaicdiff.cli import sampling_config
     from mosaicdiff.data import load_dataset
-    from mosaicdiff.evaluate import check_metric, creativity_options
+    from mosaicdiff.evaluate import check_metric, creativity_options, metric_for
     from mosaicdiff.generate import refuse_mixing
     from mosaicdiff.runs import RunDir, load_run
 
@@ -183,6 +186,8 @@ def _plan_history(args, path: str, out: str | None) -> Plan:
 
         baseline = 100 * random_baseline_exact(dataset.info["spec"])
     default = "history" if args.name == "epoch" else f"history-{args.name}"
+    if metric != metric_for(stored.data.kind):  # kept apart from the history of its own metric
+        default += f"-{metric}"
     out = check_out(out or run.path / default)
     refuse_run_directory(out)
     for epoch in epochs:  # folders drawn with other settings are refused now, not halfway
