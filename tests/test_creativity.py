@@ -76,6 +76,21 @@ def test_noise_is_novel_and_not_memorized(train):
     assert r["duplicate_pair_rate"] == 0.0 and r["diversity"] > 1.0
 
 
+def test_noise_is_no_mosaic_of_the_digits_but_a_digit_held_out_is():
+    # By the ratio alone, uniform noise was 100 % mosaics of the digits: some of their 3x3
+    # patches lie near any 3x3 of noise. The cover distance tells the two apart.
+    from mosaicdiff.config import DataConfig
+    from mosaicdiff.data import load_dataset
+
+    digits = load_dataset(DataConfig(kind="digits")).images
+    train, held_out = digits[:1500], digits[1500:1600]
+    noise = torch.rand(100, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    r = evaluate_creativity(noise, train)
+    assert r["mosaic_ratio"] < 1 / 3 and r["cover_distance"] > 0.15 and r["mosaic_rate"] == 0
+    r = evaluate_creativity(held_out, train)
+    assert r["cover_distance"] < 0.05 and r["mosaic_rate"] > 0.95 and r["mosaic_atol"] == 0.1
+
+
 def test_chunked_equals_unchunked_and_results_are_json(train):
     samples = torch.cat([train[:3], _mosaic(train), torch.randn(6, 1, 8, 8)])
     small = evaluate_creativity(samples, train, chunk=16)

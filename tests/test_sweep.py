@@ -254,6 +254,17 @@ def test_a_sweep_on_digits_measures_creativity(tmp_path, capsys):
     assert [float(p["novelty_mean"]) for p in points] == [float(r["novelty"]) for r in rows]
     assert (tmp_path / "out" / "summary.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "out" / "reasons.png").exists()  # creativity has no failure kinds
+    # A point measured before mosaics had a bound on their cover distance is measured again
+    # (from the samples it drew), not shown beside newer ones.
+    done = plan.points[0].done_path
+    record = json.loads(done.read_text())
+    del record["results"]["per_seed"][0]["mosaic_atol"]
+    done.write_text(json.dumps(record))
+    assert not plan.points[0].finished() and plan.points[1].finished()
+    chunks = {p: p.stat().st_mtime_ns for p in plan.points[0].run_path.rglob("chunk-*.npz")}
+    sweep(plan, "local", jobs=1)
+    assert json.loads(done.read_text())["results"]["per_seed"][0]["mosaic_atol"] == 0.1
+    assert chunks == {p: p.stat().st_mtime_ns for p in chunks}  # not drawn again
 
 
 @pytest.mark.slurm

@@ -157,6 +157,7 @@ def evaluate_creativity_samples(
         )
     ]
     settings = ("memorization_ratio", "copy_atol", "duplicate_atol", "mosaic_threshold")
+    settings += ("mosaic_atol",)
     over_seeds = {}
     for key, value in per_seed[0].items():
         values = [p[key] for p in per_seed]
@@ -172,6 +173,16 @@ def evaluate_creativity_samples(
     plots.save(nearest_figure(shown, train_images, title), samples_dir / "nearest.png")
     atomic_write_json(samples_dir / CREATIVITY_RESULTS, result)
     return result
+
+
+def measured_as_now(result: dict) -> bool:
+    """Whether stored results (results*.json, a sweep point's) were measured by today's rules:
+    creativity results from before a mosaic's cover distance was bounded are not."""
+    from mosaicdiff.metrics.creativity import MOSAIC_ATOL
+
+    if result.get("metric") != "creativity":
+        return True
+    return all(p.get("mosaic_atol") == MOSAIC_ATOL for p in result.get("per_seed") or [{}])
 
 
 def _measured(seed: int, x: torch.Tensor, train_images: torch.Tensor, patch: int) -> dict:

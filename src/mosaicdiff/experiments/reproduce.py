@@ -92,7 +92,8 @@ def stored_results(cfg: RunConfig, run_path: Path) -> dict | None:
     stored = read_meta(out, "sample")["sample"] if results.is_file() else None
     if stored is None or not matches(stored_sample(stored), cfg.sample):
         return None
-    return read_json(results)
+    result = read_json(results)
+    return result if evaluate.measured_as_now(result) else None  # else: measured again
 
 
 def sample_stage(cfg: RunConfig, run_path: Path, progress: bool, lap=lambda name: None) -> dict:

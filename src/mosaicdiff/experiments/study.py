@@ -157,7 +157,7 @@ def run_configs(base: RunConfig, sc: StudyConfig) -> dict[str, RunConfig]:
 def creativity_stage(cfg: RunConfig, run_path: Path, sc: StudyConfig, progress: bool) -> list:
     """Sample the run (n_samples per seed) and score each seed's samples; cached per run."""
     from mosaicdiff.generate import draw_samples, load_samples
-    from mosaicdiff.metrics.creativity import evaluate_creativity
+    from mosaicdiff.metrics.creativity import MOSAIC_ATOL, evaluate_creativity
     from mosaicdiff.runs import load_run
 
     scfg = replace(cfg.sample, n_runs=1, n_per_run=sc.n_samples)
@@ -165,6 +165,7 @@ def creativity_stage(cfg: RunConfig, run_path: Path, sc: StudyConfig, progress: 
     folder = loaded.run.samples_dir("study")
     cache = folder / "creativity.json"
     key = {"sample": to_dict(scfg), "patch": sc.mosaic_patch, "epoch": loaded.epoch}
+    key["mosaic_atol"] = MOSAIC_ATOL  # measured before the bound existed: measured again
     if cache.is_file() and read_json(cache).get("key") == key:
         return read_json(cache)["per_seed"]
     if folder.exists():

@@ -68,7 +68,7 @@ class Point:
         """Whether `run_point` completed this point with this very config."""
         if not self.done_path.is_file():
             return False
-        return matches(read_json(self.done_path).get("config") or {}, self.cfg)
+        return _done_as_now(read_json(self.done_path), self.cfg)
 
 
 @dataclass(frozen=True)
@@ -213,6 +213,14 @@ def _check_inputs_unchanged(points: list[Point]) -> None:
             raise UserError(f"sweep point {p.name}: {e} (or delete that point)") from None
 
 
+def _done_as_now(record: dict, cfg: RunConfig) -> bool:
+    """Whether a point.json `record` finished `cfg` and measured it as `evaluate` does today
+    (else the point is measured again, from the samples it drew)."""
+    from mosaicdiff.evaluate import measured_as_now
+
+    return matches(record.get("config") or {}, cfg) and measured_as_now(record["results"])
+
+
 def point_spec(p: Point, threads: int | None, cache_root: Path) -> dict:
     """What a worker needs to run `p`, as plain (picklable, JSON-able) data."""
     return {
@@ -240,7 +248,7 @@ def run_point(spec: dict) -> dict:
         The point.json record: name, values, config, status, wall_s, results (evaluate.py).
     """
     done = Path(spec["run_path"]) / "point.json"
-    if done.is_file() and read_json(done).get("config") == spec["config"]:
+    if done.is_file() and _done_as_now(read_json(done), from_dict(RunConfig, spec["config"])):
         return read_json(done)
     if spec.get("inductor_cache"):
         own = f"{socket.gethostname()}-{os.getpid()}"
