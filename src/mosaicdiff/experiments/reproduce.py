@@ -14,6 +14,7 @@ again only does what is missing.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -336,6 +337,14 @@ def cmd_reproduce(args) -> int:
     refuse_inside_run(out)
     if args.dry_run:
         print(json.dumps({a: to_dict(c) for a, c in model_configs(base, models).items()}, indent=2))
+        if args.ablation:  # on stderr: the plan on stdout stays JSON
+            from mosaicdiff.experiments.ablation import GAP
+
+            print(
+                "--ablation: its runs are chosen once the table exists (one change at a time "
+                f"for every model more than {GAP:g} points from the paper's number)",
+                file=sys.stderr,
+            )
         return 0
     tick = time.perf_counter()
     report = reproduce(
