@@ -352,7 +352,9 @@ def test_samples_of_an_older_checkpoint_are_not_mixed_with_newer(tmp_path, capsy
     assert main([*train, *resume]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(out)]) == 0
-    assert "samples are of epoch 1; the run is now at epoch 2" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "samples are of epoch 1; the run is now at epoch 2" in said
+    assert "(one run: no interval;" in said  # not "95% CI over 1 runs 0.50-0.50"
     assert main([*draw, "--steps", "5", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "other settings (epoch: 1 -> 2)" in err

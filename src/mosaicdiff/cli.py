@@ -213,10 +213,10 @@ def cmd_evaluate(args) -> int:
     res = evaluate_consistency(samples, loaded.dataset.info["spec"], list(loaded.cfg.train.seeds))
     for p in res["per_seed"]:
         lo, hi = p["ci95"]
-        print(
-            f"seed {p['seed']}: consistency {100 * p['mean']:.2f}% "
-            f"(95% CI over {p['n']} runs {100 * lo:.2f}-{100 * hi:.2f})"
-        )
+        ci = f"95% CI over {p['n']} runs {100 * lo:.2f}-{100 * hi:.2f}"
+        if p["n"] == 1:  # one run has no spread to make an interval of
+            ci = "one run: no interval; sample with --runs 2 or more for one"
+        print(f"seed {p['seed']}: consistency {100 * p['mean']:.2f}% ({ci})")
         total = sum(p["reasons"].values()) or 1
         shown = {k: v for k, v in p["reasons"].items() if v or k == "consistent"}
         why = ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in shown.items())
