@@ -135,9 +135,9 @@ def test_a_config_file_is_checked_for_fields_nothing_reads(tmp_path, capsys):
     saved.write_text(capsys.readouterr().out)
     assert dry_run_sample(capsys, *out, "--config", str(saved))["sampler"] == "ddim"
     deeper = tmp_path / "deeper.yaml"
-    deeper.write_text("model: {depth: 4}\n")
+    deeper.write_text("model: {depth: 3}\n")
     assert main([*out, "--config", str(deeper), "--dry-run"]) == 2
-    assert "model.depth=4 is read by model.arch in ['resnet'" in capsys.readouterr().err
+    assert "model.depth=3 is read by model.arch in ['resnet'" in capsys.readouterr().err
     assert dry_run_sample(capsys, *out, "--config", str(deeper), "--model", "unet")
     assert not (tmp_path / "r").exists()
 
