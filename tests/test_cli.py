@@ -181,6 +181,7 @@ def test_a_relative_data_path_is_stored_absolute(tmp_path, capsys, monkeypatch):
     spec = tmp_path / "spec.yaml"
     spec.write_text(json.dumps({"out": "s", "grid": {"train.lr": [1e-3]}}))
     npz = ["--set", "data.kind=npz", "--set", "data.path=imgs.npz"]
+    np.savez(tmp_path / "imgs.npz", images=np.zeros((4, 8, 8), dtype=np.uint8))  # dry runs read it
     assert main(["train", "--out", "r", *npz, "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["data"]["path"] == str(tmp_path / "imgs.npz")
     from mosaicdiff.experiments.sweep import plan_sweep
