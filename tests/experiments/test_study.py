@@ -93,6 +93,15 @@ def test_study_end_to_end_then_reuses_everything(tmp_path, tiny_study):
     }
     st.study(base, sc, tmp_path, progress=False)
     assert stamps and all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    # Measured by the mosaic rule before its cover bound: measured again, the samples kept.
+    cache = tmp_path / "runs" / st.ARCHS[0] / "samples" / "study" / "creativity.json"
+    older = json.loads(cache.read_text())
+    del older["key"]["mosaic_atol"]
+    cache.write_text(json.dumps(older))
+    st.study(base, sc, tmp_path, progress=False)
+    assert json.loads(cache.read_text())["key"]["mosaic_atol"] == 0.1
+    chunks = [p for p in stamps if p.name.startswith("chunk-")]
+    assert chunks and all(p.stat().st_mtime_ns == stamps[p] for p in chunks)
 
 
 def test_cli_dry_run_and_study_overrides(capsys):

@@ -39,7 +39,7 @@ from mosaicdiff.config import (
     split_assignment,
     to_dict,
 )
-from mosaicdiff.errors import check, check_out
+from mosaicdiff.errors import UserError, check, check_out
 from mosaicdiff.io import atomic_write_json, read_json
 
 ARCHS = ("resnet", "resnet_attn", "unet", "dit")
@@ -156,7 +156,7 @@ def run_configs(base: RunConfig, sc: StudyConfig) -> dict[str, RunConfig]:
 
 def creativity_stage(cfg: RunConfig, run_path: Path, sc: StudyConfig, progress: bool) -> list:
     """Sample the run (n_samples per seed) and score each seed's samples; cached per run."""
-    from mosaicdiff.generate import draw_samples, load_samples
+    from mosaicdiff.generate import draw_samples, load_samples, refuse_mixing
     from mosaicdiff.metrics.creativity import MOSAIC_ATOL, evaluate_creativity
     from mosaicdiff.runs import load_run
 
@@ -166,13 +166,19 @@ def creativity_stage(cfg: RunConfig, run_path: Path, sc: StudyConfig, progress: 
     cache = folder / "creativity.json"
     key = {"sample": to_dict(scfg), "patch": sc.mosaic_patch, "epoch": loaded.epoch}
     key["mosaic_atol"] = MOSAIC_ATOL  # measured before the bound existed: measured again
-    if cache.is_file() and read_json(cache).get("key") == key:
+    stored = read_json(cache).get("key") if cache.is_file() else None
+    if stored == key:
         return read_json(cache)["per_seed"]
-    if folder.exists():
+    try:  # the samples drawn so far (measured or not) are kept where they are still these
+        refuse_mixing(folder, scfg, loaded.epoch, loaded.weights)
+        same = stored is None or all(stored.get(k) == key[k] for k in ("sample", "epoch"))
+    except UserError:
+        same = False
+    if folder.exists() and not same:
         import shutil
 
         shutil.rmtree(folder)  # drawn with other settings or by an older checkpoint: redraw
-    draw_samples(loaded, scfg, name="study", progress=progress)
+    draw_samples(loaded, scfg, name="study", progress=progress)  # resumes, or none to draw
     samples = torch.from_numpy(load_samples(folder))  # (S, n, C, H, W)
     train_images = loaded.dataset.images
     per_seed = [evaluate_creativity(s, train_images, patch=sc.mosaic_patch) for s in samples]
