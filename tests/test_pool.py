@@ -70,3 +70,45 @@ def test_stopped_workers_leave_nothing_for_the_resource_tracker(tmp_path):
     )
     assert run.returncode == 0 and run.stdout.strip() == "stopped", run.stderr
     assert "leaked" not in run.stderr and "Warning" not in run.stderr, run.stderr
+
+
+_ORPHAN_SCRIPT = """
+import os, sys, time
+from mosaicdiff.pool import process_pool
+
+if __name__ == "__main__":
+    with process_pool(2) as pool:
+        futures = [pool.submit(os.getpid) for _ in range(2)]
+        print(*{f.result() for f in futures}, flush=True)
+        time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    # reproduce --jobs 2 killed by SIGKILL left its workers training, and their runs locked.
+    import os
+    import signal
+
+    script = tmp_path / "script.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    parent = subprocess.Popen(  # its resource tracker outlives it, warning of leaks: not here
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert workers
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(30)
+    deadline = time.monotonic() + 30
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as f:  # an exited child not yet reaped is a zombie
+            return f.read().split(")")[-1].split()[0] != "Z"
+
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers)

@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import pytest
@@ -69,7 +70,9 @@ def test_a_run_another_process_is_training_is_refused(tmp_path, tiny):
     # Two reproduce into one --out interleaved their lines in metrics.jsonl.
     cfg = tiny(epochs=1)
     with RunDir(tmp_path / "r").training():  # as another process would hold it
-        with pytest.raises(UserError, match="is being trained by another process"):
+        with pytest.raises(
+            UserError, match=rf"being trained by another process \(pid {os.getpid()}\)"
+        ):
             train(cfg, tmp_path / "r", resume=True, progress=False)
         assert not (tmp_path / "r" / "metrics.jsonl").exists()
     train(cfg, tmp_path / "r", resume=True, progress=False)  # let go: it trains

@@ -11,6 +11,9 @@ no half-written file; the next run picks up from the last finished checkpoint or
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -22,7 +25,9 @@ def process_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
     exception, KeyboardInterrupt included, cancels what has not started and terminates the
     workers before the exception goes on."""
     spawn = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(jobs, mp_context=spawn, initializer=_thread_lock_for_tqdm)
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=spawn, initializer=_start_worker, initargs=(os.getpid(),)
+    )
     try:
         yield pool
     except BaseException:
@@ -37,11 +42,25 @@ def process_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
     pool.shutdown(wait=True)
 
 
-def _thread_lock_for_tqdm() -> None:
-    """tqdm's first bar makes a multiprocessing lock, which a spawned worker cannot share anyway;
-    a worker stopped by SIGTERM left it to the resource tracker, which warned of a leak."""
+def _start_worker(parent: int) -> None:
+    """Set up a worker of the process `parent`.
+
+    - On Linux the worker gets SIGTERM when its parent dies, however it dies: `reproduce
+      --jobs 2` killed by SIGKILL left its workers training, and their runs locked, with no
+      command left to stop them.
+    - tqdm's first bar makes a multiprocessing lock, which a spawned worker cannot share
+      anyway; a worker stopped by SIGTERM left it to the resource tracker, which warned of a
+      leak. A thread lock instead.
+    """
     import threading
 
     from tqdm import tqdm
 
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before the line above: no signal will come
+            os.kill(os.getpid(), signal.SIGTERM)
     tqdm.set_lock(threading.RLock())

@@ -16,6 +16,7 @@ corrupted newer one is reported and skipped.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, is_dataclass
@@ -112,14 +113,19 @@ class RunDir:
             yield
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".train.lock", "a") as lock:
+        with open(self.path / ".train.lock", "a+") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "?"
                 raise UserError(
-                    f"{self.path} is being trained by another process; let it finish (or stop "
-                    "it), then run this again"
+                    f"{self.path} is being trained by another process (pid {holder}); let it "
+                    "finish (or stop it), then run this again"
                 ) from None
+            lock.truncate(0)  # the holder, for that message
+            lock.write(str(os.getpid()))
+            lock.flush()
             yield
 
     def log(self, record: dict) -> None:
