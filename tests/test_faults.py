@@ -90,6 +90,39 @@ def test_the_next_write_removes_a_killed_writes_temporary(tmp_path):
     assert not left.exists() and other.exists()
 
 
+def test_a_write_going_on_in_another_process_keeps_its_temporary(tmp_path):
+    # Two reproduce into one folder: each write removed the other's temporary file before it
+    # was renamed into place, and that write failed with "No such file or directory".
+    import socket
+    import subprocess
+    import sys
+
+    from mosaicdiff.io import atomic_write_json
+
+    host = socket.gethostname()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        writing = tmp_path / f".r.json.{host}~{alive.pid}.a1b2.tmp"
+        killed = tmp_path / f".r.json.{host}~{dead}.c3d4.tmp"
+        elsewhere = tmp_path / ".r.json.other-host.cluster~1.e5f6.tmp"
+        for tmp in (writing, killed, elsewhere):
+            tmp.write_text("{")
+        atomic_write_json(tmp_path / "r.json", {"a": 1})
+        assert writing.exists() and not killed.exists() and elsewhere.exists()
+        os.utime(elsewhere, (time.time() - 7200,) * 2)  # another host's, two hours old
+        atomic_write_json(tmp_path / "r.json", {"a": 2})
+        assert not elsewhere.exists() and writing.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 def test_rewriting_the_same_json_leaves_the_file_alone(tmp_path):
     from mosaicdiff.io import atomic_write_json
 

@@ -1,6 +1,8 @@
 """Atomic, checksummed file writes: every output goes to a temporary file in the same folder and
 is renamed into place, so a killed process never leaves a half-written file behind. The
-temporary file a killed write leaves is removed by the next successful write of the same file.
+temporary file a killed write leaves is removed by the next successful write of the same file
+(its name holds the writer's host and pid, so a write still going on in another process is
+left alone).
 
 Tensors are stored with safetensors (no pickle); arrays as `.npz` read with `allow_pickle=False`.
 """
@@ -13,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import tempfile
 import time
 import zipfile
@@ -31,7 +34,8 @@ _WRITE_DELAY = float(os.environ.get("MOSAICDIFF_TEST_WRITE_DELAY", "0") or 0)
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    owner = f"{socket.gethostname()}~{os.getpid()}"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -47,7 +51,32 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             raise type(e)(e.errno, e.strerror, str(path)) from None
         raise
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # from a killed write
-        stale.unlink(missing_ok=True)
+        if _abandoned(stale, len(path.name) + 2):
+            stale.unlink(missing_ok=True)
+
+
+def _abandoned(tmp: Path, skip: int) -> bool:
+    """Whether the temporary file `tmp` (".NAME.HOST~PID.RANDOM.tmp"; NAME and its dots are
+    `skip` characters) was left by a write that will not finish: its process has ended, on this
+    host; elsewhere, an hour has passed (no write takes that long); or its name is older."""
+    owner = tmp.name[skip:].rsplit(".", 2)[0]
+    host, _, pid = owner.rpartition("~")
+    if not pid.isdigit():  # named before the owner was
+        return True
+    if host != socket.gethostname():
+        try:
+            return time.time() - tmp.stat().st_mtime > 3600
+        except FileNotFoundError:
+            return False
+    if int(pid) == os.getpid():  # another thread's write, going on now
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's, alive
+        return False
+    return False
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
