@@ -265,6 +265,9 @@ def test_a_sweep_on_digits_measures_creativity(tmp_path, capsys):
     sweep(plan, "local", jobs=1)
     assert json.loads(done.read_text())["results"]["per_seed"][0]["mosaic_atol"] == 0.1
     assert chunks == {p: p.stat().st_mtime_ns for p in chunks}  # not drawn again
+    for damaged in (None, {"metric": "creativity", "per_seed": None}):  # a KeyError, before
+        done.write_text(json.dumps({**record, "results": damaged}))
+        assert not plan.points[0].finished()
 
 
 @pytest.mark.slurm

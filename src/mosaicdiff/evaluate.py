@@ -182,7 +182,10 @@ def measured_as_now(result: dict) -> bool:
 
     if result.get("metric") != "creativity":
         return True
-    return all(p.get("mosaic_atol") == MOSAIC_ATOL for p in result.get("per_seed") or [{}])
+    per_seed = result.get("per_seed")
+    if not isinstance(per_seed, list) or not per_seed:  # edited or damaged: measured again
+        return False
+    return all(isinstance(p, dict) and p.get("mosaic_atol") == MOSAIC_ATOL for p in per_seed)
 
 
 def _measured(seed: int, x: torch.Tensor, train_images: torch.Tensor, patch: int) -> dict:

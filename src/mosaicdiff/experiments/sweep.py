@@ -218,7 +218,12 @@ def _done_as_now(record: dict, cfg: RunConfig) -> bool:
     (else the point is measured again, from the samples it drew)."""
     from mosaicdiff.evaluate import measured_as_now
 
-    return matches(record.get("config") or {}, cfg) and measured_as_now(record["results"])
+    results = record.get("results")
+    return (
+        matches(record.get("config") or {}, cfg)
+        and isinstance(results, dict)
+        and measured_as_now(results)
+    )
 
 
 def point_spec(p: Point, threads: int | None, cache_root: Path) -> dict:
@@ -298,17 +303,10 @@ def sweep(plan: Plan, executor: str = "local", jobs: int | None = None, slurm=No
     )
     outcomes = {p.name: {"status": "done"} for p in plan.points if p.finished()}
     todo = [p for p in plan.points if p.name not in outcomes]
-    log(f"sweep: {len(plan.points)} points, {len(outcomes)} finished, {len(todo)} to run")
-    points = plan.out / "points"
-    others = sorted(
-        {d.name for d in points.glob("*") if d.is_dir()} - {p.name for p in plan.points}
-    )
-    if others:  # from an earlier grid into the same out: kept, but not this sweep's
-        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
-        log(
-            f"sweep: {len(others)} folder(s) in {points} are not points of this grid and stay out "
-            f"of its tables: {', '.join(others[:3])}{more}"
-        )
+    n = len(plan.points)
+    log(f"sweep: {n} point{'s' * (n != 1)}, {len(outcomes)} finished, {len(todo)} to run")
+    if note := other_folders(plan):
+        log(note)
     if todo and executor == "local":
         n = max(1, min(jobs or _cores(), len(todo)))
         specs = [point_spec(p, 1 if n > 1 else None, plan.out / ".inductor") for p in todo]
@@ -324,6 +322,22 @@ def sweep(plan: Plan, executor: str = "local", jobs: int | None = None, slurm=No
         raise UserError(f"--executor {executor!r} is not one of ['local', 'slurm']")
     sweep_table.write_outputs(plan, outcomes)
     return outcomes
+
+
+def other_folders(plan: Plan) -> str | None:
+    """A line naming the folders in OUT/points that are not points of `plan` (left by an
+    earlier grid into the same out: kept, but out of this sweep's tables), or None."""
+    points = plan.out / "points"
+    others = sorted(
+        {d.name for d in points.glob("*") if d.is_dir()} - {p.name for p in plan.points}
+    )
+    if not others:
+        return None
+    more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+    return (
+        f"sweep: {len(others)} folder(s) in {points} are not points of this grid and stay out "
+        f"of its tables: {', '.join(others[:3])}{more}"
+    )
 
 
 def _cores() -> int:
@@ -415,6 +429,8 @@ def cmd_sweep(args) -> int:
     if args.dry_run:
         for p in plan.points:
             print(f"{p.name}: {' '.join(f'{k}={json.dumps(v)}' for k, v in p.values.items())}")
+        if note := other_folders(plan):
+            print(note)
         return 0
     tick = time.perf_counter()
     outcomes = sweep(plan, args.executor, args.jobs, slurm)
