@@ -55,6 +55,8 @@ def test_study_end_to_end_then_reuses_everything(tmp_path, tiny_study):
     rows = json.loads((report / "table.json").read_text())["rows"]
     assert [r["arch"] for r in rows] == [*st.ARCHS, "rf-d1-k1"]
     assert [r["seeds"] for r in rows] == [2, 2, 2, 2, 1]
+    assert rows[0]["novelty_sd"] is not None and rows[-1]["novelty_sd"] is None  # not 0.000
+    assert "± 0.000" not in (report / "table.md").read_text().splitlines()[-1]
     assert [r["receptive_field"] for r in rows] == [9, None, None, None, 1]
     for r in rows:
         assert 0 <= r["memorization"] <= 1 and r["novelty"] > 0 and r["diversity"] > 0

@@ -55,7 +55,7 @@ def _mean_sd(values: list) -> tuple[float | None, float | None]:
     v = [x for x in values if x is not None]
     if not v:
         return None, None
-    return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
+    return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else None)  # one seed: none
 
 
 def table_rows(configs: dict[str, RunConfig], creativity: dict, theory: dict) -> list[dict]:
@@ -86,6 +86,11 @@ def _fmt(x, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _pm(mean, sd) -> str:
+    """mean ± sd over seeds; the mean alone where one seed has no spread to give."""
+    return _fmt(mean) if sd is None else f"{_fmt(mean)} ± {_fmt(sd)}"
+
+
 def markdown_table(rows: list[dict]) -> str:
     head = (
         "| model | RF | seeds | memorized | novelty | diversity | mosaic ratio | mosaic rate "
@@ -96,8 +101,8 @@ def markdown_table(rows: list[dict]) -> str:
         rf = "image" if r["receptive_field"] is None else str(r["receptive_field"])
         lines.append(
             f"| {r['model']} ({r['arch']}) | {rf} | {r['seeds']} "
-            f"| {_fmt(r['memorization'])} ± {_fmt(r['memorization_sd'])} "
-            f"| {_fmt(r['novelty'])} ± {_fmt(r['novelty_sd'])} "
+            f"| {_pm(r['memorization'], r['memorization_sd'])} "
+            f"| {_pm(r['novelty'], r['novelty_sd'])} "
             f"| {_fmt(r['diversity'])} | {_fmt(r['mosaic_ratio'])} | {_fmt(r['mosaic_rate'])} "
             f"| {_fmt(r['r2_IdealScore'])} | {_fmt(r['r2_ELS'])} | {_fmt(r['r2_AttentionELS'])} |"
         )
