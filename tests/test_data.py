@@ -137,14 +137,15 @@ def test_grey_folder_images_keep_one_channel_and_16_bits(tmp_path):
     levels = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000  # 0 .. 63,000
     Image.fromarray(levels).save(tmp_path / "a16.png")
     Image.fromarray((levels // 257).astype(np.uint8)).save(tmp_path / "b8.png")  # mode L
+    Image.fromarray((levels // 257).astype(np.uint8)).convert("LA").save(tmp_path / "b9.png")
     (tmp_path / "._a16.png").write_bytes(b"\x00\x05\x16\x07")  # macOS's metadata twin
     x = load_folder(str(tmp_path)).images
-    assert x.shape == (2, 1, 8, 8)
+    assert x.shape == (3, 1, 8, 8) and torch.equal(x[1], x[2])  # grey with alpha: grey
     np.testing.assert_allclose(x[0, 0].numpy(), levels / 65535 * 2 - 1, atol=1e-6)
     np.testing.assert_allclose(x[1, 0].numpy(), (levels // 257) / 255 * 2 - 1, atol=1e-6)
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "c.png")
-    assert load_folder(str(tmp_path)).images.shape == (3, 3, 8, 8)  # one in colour: RGB
-    assert load_folder(str(tmp_path), size=4).images.shape == (3, 3, 4, 4)
+    assert load_folder(str(tmp_path)).images.shape == (4, 3, 8, 8)  # one in colour: RGB
+    assert load_folder(str(tmp_path), size=4).images.shape == (4, 3, 4, 4)
 
 
 def test_a_folder_image_pil_cannot_read_is_named(tmp_path):

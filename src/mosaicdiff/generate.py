@@ -188,8 +188,9 @@ def check_room(out: Path, size: int, fewer: str = "--runs, --per-run") -> None:
     free = shutil.disk_usage(near).free
     if size - have > free:
         raise UserError(
-            f"these samples need {size / 1e9:,.1f} GB in {out} ({have / 1e9:,.1f} GB drawn), but "
-            f"{free / 1e9:,.1f} GB are free there; draw fewer ({fewer})"
+            f"these samples need {size / 1e9:,.1f} GB in {out}"
+            f"{f' ({have / 1e9:,.1f} GB drawn)' if have else ''}, but {free / 1e9:,.1f} GB are "
+            f"free there; draw fewer ({fewer})"
         )
 
 

@@ -39,8 +39,8 @@ def load_npz(path: str) -> ImageDataset:
     return ImageDataset(p.stem, to_images(array, path))
 
 
-# Pillow's modes of one grey channel: 1-bit, 8-bit and 16-bit.
-GREY_MODES = ("1", "L", "I;16", "I;16L", "I;16B", "I;16N", "I")  # "I": older Pillows' 16-bit
+# Pillow's modes of one grey channel: 1-bit, 8-bit (alpha dropped, as RGBA's is) and 16-bit.
+GREY_MODES = ("1", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N", "I")  # "I": older Pillows' 16-bit
 
 
 def load_folder(path: str, size: int = 0) -> ImageDataset:
