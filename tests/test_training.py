@@ -75,6 +75,9 @@ def test_a_run_another_process_is_training_is_refused(tmp_path, tiny):
         ):
             train(cfg, tmp_path / "r", resume=True, progress=False)
         assert not (tmp_path / "r" / "metrics.jsonl").exists()
+        RunDir(tmp_path / "r").write_config(cfg)  # as it would be, before its first checkpoint
+        with pytest.raises(UserError, match=r"is being trained \(pid \d+\) and has no checkpoint"):
+            load_run(tmp_path / "r")
     train(cfg, tmp_path / "r", resume=True, progress=False)  # let go: it trains
     assert len(RunDir(tmp_path / "r").read_metrics()) == 1
 

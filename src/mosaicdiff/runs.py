@@ -128,6 +128,20 @@ class RunDir:
             lock.flush()
             yield
 
+    def trainer(self) -> str | None:
+        """The pid of the process training the run now (None when none is)."""
+        try:
+            import fcntl
+
+            with open(self.path / ".train.lock") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return lock.read().strip() or "?"
+                return None
+        except (ImportError, FileNotFoundError):
+            return None
+
     def log(self, record: dict) -> None:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -328,6 +342,8 @@ def load_run(
         why = f"has no checkpoint that verifies ({damaged} damaged); train it again"
         if not damaged:
             why = "has no checkpoint yet; train it first"
+            if trainer := run.trainer():
+                why = f"is being trained (pid {trainer}) and has no checkpoint yet; wait for one"
         if not damaged and unpaired:
             why = f"has {unpaired} checkpoint(s) without the .json beside each; train it again"
         raise UserError(f"{path} {why}")
