@@ -14,6 +14,22 @@ def check(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
+def check_like(out, x, what: str, noun: str) -> None:
+    """Refuse what the user's code `what` returned (`out`, its `noun`) unless it is a tensor of
+    the shape of the `x` it was given."""
+    import torch
+
+    got = f"a {type(out).__name__}" if not isinstance(out, torch.Tensor) else None
+    check(
+        got is None, f"{what} returned {got}, not a tensor {noun} of x_t's shape {tuple(x.shape)}"
+    )
+    check(
+        out.shape == x.shape,
+        f"{what} returned {noun} of shape {tuple(out.shape)} for x_t of shape {tuple(x.shape)}; "
+        "they must match",
+    )
+
+
 def check_out(out: str | Path, what: str = "folder", option: str = "--out") -> Path:
     """`out` (given as `option`) as a Path, refused before any work if the results could not be
     written there: empty, under a file, or a file where a folder goes (a folder where a file

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from mosaicdiff.config import ARCH_FIELDS, ModelConfig
-from mosaicdiff.errors import UserError, check
+from mosaicdiff.errors import UserError, check, check_like
 from mosaicdiff.own_code import failed, load
 
 
@@ -98,16 +98,7 @@ class CustomMember(nn.Module):
             raise
         except Exception as e:  # noqa: BLE001 (the user's forward fails)
             raise failed(self.option, f"{self.name} on {len(x)} images", e, "running") from e
-        check(
-            isinstance(eps, torch.Tensor),
-            f"{self.option} returned a {type(eps).__name__}, not a tensor eps of x_t's shape "
-            f"{tuple(x.shape)}",
-        )
-        check(
-            eps.shape == x.shape,
-            f"{self.option} returned eps of shape {tuple(eps.shape)} for x_t of shape "
-            f"{tuple(x.shape)}; they must match",
-        )
+        check_like(eps, x, self.option, "eps")
         check(
             eps.dtype == x.dtype,
             f"{self.option} returned eps of dtype {eps.dtype} for x_t of {x.dtype}; they must "

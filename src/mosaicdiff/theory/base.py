@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from mosaicdiff.diffusion import Schedule
-from mosaicdiff.errors import check
+from mosaicdiff.errors import check, check_like
 
 
 class ScoreMachine:
@@ -83,15 +83,5 @@ class ScoreMachine:
         ab = self._alpha_bar[t]
         a, b2 = ab**0.5, 1.0 - ab
         x0 = self.x0_hat(x, t, a, b2)
-        name = type(self).__name__
-        check(
-            isinstance(x0, torch.Tensor),
-            f"{name}.x0_hat returned a {type(x0).__name__}, not a tensor of x_t's shape "
-            f"{tuple(x.shape)}",
-        )
-        check(
-            x0.shape == x.shape,
-            f"{name}.x0_hat returned shape {tuple(x0.shape)} for x_t of shape {tuple(x.shape)}; "
-            "they must match",
-        )
+        check_like(x0, x, f"{type(self).__name__}.x0_hat", "x0")
         return (x - a * x0) / b2**0.5
