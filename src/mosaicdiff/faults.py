@@ -42,13 +42,17 @@ def _snapshot(out: Path) -> frozenset:
     if not out.is_dir():
         return frozenset()
     found = set()
-    for p in out.rglob("*"):
-        try:
-            if p.is_file() and not p.name.endswith(".tmp"):
-                st = p.stat()
-                found.add((str(p), st.st_size, st.st_mtime_ns))
-        except FileNotFoundError:  # renamed or removed while we looked
-            pass
+    # os.walk skips a folder removed while it looks (rglob raised: the scratch folder by which
+    # --out is checked lives for a moment only)
+    for folder, _, names in os.walk(out):
+        for name in names:
+            p = Path(folder, name)
+            try:
+                if not name.endswith(".tmp") and p.is_file():
+                    st = p.stat()
+                    found.add((str(p), st.st_size, st.st_mtime_ns))
+            except FileNotFoundError:  # renamed or removed while we looked
+                pass
     return frozenset(found)
 
 
