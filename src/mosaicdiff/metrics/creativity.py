@@ -144,7 +144,8 @@ def cover_map(patch_map: torch.Tensor, patch: int) -> torch.Tensor:
 class CreativityScores:
     """Per-sample scores, each (n,): nearest and second-nearest training distance, the nearest
     image's index, `memorized` and `copy` flags, mean patch distance, cover distance and the
-    mosaic ratio cover / nearest (NaN for copies, where there is nothing left to explain)."""
+    mosaic ratio cover / nearest (NaN for copies, where there is nothing left to explain); and
+    how many distinct training images they were measured against."""
 
     nearest: torch.Tensor
     second: torch.Tensor
@@ -154,6 +155,7 @@ class CreativityScores:
     patch_distance: torch.Tensor
     cover_distance: torch.Tensor
     mosaic_ratio: torch.Tensor
+    n_train_distinct: int
 
 
 def _distinct(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,8 +201,9 @@ def creativity_scores(
     pmap = patch_distance_map(samples, train, patch, chunk)
     cover = cover_map(pmap, patch).flatten(1).mean(1)
     ratio = (cover / d[:, 0]).masked_fill(copy, math.nan)
+    patch_distance = pmap.flatten(1).mean(1)
     return CreativityScores(
-        d[:, 0], d[:, 1], idx[:, 0], memorized, copy, pmap.flatten(1).mean(1), cover, ratio
+        d[:, 0], d[:, 1], idx[:, 0], memorized, copy, patch_distance, cover, ratio, len(distinct)
     )
 
 
@@ -243,7 +246,7 @@ def evaluate_creativity(
         "n_samples": len(samples),
         "n_not_finite": n_not_finite,
         "n_train": len(train_images),
-        "n_train_distinct": len(torch.unique(train_images.flatten(1), dim=0)),
+        "n_train_distinct": s.n_train_distinct,
         "novelty": float(s.nearest.mean()),
         "nearest_distance_median": float(s.nearest.median()),
         "memorization_rate": float(s.memorized.double().mean()),
