@@ -166,15 +166,11 @@ def creativity_stage(cfg: RunConfig, run_path: Path, sc: StudyConfig, progress: 
     cache = folder / "creativity.json"
     key = {"sample": to_dict(scfg), "patch": sc.mosaic_patch, "epoch": loaded.epoch}
     key["mosaic_atol"] = MOSAIC_ATOL  # measured before the bound existed: measured again
-    stored = read_json(cache).get("key") if cache.is_file() else None
-    if stored == key:
+    if cache.is_file() and read_json(cache).get("key") == key:
         return read_json(cache)["per_seed"]
     try:  # the samples drawn so far (measured or not) are kept where they are still these
         refuse_mixing(folder, scfg, loaded.epoch, loaded.weights)
-        same = stored is None or all(stored.get(k) == key[k] for k in ("sample", "epoch"))
     except UserError:
-        same = False
-    if folder.exists() and not same:
         import shutil
 
         shutil.rmtree(folder)  # drawn with other settings or by an older checkpoint: redraw
