@@ -55,16 +55,16 @@ def load_folder(path: str, size: int = 0) -> ImageDataset:
         f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
     )
     check(bool(files), f"data.path={path!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    arrays, modes = [], set()
+    opened, modes = [], set()
     for f in files:
         try:
             with Image.open(f) as im:
                 modes.add(im.mode)
-                arrays.append((f.name, im.copy()))
+                opened.append((f.name, im.copy()))
         except OSError as e:  # PIL's UnidentifiedImageError included: a damaged or renamed file
             raise UserError(f"data.path={path!r}: {f.name} is not a readable image ({e})") from None
     grey = modes <= set(GREY_MODES)
-    arrays = [_pixels(name, im, size, grey) for name, im in arrays]
+    arrays = [_pixels(name, im, size, grey) for name, im in opened]
     if any(a.dtype != np.uint8 for a in arrays):  # 16-bit images among them: all as floats
         arrays = [a / np.float32(255) if a.dtype == np.uint8 else a for a in arrays]
         arrays = [a * 2 - 1 for a in arrays]

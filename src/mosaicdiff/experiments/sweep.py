@@ -253,8 +253,9 @@ def run_point(spec: dict) -> dict:
         The point.json record: name, values, config, status, wall_s, results (evaluate.py).
     """
     done = Path(spec["run_path"]) / "point.json"
-    if done.is_file() and _done_as_now(read_json(done), from_dict(RunConfig, spec["config"])):
-        return read_json(done)
+    record = read_json(done) if done.is_file() else None
+    if record and _done_as_now(record, from_dict(RunConfig, spec["config"])):
+        return record
     if spec.get("inductor_cache"):
         own = f"{socket.gethostname()}-{os.getpid()}"
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(spec["inductor_cache"]) / own)
