@@ -473,19 +473,24 @@ def test_an_unusable_out_path_is_one_line(tmp_path, capsys):
     spec.write_text(json.dumps({"out": str(taken), "grid": {"model.arch": ["cnn"]}}))
     for out in (taken, taken / "sub"):
         # --dry-run too: it says whether the command would run
-        for command in (
-            ["train", "--out", str(out), "--epochs", "1", "--no-progress"],
-            ["train", "--out", str(out), "--dry-run"],
-            ["reproduce", "--out", str(out), "--dry-run"],
-            ["study", "digits", "--out", str(out), "--dry-run"],
-            ["sweep", str(spec), "--out", str(out), "--dry-run"],
-        ):
+        train = ["train", "--out", str(out), "--epochs", "1", "--no-progress"]
+        for command in (train, *dry_runs_into(out, spec)):
             assert main(command) == 2, command
             err = capsys.readouterr().err.strip()
             assert len(err.splitlines()) == 1 and f"--out '{out}'" in err and "Traceback" not in err
     assert main(["sweep", str(spec), "--dry-run"]) == 2
     assert f"sweep spec: out '{taken}' is a file; name a folder" in capsys.readouterr().err
     assert taken.read_text() == "not a folder"
+
+
+def dry_runs_into(out, spec) -> list[list[str]]:
+    """The dry run of each command that makes a new folder at --out (a sweep of `spec`)."""
+    return [
+        ["train", "--out", str(out), "--dry-run"],
+        ["reproduce", "--out", str(out), "--dry-run"],
+        ["study", "digits", "--out", str(out), "--dry-run"],
+        ["sweep", str(spec), "--out", str(out), "--dry-run"],
+    ]
 
 
 def test_an_out_inside_a_trained_run_is_refused(tmp_path, capsys):
@@ -498,12 +503,7 @@ def test_an_out_inside_a_trained_run_is_refused(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text(json.dumps({"grid": {"model.arch": ["cnn"]}}))
     for inside in (run / "samples" / "x", run / "checkpoints" / "x", run / "mine"):
-        for command in (
-            ["train", "--out", str(inside), "--dry-run"],
-            ["reproduce", "--out", str(inside), "--dry-run"],
-            ["study", "digits", "--out", str(inside), "--dry-run"],
-            ["sweep", str(spec), "--out", str(inside), "--dry-run"],
-        ):
+        for command in dry_runs_into(inside, spec):
             assert main(command) == 2, command
             err = capsys.readouterr().err.strip()
             assert err.endswith(
