@@ -97,6 +97,10 @@ def test_divergence_stops_with_a_clear_message(tmp_path, tiny, monkeypatch):
     with pytest.raises(TrainingDiverged, match="stopped before its first checkpoint") as e:
         train(tiny(epochs=2, lr=1e30), tmp_path / "a", progress=False)
     assert "loss became [nan] at epoch 1" in str(e.value) and "kept" not in str(e.value)
+    # as the message says, a lower lr: the run never got a checkpoint, so it starts afresh
+    # (it said "already holds a run", and --resume refused the new lr)
+    train(tiny(epochs=2, lr=1e-3), tmp_path / "a", progress=False)
+    assert [r["epoch"] for r in RunDir(tmp_path / "a").read_metrics()] == [1, 2]
     real = training.EagerStep.epoch
 
     def third_epoch_diverges(self, perm, t_all, eps_all, loss_sum, batch_size):

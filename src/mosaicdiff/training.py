@@ -126,10 +126,13 @@ def train(
 
 def _train(run: RunDir, cfg: RunConfig, out, resume: bool, progress: bool, compile) -> RunDir:
     """`train`'s work, with the run's training lock held."""
-    if run.exists() and not resume:
-        raise UserError(f"{out} already holds a run; pass --resume to continue it")
     if resume:
         run.check_continues(cfg)
+    elif run.exists():
+        check(run.checkpoints() == [], f"{out} already holds a run; pass --resume to continue it")
+        # stopped before its first checkpoint (a bad lr, Ctrl-C): nothing to continue, so it
+        # starts afresh with these settings
+        run.truncate_metrics(0)
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(cfg)
 
