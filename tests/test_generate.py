@@ -5,6 +5,7 @@ import torch
 from mosaicdiff.config import SampleConfig
 from mosaicdiff.errors import UserError
 from mosaicdiff.generate import draw_samples, load_samples
+from mosaicdiff.locks import held
 from mosaicdiff.runs import load_run
 from mosaicdiff.training import train
 
@@ -28,6 +29,14 @@ def test_chunked_sampling_is_reproducible_and_resumes(tmp_path, tiny):
     # Seed 1 of the group equals seed 1's own model sampled with the same noise.
     assert not np.array_equal(first[0], first[1])
     assert torch.isfinite(torch.as_tensor(first)).all()
+    # Another process drawing into the folder: refused, not drawn twice (it drew the same
+    # chunks beside the first, each process writing every chunk).
+    chunks[3].unlink()
+    with held(out / ".sample.lock", "sampled"):  # as that process would hold it
+        with pytest.raises(UserError, match=r"being sampled by another process \(pid \d+\)"):
+            draw_samples(loaded, scfg, "a", progress=False)
+    assert len(list(out.glob("chunk-*.npz"))) == 3
+    draw_samples(loaded, scfg, "a", progress=False)  # let go: it draws
     # A chunk copied over another is refused, not counted: it would hold run 0 twice.
     chunks[2].write_bytes(chunks[0].read_bytes())
     with pytest.raises(UserError, match=r"chunk-00002.npz holds indices 0-7, not those of chunk 2"):

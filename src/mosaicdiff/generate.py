@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mosaicdiff import locks
 from mosaicdiff.config import (
     RunConfig,
     SampleConfig,
@@ -233,24 +234,28 @@ def draw_chunks(
     """Write OUT/sample.json (`meta` and the chunking), then OUT/chunk-J.npz for every chunk
     not written yet: the samples of indices [J m, (J + 1) m) of `total` (m = `per_chunk`), drawn
     by `draw(n, chunk_seed(seed, J)) -> (n_seeds, n, C, H, W)`, which seeds a generator of the
-    chunk's own: a chunk does not depend on which chunks ran before it."""
-    n_chunks = math.ceil(total / per_chunk)
-    atomic_write_json(out / "sample.json", {**meta, "n_chunks": n_chunks, "per_chunk": per_chunk})
-    done = {p.name for p in chunk_paths(out)}
-    bar = tqdm(total=total * n_seeds, desc=desc, unit="img", disable=not progress)
-    for j in range(n_chunks):
-        lo, hi = j * per_chunk, min(total, (j + 1) * per_chunk)
-        path = out / f"chunk-{j:05d}.npz"
-        if path.name not in done:
-            save_npz(
-                path,
-                samples=draw(hi - lo, chunk_seed(seed, j)).cpu().numpy(),
-                index=np.arange(lo, hi),
-                run=np.arange(lo, hi) // n_per_run,
-                seed=np.array(chunk_seed(seed, j)),
-            )
-        bar.update(n_seeds * (hi - lo))
-    bar.close()
+    chunk's own: a chunk does not depend on which chunks ran before it. Another process drawing
+    into `out` at the same time is refused (OUT/.sample.lock)."""
+    with locks.held(out / ".sample.lock", "sampled"):
+        n_chunks = math.ceil(total / per_chunk)
+        atomic_write_json(
+            out / "sample.json", {**meta, "n_chunks": n_chunks, "per_chunk": per_chunk}
+        )
+        done = {p.name for p in chunk_paths(out)}
+        bar = tqdm(total=total * n_seeds, desc=desc, unit="img", disable=not progress)
+        for j in range(n_chunks):
+            lo, hi = j * per_chunk, min(total, (j + 1) * per_chunk)
+            path = out / f"chunk-{j:05d}.npz"
+            if path.name not in done:
+                save_npz(
+                    path,
+                    samples=draw(hi - lo, chunk_seed(seed, j)).cpu().numpy(),
+                    index=np.arange(lo, hi),
+                    run=np.arange(lo, hi) // n_per_run,
+                    seed=np.array(chunk_seed(seed, j)),
+                )
+            bar.update(n_seeds * (hi - lo))
+        bar.close()
 
 
 def iter_chunks(out: Path):

@@ -16,14 +16,13 @@ corrupted newer one is reported and skipped.
 from __future__ import annotations
 
 import json
-import os
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 
 import torch
 
+from mosaicdiff import locks
 from mosaicdiff.config import RunConfig, differences, from_dict, to_dict
 from mosaicdiff.data import ImageDataset, load_dataset
 from mosaicdiff.diffusion import Schedule
@@ -40,6 +39,7 @@ from mosaicdiff.models import GroupedModel, build_model
 from mosaicdiff.own_code import file_sha256
 
 KEEP_CHECKPOINTS = 2
+TRAIN_LOCK = ".train.lock"
 
 
 class CheckpointGone(UserError):
@@ -101,46 +101,15 @@ class RunDir:
 
     # --- metrics --------------------------------------------------------------------------
 
-    @contextmanager
     def training(self):
         """Hold RUN/.train.lock while this process trains the run: a second process training
         it at once (two `reproduce` into one --out) is refused, rather than interleaving its
-        lines into metrics.jsonl. The operating system lets go of the lock when the process
-        ends, however it ends."""
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            yield
-            return
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".train.lock", "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.seek(0)
-                holder = lock.read().strip() or "?"
-                raise UserError(
-                    f"{self.path} is being trained by another process (pid {holder}); let it "
-                    "finish (or stop it), then run this again"
-                ) from None
-            lock.truncate(0)  # the holder, for that message
-            lock.write(str(os.getpid()))
-            lock.flush()
-            yield
+        lines into metrics.jsonl."""
+        return locks.held(self.path / TRAIN_LOCK, "trained")
 
     def trainer(self) -> str | None:
         """The pid of the process training the run now (None when none is)."""
-        try:
-            import fcntl
-
-            with open(self.path / ".train.lock") as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return lock.read().strip() or "?"
-                return None
-        except (ImportError, FileNotFoundError):
-            return None
+        return locks.holder(self.path / TRAIN_LOCK)
 
     def log(self, record: dict) -> None:
         with self.metrics_path.open("a") as f:
