@@ -212,10 +212,10 @@ def cmd_evaluate(args) -> int:
         return _evaluate_creativity(args, loaded, samples)
     res = evaluate_consistency(samples, loaded.dataset.info["spec"], list(loaded.cfg.train.seeds))
     for p in res["per_seed"]:
-        lo, hi = p["ci95"]
-        ci = f"95% CI over {p['n']} runs {100 * lo:.2f}-{100 * hi:.2f}"
-        if p["n"] == 1:  # one run has no spread to make an interval of
-            ci = "one run: no interval; sample with --runs 2 or more for one"
+        ci = "one run: no interval; sample with --runs 2 or more for one"
+        if p["ci95"]:  # one run has no spread to make an interval of
+            lo, hi = p["ci95"]
+            ci = f"95% CI over {p['n']} runs {100 * lo:.2f}-{100 * hi:.2f}"
         print(f"seed {p['seed']}: consistency {100 * p['mean']:.2f}% ({ci})")
         total = sum(p["reasons"].values()) or 1
         shown = {k: v for k, v in p["reasons"].items() if v or k == "consistent"}

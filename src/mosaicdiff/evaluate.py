@@ -8,7 +8,6 @@ seed).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -18,28 +17,7 @@ from mosaicdiff.errors import UserError, check
 from mosaicdiff.generate import iter_chunks, load_samples, read_meta
 from mosaicdiff.io import atomic_write_json
 from mosaicdiff.metrics.consistency import REASONS, consistency, summarize_rates
-
-# Two-sided 95 % Student-t quantiles for 1..30 degrees of freedom (beyond: 1.96).
-T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-       2.060, 2.056, 2.052, 2.048, 2.045, 2.042]  # fmt: skip
-
-
-def t95(df: int) -> float:
-    return T95[df - 1] if 1 <= df <= len(T95) else 1.96
-
-
-def across_seeds(values: list[float]) -> dict:
-    """Mean rate over training seeds with a 95 % Student-t interval, clipped to [0, 1] (None
-    for one seed): over few seeds the interval can overshoot what a rate can be."""
-    v = np.asarray(values, dtype=np.float64)
-    mean = float(v.mean())
-    if len(v) < 2:
-        return {"mean": mean, "std": None, "ci95": None, "n": len(v)}
-    std = float(v.std(ddof=1))
-    half = t95(len(v) - 1) * std / math.sqrt(len(v))
-    ci95 = [max(mean - half, 0.0), min(mean + half, 1.0)]
-    return {"mean": mean, "std": std, "ci95": ci95, "n": len(v)}
+from mosaicdiff.metrics.stats import CI_METHOD, mean_ci
 
 
 def evaluate_consistency(samples_dir: Path, spec, seeds: list[int]) -> dict:
@@ -73,7 +51,7 @@ def evaluate_consistency(samples_dir: Path, spec, seeds: list[int]) -> dict:
     result = {
         "metric": "consistency",
         "per_seed": per_seed,
-        "over_seeds": across_seeds([p["mean"] for p in per_seed]),
+        "over_seeds": mean_ci([p["mean"] for p in per_seed]),
         "n_samples_per_seed": int(counts[0].sum()),
     }
     atomic_write_json(samples_dir / CONSISTENCY_RESULTS, result)
@@ -177,15 +155,18 @@ def evaluate_creativity_samples(
 
 def measured_as_now(result: dict) -> bool:
     """Whether stored results (results*.json, a sweep point's) were measured by today's rules:
-    creativity results from before a mosaic's cover distance was bounded are not."""
+    creativity results from before a mosaic's cover distance was bounded are not, nor
+    consistency results with the older normal interval over the sampling runs."""
     from mosaicdiff.metrics.creativity import MOSAIC_ATOL
 
-    if result.get("metric") != "creativity":
-        return True
     per_seed = result.get("per_seed")
     if not isinstance(per_seed, list) or not per_seed:  # edited or damaged: measured again
         return False
-    return all(isinstance(p, dict) and p.get("mosaic_atol") == MOSAIC_ATOL for p in per_seed)
+    if result.get("metric") == "creativity":
+        key, now = "mosaic_atol", MOSAIC_ATOL
+    else:
+        key, now = "ci_method", CI_METHOD
+    return all(isinstance(p, dict) and p.get(key) == now for p in per_seed)
 
 
 def _measured(seed: int, x: torch.Tensor, train_images: torch.Tensor, patch: int) -> dict:

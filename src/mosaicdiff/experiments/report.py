@@ -75,14 +75,14 @@ def table_rows(configs, results, baseline) -> list[dict]:
             "label": "Random baseline (Monte-Carlo)",
             "paper": PAPER["random"],
             "ours": 100 * baseline["monte_carlo"]["mean"],
-            "ci_runs": [100 * v for v in baseline["monte_carlo"]["ci95"]],
+            "ci_runs": _percent(baseline["monte_carlo"]["ci95"]),
             "ci_seeds": None,
             "seeds": 0,
         },
     ]
     for arch, res in results.items():
         over = res["over_seeds"]
-        runs_ci = [[100 * v for v in p["ci95"]] for p in res["per_seed"]]
+        runs_ci = [_percent(p["ci95"]) for p in res["per_seed"]]
         rows.append(
             {
                 "model": arch,
@@ -91,13 +91,18 @@ def table_rows(configs, results, baseline) -> list[dict]:
                 "ours": 100 * over["mean"],
                 "ci_runs": runs_ci[0] if len(runs_ci) == 1 else None,
                 "ci_runs_per_seed": runs_ci,
-                "ci_seeds": [100 * v for v in over["ci95"]] if over["ci95"] else None,
+                "ci_seeds": _percent(over["ci95"]),
                 "seeds": over["n"],
                 "epochs": configs[arch].train.epochs,
                 "per_seed": [100 * p["mean"] for p in res["per_seed"]],
             }
         )
     return rows
+
+
+def _percent(ci) -> list[float] | None:
+    """An interval of rates in percent; None (one run or seed: no interval) stays None."""
+    return [100 * v for v in ci] if ci else None
 
 
 def _fmt_ci(ci) -> str:
@@ -113,7 +118,7 @@ def markdown_table(rows) -> str:
     ]
     for r in rows:
         per_seed = r.get("ci_runs_per_seed") or ([r["ci_runs"]] if r["ci_runs"] else [])
-        runs = "; ".join(_fmt_ci(c) for c in per_seed) or "-"
+        runs = "; ".join(_fmt_ci(c) for c in per_seed if c) or "-"
         paper = f"{r['paper']:.2f}" if r["paper"] is not None else "-"
         lines.append(
             f"| {r['label']} | {paper} | {r['ours']:.2f} | {_fmt_ci(r['ci_seeds'])} | "

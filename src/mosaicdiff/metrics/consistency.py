@@ -10,13 +10,13 @@ whatever colours its finite pixels happen to be nearest to.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from itertools import combinations, product
 
 import torch
 
 from mosaicdiff.data.pairings import PairingsSpec
+from mosaicdiff.metrics.stats import mean_ci
 
 REASONS = ("consistent", "invalid_quadrant", "unknown_pairing", "mixed_types", "not_finite")
 
@@ -38,7 +38,8 @@ class ConsistencyResult:
 
 
 def nearest_colour(images: torch.Tensor, spec: PairingsSpec) -> torch.Tensor:
-    """(N, 3, H, W) images -> (N, H, W) index of the nearest colour in `spec.colours`."""
+    """(N, 3, H, W) images -> (N, H, W) index of the nearest colour in `spec.colours`; a pixel
+    exactly as near to two colours takes the first of them."""
     rgb = spec.rgb().to(images)  # (K, 3)
     d = ((images[:, None] - rgb[None, :, :, None, None]) ** 2).sum(2)  # (N, K, H, W)
     return d.argmin(1)
@@ -128,17 +129,6 @@ def random_baseline_monte_carlo(
 
 
 def summarize_rates(rates: list[float]) -> dict:
-    """Mean, standard deviation, standard error and a 95 % normal interval of per-run rates
-    (clipped to [0, 1]: near 0 or 1 the normal interval overshoots what a rate can be)."""
-    r = torch.tensor(rates, dtype=torch.float64)
-    mean = float(r.mean())
-    std = float(r.std()) if len(rates) > 1 else 0.0
-    se = std / math.sqrt(len(rates))
-    return {
-        "mean": mean,
-        "std": std,
-        "se": se,
-        "ci95": [max(mean - 1.96 * se, 0.0), min(mean + 1.96 * se, 1.0)],
-        "n": len(rates),
-        "rates": [float(x) for x in rates],
-    }
+    """Mean, standard deviation, standard error and a 95 % Student-t interval of per-run rates
+    (`stats.mean_ci`), and the rates themselves."""
+    return {**mean_ci(rates), "rates": [float(x) for x in rates]}

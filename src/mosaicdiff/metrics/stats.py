@@ -1,0 +1,48 @@
+"""The mean of a handful of rates (one per sampling run, or per training seed) with a 95 %
+Student-t interval. With 5 runs a normal interval (1.96 standard errors) covers the true rate
+only about 89 % of the time, and with 2 runs about 70 %; the t interval covers it 95 %.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Stored results carry this, so results with the older normal interval are measured again.
+CI_METHOD = "student-t"
+
+# Two-sided 95 % Student-t quantiles for 1..30 degrees of freedom.
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+       2.060, 2.056, 2.052, 2.048, 2.045, 2.042]  # fmt: skip
+Z975 = 1.959964
+
+
+def t95(df: int) -> float:
+    """The two-sided 95 % quantile of Student's t with `df` degrees of freedom: the table to 30,
+    beyond it the Cornish-Fisher expansion about the normal quantile (within 1e-4)."""
+    if df <= len(T95):
+        return T95[df - 1]
+    z, v = Z975, float(df)
+    return (
+        z
+        + (z**3 + z) / (4 * v)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
+    )
+
+
+def mean_ci(values) -> dict:
+    """Mean, standard deviation, standard error and 95 % t interval of `values`, each in
+    [0, 1]; the interval is clipped to [0, 1] (over few values it can overshoot what a rate
+    can be). One value has no spread: its std, se and interval are None."""
+    v = np.asarray(values, dtype=np.float64)
+    mean, n = float(v.mean()), len(v)
+    if n < 2:
+        return {"mean": mean, "std": None, "se": None, "ci95": None, "n": n, "ci_method": CI_METHOD}
+    std = float(v.std(ddof=1))
+    se = std / math.sqrt(n)
+    half = t95(n - 1) * se
+    ci95 = [max(mean - half, 0.0), min(mean + half, 1.0)]
+    return {"mean": mean, "std": std, "se": se, "ci95": ci95, "n": n, "ci_method": CI_METHOD}
