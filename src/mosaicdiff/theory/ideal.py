@@ -9,6 +9,8 @@ return training images (memorisation), the baseline every creative machine is me
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from mosaicdiff.theory.base import ScoreMachine
@@ -32,8 +34,8 @@ class IdealScore(ScoreMachine):
         lse, _ = self._posterior(q, a, b2)
         d = q.shape[1]
         n = self.images.shape[0]
-        const = -0.5 * d * torch.log(torch.tensor(2 * torch.pi * b2, dtype=self.dtype))
-        return lse - (q * q).sum(1) / (2 * b2) + const - torch.log(torch.tensor(float(n)))
+        const = -0.5 * d * math.log(2 * math.pi * b2) - math.log(n)  # in double precision
+        return lse - (q * q).sum(1) / (2 * b2) + const
 
     def x0_hat(self, x_t: torch.Tensor, t: int, a: float, b2: float) -> torch.Tensor:
         _, mean = self._posterior(x_t.flatten(1), a, b2)
