@@ -118,3 +118,23 @@ def test_members_depend_on_their_seed_only():
     one = a.member(1)
     x = torch.randn(1, 2, 3, 4, 4)
     torch.testing.assert_close(one(x, torch.tensor([5])), b(x, torch.tensor([5])))
+
+
+def test_top1_weights_with_given_noise_is_gumbel_softmax_with_that_noise():
+    """Training draws top1's Gumbel noise per seed and gives it to `top1_weights`; with the
+    noise F.gumbel_softmax would draw, the two agree in value and in gradient."""
+    import torch.nn.functional as F
+
+    from mosaicdiff.models.patchnet import top1_weights
+
+    logits = torch.randn(2, 8, 4, 4, requires_grad=True)
+    up = torch.randn(2, 8, 4, 4)  # a gradient from above
+    torch.manual_seed(5)
+    gumbel = -torch.empty_like(logits).exponential_().log()  # as F.gumbel_softmax draws it
+    torch.manual_seed(5)
+    ref = F.gumbel_softmax(logits, tau=0.7, hard=True, dim=-1)
+    (ref_grad,) = torch.autograd.grad((ref * up).sum(), logits)
+    ours = top1_weights(logits, 0.7, gumbel)
+    (our_grad,) = torch.autograd.grad((ours * up).sum(), logits)
+    assert torch.equal(ours, ref) and torch.equal(our_grad, ref_grad)
+    assert not torch.equal(top1_weights(logits, 0.7, gumbel.flip(0)), ref)  # the noise counts

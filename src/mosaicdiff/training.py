@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -58,13 +59,17 @@ def data_seed(seed: int) -> int:
     return 1_000_003 * (seed + 1)
 
 
-def draw_epoch(g: torch.Generator, n: int, T: int, shape: tuple) -> tuple:
-    """One seed's randomness for one epoch: data order (N,), timesteps (N,), noise (N, C, H, W)."""
-    return (
+def draw_epoch(g: torch.Generator, n: int, T: int, shape: tuple, gumbel=None) -> tuple:
+    """One seed's randomness for one epoch: data order (N,), timesteps (N,), noise (N, C, H, W),
+    and with `gumbel` (top1's `gumbel_shape`) the Gumbel noise of its attention (N, *gumbel)."""
+    draws = (
         torch.randperm(n, generator=g),
         torch.randint(T, (n,), generator=g),
         torch.randn((n, *shape), generator=g),
     )
+    if gumbel is None:
+        return draws
+    return (*draws, -torch.empty((n, *gumbel)).exponential_(generator=g).log())
 
 
 def ema_note(tc: TrainConfig, n_images: int) -> str | None:
@@ -98,12 +103,12 @@ def use_compiled(
     return compile
 
 
-def epoch_steps(step, perm, t, eps, loss_sum, batch: int) -> None:
+def epoch_steps(step, draws: tuple, loss_sum, batch: int) -> None:
     """One epoch's optimiser steps in order: batch b is columns [b batch, (b + 1) batch) of
-    perm, t (S, N) and eps (S, N, C, H, W); each step adds its (S,) losses to loss_sum."""
-    for lo in range(0, perm.shape[1], batch):
-        sl = slice(lo, lo + batch)
-        step(perm[:, sl], t[:, sl], eps[:, sl], loss_sum)
+    each of the epoch's `draws` (perm and t (S, N), eps (S, N, C, H, W), top1's Gumbel noise
+    (S, N, tokens, tokens)); `step(loss_sum, *batch_draws)` adds its (S,) losses to loss_sum."""
+    for lo in range(0, draws[0].shape[1], batch):
+        step(loss_sum, *(d[:, lo : lo + batch] for d in draws))
 
 
 def train(
@@ -145,6 +150,7 @@ def _train(run: RunDir, cfg: RunConfig, out, resume: bool, progress: bool, compi
         tqdm.write(f"{out}: note: {note}")
     schedule = Schedule.from_config(cfg.diffusion).to(device)
     model = build_model(cfg.model, shape, cfg.diffusion.T, tc.seeds).to(device)
+    gumbel = getattr(model, "gumbel_shape", None)  # top1's noise, drawn per seed as eps is
     inputs = fingerprints(dataset, cfg)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay))
     opt = AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, foreach=True)
@@ -152,7 +158,7 @@ def _train(run: RunDir, cfg: RunConfig, out, resume: bool, progress: bool, compi
     total_steps = tc.epochs * steps_per_epoch
     sched = OneCycleLR(opt, max_lr=tc.lr, total_steps=total_steps)
     gens = [torch.Generator().manual_seed(data_seed(s)) for s in tc.seeds]
-    torch.manual_seed(tc.seeds[0])  # the global stream: Gumbel noise of top1
+    torch.manual_seed(tc.seeds[0])  # the global stream (unused here; a network of your own may)
 
     start_epoch = 0
     latest = run.load_latest() if resume else None
@@ -187,10 +193,10 @@ def _train(run: RunDir, cfg: RunConfig, out, resume: bool, progress: bool, compi
     try:
         for epoch in range(start_epoch, tc.epochs):
             tick = time.perf_counter()
-            draws = [draw_epoch(g, n, cfg.diffusion.T, shape) for g in gens]
-            perm, t_all, eps_all = (torch.stack(d).to(device) for d in zip(*draws, strict=True))
+            draws = [draw_epoch(g, n, cfg.diffusion.T, shape, gumbel) for g in gens]
+            draws = tuple(torch.stack(d).to(device) for d in zip(*draws, strict=True))
             loss_sum = torch.zeros(len(tc.seeds), device=device)
-            step.epoch(perm, t_all, eps_all, loss_sum, tc.batch_size)
+            step.epoch(draws, loss_sum, tc.batch_size)
             losses = (loss_sum / steps_per_epoch).tolist()
             if not all(math.isfinite(v) for v in losses):
                 bar.close()
@@ -231,10 +237,12 @@ class EagerStep:
         self.model, self.ema, self.opt, self.sched = model, ema, opt, sched
         self.schedule, self.x_data, self.weighting = schedule, x_data, tc.loss_weighting
 
-    def __call__(self, perm, t, eps, loss_sum) -> None:
-        """perm, t: (S, B) data indices and timesteps; eps (S, B, C, H, W); adds (S,) losses."""
+    def __call__(self, loss_sum, perm, t, eps, gumbel=None) -> None:
+        """perm, t: (S, B) data indices and timesteps; eps (S, B, C, H, W); gumbel: top1's
+        (S, B, N, N) Gumbel noise; adds (S,) losses to loss_sum."""
         x0 = self.x_data[perm]  # (S, B, C, H, W)
-        per_seed = self.schedule.losses(self.model, x0, t, eps, self.weighting).mean(-1)  # (S,)
+        model = self.model if gumbel is None else partial(self.model, gumbel=gumbel)
+        per_seed = self.schedule.losses(model, x0, t, eps, self.weighting).mean(-1)  # (S,)
         self.opt.zero_grad(set_to_none=True)
         per_seed.sum().backward()
         self.opt.step()
@@ -242,8 +250,8 @@ class EagerStep:
         self.ema.update_parameters(self.model)
         loss_sum += per_seed.detach()
 
-    def epoch(self, perm, t, eps, loss_sum, batch: int) -> None:
-        epoch_steps(self, perm, t, eps, loss_sum, batch)
+    def epoch(self, draws: tuple, loss_sum, batch: int) -> None:
+        epoch_steps(self, draws, loss_sum, batch)
 
     def sync(self) -> None:
         """The live objects are always current."""

@@ -18,12 +18,11 @@ import warnings
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
 from mosaicdiff.fast.inductor import configure_inductor
-from mosaicdiff.models.patchnet import _tokens_matmul, unpatchify
+from mosaicdiff.models.patchnet import _tokens_matmul, top1_weights, unpatchify
 
 # Columns of the per-step table.
 LR, BETA1, STEP_SIZE, BC2_SQRT, DECAY, EMA_W = range(6)
@@ -80,7 +79,7 @@ def step_table(sched, n_steps: int, ema_decay: float) -> torch.Tensor:
 class BroadcastAttentionNet(nn.Module):
     """`PatchNet.forward` for attn, identity and top1 with the per-sample N x N attention
     products written as broadcast sums, which Inductor fuses with the softmax (or top1's
-    straight-through Gumbel-softmax, drawing the same noise from the same stream) and their
+    straight-through Gumbel-softmax, `top1_weights`, with the same noise) and their
     backward: the `scaled_dot_product_attention` kernel and batched 4 x 32 GEMMs are slow for
     N = 4 on a CPU. The same maths; parameters are the wrapped model's, under the prefix
     "net."."""
@@ -89,7 +88,7 @@ class BroadcastAttentionNet(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, gumbel=None) -> torch.Tensor:
         net = self.net
         h = net.hidden(x, t)  # (S, B, N, d)
         if net.cfg.arch == "identity":
@@ -98,7 +97,7 @@ class BroadcastAttentionNet(nn.Module):
             q, k, v = (_tokens_matmul(h, w) for w in (net.w_q, net.w_k, net.w_v))
         logits = (q[..., :, None, :] * k[..., None, :, :]).sum(-1) / math.sqrt(net.cfg.hidden)
         if net.cfg.arch == "top1":  # as `PatchNet.attention` in training mode
-            a = F.gumbel_softmax(logits, tau=net.cfg.gumbel_tau, hard=True, dim=-1)
+            a = top1_weights(logits, net.cfg.gumbel_tau, gumbel)
         else:
             a = logits.softmax(-1)  # (S, B, N, N)
         h = h + (a[..., None] * v[..., None, :, :]).sum(-2)
@@ -158,35 +157,35 @@ class CompiledStep:
         self.fn = torch.compile(fn, fullgraph=True, dynamic=False)
         self.graph: EpochGraph | None | bool = None  # False: capture failed, no graphs
 
-    def __call__(self, perm, t, eps, loss_sum) -> None:
-        """perm, t: (S, B) data indices and timesteps; eps (S, B, C, H, W); adds (S,) losses."""
-        self._run(self.flat, self.k, perm, t, eps, loss_sum)
+    def __call__(self, loss_sum, perm, t, eps, gumbel=None) -> None:
+        """As `training.EagerStep`: a step on one batch's draws, adding (S,) losses."""
+        self._run(self.flat, self.k, loss_sum, perm, t, eps, gumbel)
         self.done += 1
 
-    def _run(self, f, k, perm, t, eps, loss_sum) -> None:
+    def _run(self, f, k, loss_sum, perm, t, eps, gumbel=None) -> None:
         """One step on the flat state f and step counter k (the live ones, or copies)."""
         self.fn(
             f["params"], f["exp_avg"], f["exp_avg_sq"], f["ema"], k, self.table, self.x_data,
-            perm, t, eps, loss_sum,
+            loss_sum, perm, t, eps, gumbel,
         )  # fmt: skip
 
-    def epoch(self, perm, t, eps, loss_sum, batch: int) -> None:
+    def epoch(self, draws: tuple, loss_sum, batch: int) -> None:
         """All of an epoch's steps (`training.epoch_steps`); on a GPU, one CUDA graph replay."""
         from mosaicdiff.training import epoch_steps
 
-        graph = self._graph(perm, t, eps, batch) if perm.is_cuda else None
+        graph = self._graph(draws, batch) if draws[0].is_cuda else None
         if graph is None:
-            epoch_steps(self, perm, t, eps, loss_sum, batch)
+            epoch_steps(self, draws, loss_sum, batch)
             return
-        graph.replay(perm, t, eps, loss_sum)
-        self.done += -(-perm.shape[1] // batch)
+        graph.replay(draws, loss_sum)
+        self.done += -(-draws[0].shape[1] // batch)
 
-    def _graph(self, perm, t, eps, batch: int) -> EpochGraph | None:
+    def _graph(self, draws: tuple, batch: int) -> EpochGraph | None:
         """The CUDA graph of an epoch of this shape, captured on first use; None for good once
         a capture has failed."""
-        if self.graph is None or (self.graph and self.graph.shape != tuple(perm.shape)):
+        if self.graph is None or (self.graph and self.graph.shape != tuple(draws[0].shape)):
             try:
-                self.graph = EpochGraph(self, perm, t, eps, batch)
+                self.graph = EpochGraph(self, draws, batch)
             except RuntimeError as e:  # a capture that fails leaves the state untouched
                 warnings.warn(f"CUDA graph capture failed ({e}); stepping one by one", stacklevel=3)
                 self.graph = False
@@ -220,15 +219,16 @@ class EpochGraph:
     with the CUDA random state put back, so the training itself is untouched.
     """
 
-    def __init__(self, step: CompiledStep, perm, t, eps, batch: int):
+    def __init__(self, step: CompiledStep, draws: tuple, batch: int):
         from mosaicdiff.training import epoch_steps
 
+        perm = draws[0]
         self.shape = tuple(perm.shape)
-        self.perm, self.t, self.eps = perm.clone(), t.clone(), eps.clone()
+        self.draws = tuple(d.clone() for d in draws)
         self.loss = torch.zeros(perm.shape[0], device=perm.device)
 
         def steps(flat, k, loss):
-            epoch_steps(partial(step._run, flat, k), self.perm, self.t, self.eps, loss, batch)
+            epoch_steps(partial(step._run, flat, k), self.draws, loss, batch)
 
         rng = torch.cuda.get_rng_state(perm.device)
         side = torch.cuda.Stream(perm.device)
@@ -242,10 +242,9 @@ class EpochGraph:
         with torch.cuda.graph(self.graph):
             steps(step.flat, step.k, self.loss)
 
-    def replay(self, perm, t, eps, loss_sum) -> None:
-        self.perm.copy_(perm)
-        self.t.copy_(t)
-        self.eps.copy_(eps)
+    def replay(self, draws: tuple, loss_sum) -> None:
+        for static, d in zip(self.draws, draws, strict=True):
+            static.copy_(d)
         self.loss.zero_()
         self.graph.replay()
         loss_sum.add_(self.loss)
@@ -266,10 +265,11 @@ def _train_step(
     k,
     table,
     x_data,
+    loss_sum,
     perm,
     t,
     eps,
-    loss_sum,
+    gumbel,
     *,
     model,
     prefix,
@@ -285,7 +285,9 @@ def _train_step(
         weights = {prefix + n: w for n, w in unflatten(flat, layout).items()}
         net = partial(functional_call, model, weights)
         x0 = x_data[perm]  # (S, B, C, H, W)
-        per_seed = schedule.losses(lambda x, tt: net((x, tt)), x0, t, eps, weighting).mean(-1)
+        given = {} if gumbel is None else {"gumbel": gumbel}  # top1's noise
+        per_seed = schedule.losses(lambda x, tt: net((x, tt), given), x0, t, eps, weighting)
+        per_seed = per_seed.mean(-1)
         return per_seed.sum(), per_seed
 
     g, (_, per_seed) = grad_and_value(loss_fn, has_aux=True)(params)

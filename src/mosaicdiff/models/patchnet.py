@@ -104,8 +104,21 @@ class PatchNet(GroupedModel):
             h = h + temb[:, :, None]  # broadcast over tokens
         return self.act(h)
 
-    def attention(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The attention block's output and weights: (S, B, N, d), (S, B, N, N)."""
+    @property
+    def gumbel_shape(self) -> tuple[int, int] | None:
+        """The (N, N) Gumbel noise per sample that top1 draws while training (`top1_weights`);
+        None for the other architectures."""
+        if self.cfg.arch != "top1":
+            return None
+        _, h, w = self.image_shape
+        n = (h // self.cfg.patch) * (w // self.cfg.patch)
+        return n, n
+
+    def attention(
+        self, h: torch.Tensor, gumbel: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention block's output and weights: (S, B, N, d), (S, B, N, N); `gumbel`:
+        top1's training noise (`top1_weights`)."""
         arch, d = self.cfg.arch, self.cfg.hidden
         if arch == "identity":
             q = k = v = h
@@ -114,26 +127,33 @@ class PatchNet(GroupedModel):
         logits = q @ k.transpose(-1, -2) / math.sqrt(d)
         if arch == "top1":
             if self.training:
-                a = F.gumbel_softmax(logits, tau=self.cfg.gumbel_tau, hard=True, dim=-1)
+                a = top1_weights(logits, self.cfg.gumbel_tau, gumbel)
             else:
                 a = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(h.dtype)
         else:
             a = logits.softmax(-1)
         return a @ v, a
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, return_attention: bool = False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        return_attention: bool = False,
+        gumbel: torch.Tensor | None = None,
+    ):
         """Predict eps.
 
         Args:
             x: (S, B, C, H, W) noisy images, one block of B per seed.
             t: (S, B) int64 timesteps, or (1,) for one timestep shared by the whole batch.
             return_attention: also return the (S, B, N, N) attention weights (None for cnn).
+            gumbel: top1 in training only: (S, B, N, N) Gumbel noise (`top1_weights`).
         """
         h = self.hidden(x, t)  # (S, B, N, d)
         a = None
         if self.cfg.arch != "cnn":
             if return_attention or self.cfg.arch == "top1":
-                out, a = self.attention(h)
+                out, a = self.attention(h, gumbel)
             else:
                 # Same maths as `attention` for softmax attention, through the fused kernel.
                 if self.cfg.arch == "identity":
@@ -145,6 +165,22 @@ class PatchNet(GroupedModel):
         y = _tokens_matmul(h, self.w_out) + self.b_out[:, None, None]  # (S, B, N, C p p)
         eps = unpatchify(y, self.cfg.patch, self.image_shape)
         return (eps, a) if return_attention else eps
+
+
+def top1_weights(
+    logits: torch.Tensor, tau: float, gumbel: torch.Tensor | None = None
+) -> torch.Tensor:
+    """top1's attention while training: the straight-through Gumbel-softmax (Eq. 5), one-hot
+    forward and softmax backward. `F.gumbel_softmax(hard=True)` draws its noise from the global
+    random stream, once for all seeds of a group, so a seed's noise would depend on the seeds
+    beside it; training gives each seed's noise, drawn from that seed's own generator, as
+    `gumbel` (-log of Exp(1) draws, as `F.gumbel_softmax` draws it), and this is that function
+    with the noise given (tested equal). Without `gumbel`, `F.gumbel_softmax` itself."""
+    if gumbel is None:
+        return F.gumbel_softmax(logits, tau=tau, hard=True, dim=-1)
+    soft = ((logits + gumbel) / tau).softmax(-1)
+    hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+    return hard - soft.detach() + soft
 
 
 def _tokens_matmul(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
