@@ -165,3 +165,33 @@ def test_a_step_count_outside_the_schedule_is_refused(n_steps):
     with pytest.raises(ValueError, match=f"n_steps={n_steps} must be in \\[0, 3\\]"):
         fast(x_T, torch.Generator(), n_steps)
     assert torch.equal(fast(x_T, torch.Generator(), 0), x_T)  # no step: x_T itself
+
+
+def test_without_a_cpu_compiler_training_and_sampling_run_uncompiled(monkeypatch):
+    # Probe 50: with CXX=/bin/false the native build fell back to the compiled step, which
+    # died at its first call with Inductor's 100-line InvalidCxxCompiler traceback.
+    from mosaicdiff.fast import inductor
+    from mosaicdiff.training import use_compiled
+
+    monkeypatch.setattr(inductor, "_cpu_compiler_problem", lambda: "No working C++ compiler")
+    cpu = torch.device("cpu")
+    with pytest.warns(UserWarning, match="No working C.. compiler; running uncompiled"):
+        assert not use_compiled(True, 10**9, cpu)
+    schedule = Schedule.linear()
+    with pytest.warns(UserWarning, match="running uncompiled"):
+        fast = FastDDPM(fast_denoiser(_model("cnn")), schedule, compile=True, native_loop=False)
+    assert not hasattr(fast.step, "_torchdynamo_orig_callable")  # not torch.compile'd
+    x_T = torch.randn(2 * 3, *SHAPE)
+    assert torch.isfinite(fast(x_T, torch.Generator().manual_seed(0), n_steps=3)).all()
+
+
+def test_torch_noise_on_images_of_other_than_16k_values_samples_by_the_reference():
+    # Probe 50: 3x6x6 pairings (108 values) with --set sample.noise=torch gave a ValueError
+    # traceback from the fast sampler, which splits torch's stream into blocks of 16.
+    from mosaicdiff.config import SampleConfig
+    from mosaicdiff.generate import samples_folded
+
+    scfg = SampleConfig(noise="torch")
+    assert samples_folded(build_model(ModelConfig(), SHAPE, 1000, [0]), scfg)
+    assert not samples_folded(build_model(ModelConfig(), (3, 6, 6), 1000, [0]), scfg)
+    assert samples_folded(build_model(ModelConfig(), (3, 6, 6), 1000, [0]), SampleConfig())

@@ -100,6 +100,10 @@ def use_compiled(
         compile = None if env == "" else env == "1"
     if compile is None:
         compile = not custom and model_steps * SAVED_S_PER_MODEL_STEP > COMPILE_S
+    if compile:
+        from mosaicdiff.fast.inductor import can_compile
+
+        return can_compile(device)
     return compile
 
 

@@ -1,23 +1,26 @@
-"""Torch Inductor settings that every compiled path of `fast/` needs (see PERF-NOTES.md).
+"""Torch Inductor settings that every compiled path of `fast/` needs.
 
 `configure_inductor` is called before the first compilation of the training step
-(`train_step.CompiledStep`) and of the sampling step (`sampling.FastDDPM`).
+(`train_step.CompiledStep`) and of the sampling step (`sampling.FastDDPM`); `can_compile` says
+whether Inductor can compile here at all (on the CPU it needs a working C++ compiler).
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import signal
 import tempfile
 import threading
+import warnings
 
 from mosaicdiff.allocator import hold_freed_memory
 
 
 def configure_inductor() -> None:
-    """Settings every compiled path here needs (see PERF-NOTES.md): ATen's random numbers
+    """Settings every compiled path here needs: ATen's random numbers
     (Inductor's own are slow on CPU and differ from eager's stream), an inductor cache of this
     process's own (`use_own_inductor_cache`) and an allocator that keeps freed memory
     (`allocator.hold_freed_memory`)."""
@@ -33,6 +36,32 @@ def configure_inductor() -> None:
         if hasattr(dynamo_config, name):
             setattr(dynamo_config, name, max(getattr(dynamo_config, name), 1024))
     use_own_inductor_cache()
+
+
+def can_compile(device) -> bool:
+    """Whether Inductor can compile for `device`: on the CPU it builds C++, so without a working
+    compiler (none installed, a broken $CXX) the eager path runs instead, with a warning, rather
+    than failing at the first compiled call. On a GPU it writes Triton kernels."""
+    if getattr(device, "type", device) != "cpu":
+        return True
+    problem = _cpu_compiler_problem()
+    if problem:
+        warnings.warn(f"{problem}; running uncompiled (slower, the same numbers)", stacklevel=2)
+    return problem is None
+
+
+@functools.cache
+def _cpu_compiler_problem() -> str | None:
+    """Why Inductor finds no working C++ compiler here (its message's first line), or None."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # a torch that checks elsewhere: let compilation say
+        return None
+    try:
+        get_cpp_compiler()
+    except Exception as e:  # noqa: BLE001 (InvalidCxxCompiler, and whatever the check raises)
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
 
 
 OWN_CACHE_PREFIX = "mosaicdiff-inductor-"

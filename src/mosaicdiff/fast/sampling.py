@@ -33,7 +33,7 @@ import torch
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.fast import native
 from mosaicdiff.fast.folding import FoldedNet
-from mosaicdiff.fast.inductor import configure_inductor
+from mosaicdiff.fast.inductor import can_compile, configure_inductor
 from mosaicdiff.models.patchnet import patchify, unpatchify
 from mosaicdiff.noise import Noise, check_counter_range, check_kind, counter_normal, draw_key
 from mosaicdiff.sampling import ddpm_tables
@@ -116,7 +116,7 @@ class FastDDPM:
         # The hand-vectorised sampler, where it runs: compiled too, and several times faster.
         use = compile and native_loop and native.supports(net, noise)
         self.native = use and native.available(native.shape_of(net))
-        if compile and not self.native:
+        if compile and not self.native and can_compile(net.w_in.device):
             configure_inductor()
             step = torch.compile(step, fullgraph=True, dynamic=False)
         self.step = step
