@@ -296,7 +296,14 @@ def test_a_run_too_short_for_its_ema_is_told_so(tmp_path, capsys):
     short = ["train", "--out", str(tmp_path / "a"), "--epochs", "2", "--set", "data.n_images=64"]
     assert main([*short, "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "train.ema_decay=0.9999" in out and "takes 2 steps" in out
+    assert "train.ema_decay=0.9999" in out and "takes 2 steps" in out and "hold 100% of" in out
+    # Probe 51: "over about 1,000 steps but this run takes 1,280, so they stay near the initial
+    # ones" read as a contradiction; the note now says how much of the first step's remains.
+    from mosaicdiff.config import TrainConfig
+    from mosaicdiff.training import ema_note
+
+    note = ema_note(TrainConfig(ema_decay=0.999, epochs=20, batch_size=64), 64 * 64)
+    assert "takes 1,280 steps" in note and "still hold 28% of the first step's" in note
     fitting = ["--set", "train.ema_decay=0", "--no-progress"]
     assert main([*short[:2], str(tmp_path / "b"), *short[3:], *fitting]) == 0
     assert "ema_decay" not in capsys.readouterr().out

@@ -81,10 +81,12 @@ def ema_note(tc: TrainConfig, n_images: int) -> str | None:
     if 3 * horizon <= total or tc.ema_decay <= fits:
         return None
     fix = f"--set train.ema_decay={fits}" if fits else "--set train.ema_decay=0 (no average)"
+    kept = tc.ema_decay ** max(total - 1, 0)  # the first update copies the weights
     return (
         f"train.ema_decay={tc.ema_decay} averages the weights over about {horizon:,.0f} steps "
-        f"but this run takes {total:,} step{'s' * (total != 1)}, so the EMA weights that are "
-        f"sampled stay near the initial ones; a run this short wants {fix}"
+        f"and this run takes {total:,} step{'s' * (total != 1)}, so the EMA weights that are "
+        f"sampled still hold {100 * kept:.0f}% of the first step's, barely trained ones; a run "
+        f"this short wants {fix}"
     )
 
 
