@@ -3,8 +3,8 @@
 Per optimiser step: a batch of 64 per seed, t uniform in [0, T), the (1 - alpha_bar_t)-weighted
 epsilon MSE, AdamW (lr 1e-3, weight decay 1e-5) under OneCycleLR over the whole run, then an EMA
 of the weights (decay 0.9999) through `torch.optim.swa_utils`. Every seed has its own generator
-for its initialisation and its data order, timesteps and noise, drawn once per epoch, so a
-seed's run does not depend on which other seeds train beside it. Checkpoints hold everything a
+for its initialisation and its data order, timesteps and noise (and top1's Gumbel noise),
+drawn once per epoch, so a seed's run does not depend on which other seeds train beside it. Checkpoints hold everything a
 resume needs (weights, EMA, optimiser, schedule, RNG states) and are taken at epoch ends; a
 resumed run equals an uninterrupted one.
 
@@ -273,7 +273,7 @@ def save(run, cfg, epoch, steps_per_epoch, model, ema, opt, sched, gens, inputs)
         tensors[f"rng.data.{i}"] = g.get_state()
     tensors["rng.global"] = torch.get_rng_state()
     device = next(model.parameters()).device
-    if device.type == "cuda":  # top1's Gumbel noise comes from the GPU's stream there
+    if device.type == "cuda":  # a network of your own may draw from the GPU's stream
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     tensors["ema_n_averaged"] = ema.n_averaged
     meta = {
