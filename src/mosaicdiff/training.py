@@ -4,9 +4,9 @@ Per optimiser step: a batch of 64 per seed, t uniform in [0, T), the (1 - alpha_
 epsilon MSE, AdamW (lr 1e-3, weight decay 1e-5) under OneCycleLR over the whole run, then an EMA
 of the weights (decay 0.9999) through `torch.optim.swa_utils`. Every seed has its own generator
 for its initialisation and its data order, timesteps and noise (and top1's Gumbel noise),
-drawn once per epoch, so a seed's run does not depend on which other seeds train beside it. Checkpoints hold everything a
-resume needs (weights, EMA, optimiser, schedule, RNG states) and are taken at epoch ends; a
-resumed run equals an uninterrupted one.
+drawn once per epoch, so a seed's run does not depend on which other seeds train beside it.
+Checkpoints hold everything a resume needs (weights, EMA, optimiser, schedule, RNG states) and
+are taken at epoch ends; a resumed run equals an uninterrupted one.
 
 Two interchangeable step functions compute the same maths: `EagerStep` (the reference above,
 op by op) and `fast.train_step.CompiledStep` (forward, backward, AdamW, OneCycle and EMA as one
