@@ -27,6 +27,10 @@ from mosaicdiff.resolve import resolve_config
 
 PACKAGE = Path(__file__).parent
 SET_HELP = "override any config field, e.g. --set train.lr=3e-4 (repeatable; see --dry-run)"
+SAMPLE_SET_HELP = (  # sample and history: the trained run's own settings stay as trained
+    "override a sample.* field or device, e.g. --set sample.clip_x0=true (repeatable; see "
+    "--dry-run)"
+)
 
 
 def out_path(text: str) -> str:
@@ -64,7 +68,8 @@ def add_config_options(p: argparse.ArgumentParser, training: bool = True, model:
     p.add_argument("--sample-seed", type=int, help="seed of the sampling noise")
     device = "cpu (default) or cuda" if training else "cpu or cuda (default: the run's)"
     p.add_argument("--device", help=device)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
+    set_help = SET_HELP if training else SAMPLE_SET_HELP
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
