@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mosaicdiff.cli import Parser
 from mosaicdiff.config import DiffusionConfig
 from mosaicdiff.models import PATCHNET_ARCHS as PAPER_ARCHS
 
@@ -12,7 +13,7 @@ T = DiffusionConfig().T  # the paper's schedule
 
 def profiler_parser(doc: str, steps: int) -> argparse.ArgumentParser:
     """The options the sampler profilers share: --archs, --batch and --steps."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    p = Parser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--archs", default=",".join(PAPER_ARCHS))
     p.add_argument("--batch", type=int, default=100_000)
     p.add_argument("--steps", type=int, default=steps, help=f"DDPM steps timed (default {steps})")

@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from mosaicdiff.cli import Parser
 from mosaicdiff.data.digits import load_digits
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.sampling import ddim_sample, ddpm_sample
@@ -32,7 +33,7 @@ FULL_N, FULL_STEPS = 1000, 1000
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="20 images, 5 DDIM steps")
     p.add_argument("--n", type=int, default=None, help="images to sample (default 1,000)")
     p.add_argument("--steps", type=int, default=None, help="steps; < 1000 uses DDIM (default all)")

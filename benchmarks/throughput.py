@@ -26,6 +26,7 @@ from pathlib import Path
 from benchmarks import PAPER_ARCHS as ARCHS
 from benchmarks import check_counts, checked_archs
 from mosaicdiff.allocator import hold_freed_memory
+from mosaicdiff.cli import Parser
 
 D, N_TOK, P = 32, 4, 12  # hidden width, tokens, values per token of the paper's networks
 
@@ -38,8 +39,11 @@ def flops(arch: str) -> dict[str, float]:
     attn = {"cnn": 0, "identity": 2 * 2 * N_TOK * N_TOK * D}.get(
         arch, 3 * 2 * N_TOK * D * D + 2 * 2 * N_TOK * N_TOK * D
     )
-    folded = {"cnn": io, "identity": io + attn}.get(
-        arch, io + 2 * N_TOK * D * D + 2 * N_TOK * N_TOK * D + 2 * N_TOK * D * P + 2 * N_TOK**2 * P
+    # Folded (`fast/folding.py`): the N x N mixing runs on the P output values, not on d
+    # features, and top1's is a gather (no multiply-adds).
+    logits, mix = 2 * N_TOK * N_TOK * D, 0 if arch == "top1" else 2 * N_TOK**2 * P
+    folded = {"cnn": io, "identity": io + logits + mix}.get(
+        arch, io + 2 * N_TOK * D * D + logits + 2 * N_TOK * D * P + mix
     )
     return {"train": 3 * (io + temb + attn), "sample": io + attn, "sample_folded": folded}
 
@@ -202,7 +206,7 @@ def bench_sampling(arch, torch, quick: bool, group: int, device: str) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m benchmarks",
         description=__doc__,
         formatter_class=argparse.RawTextHelpFormatter,

@@ -14,17 +14,17 @@ The fast version of the same checks runs in CI (tests/test_faults.py).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
 
+from mosaicdiff.cli import Parser
 from mosaicdiff.faults import SCENARIOS, run_scenario
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=20, help="SIGKILLs per scenario (default 20)")
     p.add_argument("--scale", type=int, default=3, help="work per scenario, x the CI size (3)")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from mosaicdiff.cli import Parser
 from mosaicdiff.config import DataConfig
 from mosaicdiff.data import load_dataset
 from mosaicdiff.diffusion import Schedule
@@ -119,7 +120,7 @@ def _print(name: str, r: dict) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1,000 samples, 50 DDIM steps")
     p.add_argument("--n", type=int, default=None, help="samples per machine (default 10,000)")
     p.add_argument("--lams", default="0,0.25,0.5,0.75,0.9,1", help="AttentionELS weights")
