@@ -28,6 +28,8 @@ from benchmarks import check_counts, checked_archs
 from mosaicdiff.allocator import hold_freed_memory
 from mosaicdiff.cli import Parser
 
+# A 1-minute load average above this as the run begins: other work shares the cores.
+BUSY_LOAD = 1.0
 D, N_TOK, P = 32, 4, 12  # hidden width, tokens, values per token of the paper's networks
 
 
@@ -348,5 +350,11 @@ def report(res: dict) -> str:
         lines.append(
             "% ceil over 100: this sampler's multiply-adds ran faster than torch's own dense "
             "matmul here, so that matmul is no ceiling for it"
+        )
+    if res["load_average_1min"] > BUSY_LOAD:  # probe 50: cnn's ratio was 307, 10, 249 and 33
+        lines.append(
+            f"note: the machine was busy as this began (load {res['load_average_1min']:.1f}): "
+            "other work shared the cores, and the ratios (plain's short timings most) can be "
+            "off several times; run it again on an idle machine"
         )
     return "\n".join(lines)
