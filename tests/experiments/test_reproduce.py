@@ -126,3 +126,22 @@ def test_rerun_with_other_settings_is_refused_before_writing(tmp_path):
     with pytest.raises(UserError, match=r"other settings \(train.epochs: 7 -> "):
         rp.reproduce(base, tmp_path, ("cnn",), "quick", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no plan.json, no baseline
+
+
+def test_the_random_baseline_of_one_run_has_no_interval_and_older_ones_are_redone(tmp_path):
+    # Probe 52: --runs 1 died writing report.md (the baseline's interval is None for one run),
+    # and a baseline.json stored with the older normal interval was reused beside t intervals.
+    from mosaicdiff.experiments.report_text import baseline_note
+
+    one = override(rp.preset_config("quick"), ["sample.n_runs=1", "sample.n_per_run=100"])
+    baseline = rp.baseline_stage(one, tmp_path)
+    assert baseline["monte_carlo"]["ci95"] is None
+    assert "(one run: no interval)" in baseline_note(baseline)
+    two = override(one, ["sample.n_runs=2"])
+    stored = rp.baseline_stage(two, tmp_path)
+    assert "95% CI" in baseline_note(stored)
+    older = json.loads((tmp_path / "baseline.json").read_text())
+    del older["monte_carlo"]["ci_method"]
+    older["monte_carlo"]["ci95"] = [0.0, 0.0777]  # a marker
+    (tmp_path / "baseline.json").write_text(json.dumps(older))
+    assert rp.baseline_stage(two, tmp_path)["monte_carlo"] == stored["monte_carlo"]

@@ -190,6 +190,7 @@ def _timed(threads: int, fn, *args):
 def baseline_stage(base: RunConfig, out: Path) -> dict:
     from mosaicdiff.data.pairings import PairingsSpec
     from mosaicdiff.metrics.consistency import random_baseline_exact, random_baseline_monte_carlo
+    from mosaicdiff.metrics.stats import CI_METHOD
 
     path = out / "baseline.json"
     spec = PairingsSpec.from_config(base.data)
@@ -198,8 +199,11 @@ def baseline_stage(base: RunConfig, out: Path) -> dict:
         "n_runs": base.sample.n_runs,
         "n_per_run": base.sample.n_per_run,
     }
-    if path.is_file() and read_json(path).get("key") == key:
-        return read_json(path)
+    if path.is_file():
+        stored = read_json(path)
+        mc = stored.get("monte_carlo") or {}
+        if stored.get("key") == key and mc.get("ci_method") == CI_METHOD:
+            return stored  # else: another setup, or the older normal interval
     mc = random_baseline_monte_carlo(spec, base.sample.n_runs, base.sample.n_per_run, seed=12345)
     result = {"key": key, "exact": random_baseline_exact(spec), "monte_carlo": mc}
     atomic_write_json(path, result)
