@@ -169,20 +169,32 @@ def test_a_step_count_outside_the_schedule_is_refused(n_steps):
 
 def test_without_a_cpu_compiler_training_and_sampling_run_uncompiled(monkeypatch):
     # Probe 50: with CXX=/bin/false the native build fell back to the compiled step, which
-    # died at its first call with Inductor's 100-line InvalidCxxCompiler traceback.
+    # died at its first call with Inductor's 100-line InvalidCxxCompiler traceback. Probe 52:
+    # the native build was still tried first, and said so twice.
+    import warnings
+
+    from torch._inductor import cpp_builder
+
     from mosaicdiff.fast import inductor
     from mosaicdiff.training import use_compiled
 
-    monkeypatch.setattr(inductor, "_cpu_compiler_problem", lambda: "No working C++ compiler")
-    cpu = torch.device("cpu")
-    with pytest.warns(UserWarning, match="No working C.. compiler; running uncompiled"):
-        assert not use_compiled(True, 10**9, cpu)
-    schedule = Schedule.linear()
-    with pytest.warns(UserWarning, match="running uncompiled"):
-        fast = FastDDPM(fast_denoiser(_model("cnn")), schedule, compile=True, native_loop=False)
-    assert not hasattr(fast.step, "_torchdynamo_orig_callable")  # not torch.compile'd
-    x_T = torch.randn(2 * 3, *SHAPE)
-    assert torch.isfinite(fast(x_T, torch.Generator().manual_seed(0), n_steps=3)).all()
+    def broken():
+        raise RuntimeError("No working C++ compiler found in torch: (None, '/bin/false')")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", broken)
+    inductor._cpu_compiler_problem.cache_clear()
+    try:
+        cpu = torch.device("cpu")
+        with pytest.warns(UserWarning, match="No working C.. compiler .*; running uncompiled"):
+            assert not use_compiled(True, 10**9, cpu)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once a process; no native build tried
+            fast = FastDDPM(fast_denoiser(_model("cnn")), Schedule.linear(), compile=True)
+        assert not fast.native and not hasattr(fast.step, "_torchdynamo_orig_callable")
+        x_T = torch.randn(2 * 3, *SHAPE)
+        assert torch.isfinite(fast(x_T, torch.Generator().manual_seed(0), n_steps=3)).all()
+    finally:
+        inductor._cpu_compiler_problem.cache_clear()  # the real compiler again for what follows
 
 
 def test_torch_noise_on_images_of_other_than_16k_values_samples_by_the_reference():

@@ -35,6 +35,8 @@ def test_chunked_sampling_is_reproducible_and_resumes(tmp_path, tiny):
     with held(out / ".sample.lock", "sampled"):  # as that process would hold it
         with pytest.raises(UserError, match=r"being sampled by another process \(pid \d+\)"):
             draw_samples(loaded, scfg, "a", progress=False)
+        with pytest.raises(UserError, match=r"3 of 4 chunks: another process \(pid \d+\) is dr"):
+            load_samples(out)  # not "run sample again", which that would refuse
     assert len(list(out.glob("chunk-*.npz"))) == 3
     draw_samples(loaded, scfg, "a", progress=False)  # let go: it draws
     # A chunk copied over another is refused, not counted: it would hold run 0 twice.

@@ -105,6 +105,8 @@ def make_sampler(loaded: LoadedRun, scfg: SampleConfig):
     )
 
 
+SAMPLE_LOCK = ".sample.lock"  # held while a process draws into a samples folder (`locks`)
+
 # Below this many samples (x T steps) compiling the fast sampler costs more than it saves.
 COMPILE_MIN_SAMPLES = 200_000
 
@@ -135,9 +137,12 @@ def native_shape(cfg: RunConfig) -> tuple[int, int, int] | None:
     from mosaicdiff.data import load_dataset
     from mosaicdiff.fast import native
     from mosaicdiff.fast.folding import fast_denoiser
+    from mosaicdiff.fast.inductor import can_compile
     from mosaicdiff.models import build_model
 
     if cfg.device != "cpu" or not worth_compiling(cfg.sample, len(cfg.train.seeds)):
+        return None
+    if not can_compile(cfg.device):  # no C++ compiler: nothing to build
         return None
     model = build_model(cfg.model, load_dataset(cfg.data).shape, cfg.diffusion.T, cfg.train.seeds)
     if not samples_folded(model, cfg.sample):
@@ -239,7 +244,7 @@ def draw_chunks(
     by `draw(n, chunk_seed(seed, J)) -> (n_seeds, n, C, H, W)`, which seeds a generator of the
     chunk's own: a chunk does not depend on which chunks ran before it. Another process drawing
     into `out` at the same time is refused (OUT/.sample.lock)."""
-    with locks.held(out / ".sample.lock", "sampled"):
+    with locks.held(out / SAMPLE_LOCK, "sampled"):
         n_chunks = math.ceil(total / per_chunk)
         atomic_write_json(
             out / "sample.json", {**meta, "n_chunks": n_chunks, "per_chunk": per_chunk}
@@ -266,7 +271,10 @@ def iter_chunks(out: Path):
     meta = read_meta(out)
     paths = chunk_paths(out)
     if len(paths) != meta["n_chunks"]:
-        raise UserError(f"{out} has {len(paths)} of {meta['n_chunks']} chunks; run sample again")
+        have = f"{out} has {len(paths)} of {meta['n_chunks']} chunks"
+        if drawer := locks.holder(out / SAMPLE_LOCK):
+            raise UserError(f"{have}: another process (pid {drawer}) is drawing them; wait for it")
+        raise UserError(f"{have}; run sample again")
     n_seeds = len(meta.get("seeds", [0]))  # a theory machine's folder holds one
     for j, p in enumerate(paths):
         chunk = read_chunk(p, n_seeds)

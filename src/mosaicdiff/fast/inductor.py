@@ -39,20 +39,17 @@ def configure_inductor() -> None:
 
 
 def can_compile(device) -> bool:
-    """Whether Inductor can compile for `device`: on the CPU it builds C++, so without a working
-    compiler (none installed, a broken $CXX) the eager path runs instead, with a warning, rather
-    than failing at the first compiled call. On a GPU it writes Triton kernels."""
-    if getattr(device, "type", device) != "cpu":
-        return True
-    problem = _cpu_compiler_problem()
-    if problem:
-        warnings.warn(f"{problem}; running uncompiled (slower, the same numbers)", stacklevel=2)
-    return problem is None
+    """Whether Inductor (and the native loop's build) can compile for `device`: on the CPU it
+    builds C++, so without a working compiler (none installed, a broken $CXX) the eager path
+    runs instead, with one warning a process, rather than failing at the first compiled call.
+    On a GPU it writes Triton kernels."""
+    return getattr(device, "type", device) != "cpu" or _cpu_compiler_problem() is None
 
 
 @functools.cache
 def _cpu_compiler_problem() -> str | None:
-    """Why Inductor finds no working C++ compiler here (its message's first line), or None."""
+    """Why Inductor finds no working C++ compiler here (its message's first line), said once as
+    a warning, or None."""
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
     except ImportError:  # a torch that checks elsewhere: let compilation say
@@ -60,7 +57,9 @@ def _cpu_compiler_problem() -> str | None:
     try:
         get_cpp_compiler()
     except Exception as e:  # noqa: BLE001 (InvalidCxxCompiler, and whatever the check raises)
-        return str(e).splitlines()[0] if str(e) else type(e).__name__
+        problem = str(e).splitlines()[0] if str(e) else type(e).__name__
+        warnings.warn(f"{problem}; running uncompiled (slower, the same numbers)", stacklevel=3)
+        return problem
     return None
 
 

@@ -114,9 +114,10 @@ class FastDDPM:
         self.coef = torch.stack([c_x, c_eps, sigma], 1).float().to(net.w_in.device)  # (T, 3)
         step = (_ddpm_step_counter if noise == "threefry" else _ddpm_step).__get__(net)
         # The hand-vectorised sampler, where it runs: compiled too, and several times faster.
+        compile = compile and can_compile(net.w_in.device)  # both need a C++ compiler
         use = compile and native_loop and native.supports(net, noise)
         self.native = use and native.available(native.shape_of(net))
-        if compile and not self.native and can_compile(net.w_in.device):
+        if compile and not self.native:
             configure_inductor()
             step = torch.compile(step, fullgraph=True, dynamic=False)
         self.step = step
