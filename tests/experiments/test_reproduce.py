@@ -136,6 +136,7 @@ def test_the_random_baseline_of_one_run_has_no_interval_and_older_ones_are_redon
     one = override(rp.preset_config("quick"), ["sample.n_runs=1", "sample.n_per_run=100"])
     baseline = rp.baseline_stage(one, tmp_path)
     assert baseline["monte_carlo"]["ci95"] is None
+    assert "(1 run of 100 images) gives" in baseline_note(baseline)
     assert "(one run: no interval)" in baseline_note(baseline)
     two = override(one, ["sample.n_runs=2"])
     stored = rp.baseline_stage(two, tmp_path)

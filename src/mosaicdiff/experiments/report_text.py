@@ -50,7 +50,7 @@ def baseline_note(baseline: dict) -> str:
         f"\n**Random baseline.** When each quadrant draws a uniform pairing among the "
         f"{len(spec.pairings)} pairings, the exact consistency is {100 * baseline['exact']:.2f}% "
         f"(by enumeration through the metric); the paper's Monte-Carlo procedure "
-        f"({mc['n']} runs of {baseline['key']['n_per_run']:,} images) gives "
+        f"({mc['n']} run{'s' * (mc['n'] != 1)} of {baseline['key']['n_per_run']:,} images) gives "
         f"{100 * mc['mean']:.2f}% ({ci}). The paper reports 5.38% from an "
         f"implementation it does not publish. Other readings of 'consistent' give: {alt_text}. "
         "None of them gives 5.38%, so the paper's checker or its random draw must differ from "
