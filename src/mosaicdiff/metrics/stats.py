@@ -1,6 +1,8 @@
-"""The mean of a handful of rates (one per sampling run, or per training seed) with a 95 %
-Student-t interval. With 5 runs a normal interval (1.96 standard errors) covers the true rate
-only about 89 % of the time, and with 2 runs about 70 %; the t interval covers it 95 %.
+"""Intervals of rates. `mean_ci`: the mean of a handful of rates (one per sampling run, or per
+training seed) with a 95 % Student-t interval; with 5 runs a normal interval (1.96 standard
+errors) covers the true rate only about 89 % of the time, and with 2 runs about 70 %, where the
+t interval covers it 95 %. `wilson_interval`: one proportion of many samples (a machine's
+consistent samples).
 """
 
 from __future__ import annotations
@@ -46,3 +48,14 @@ def mean_ci(values) -> dict:
     half = t95(n - 1) * se
     ci95 = [max(mean - half, 0.0), min(mean + half, 1.0)]
     return {"mean": mean, "std": std, "se": se, "ci95": ci95, "n": n, "ci_method": CI_METHOD}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))

@@ -15,17 +15,7 @@ import torch
 
 from mosaicdiff.data.pairings import PairingsSpec
 from mosaicdiff.metrics.consistency import consistency, nearest_colour, random_baseline_exact
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+from mosaicdiff.metrics.stats import wilson_interval
 
 
 def identical_quadrants(images: torch.Tensor, spec: PairingsSpec) -> torch.Tensor:
