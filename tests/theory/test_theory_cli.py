@@ -140,6 +140,17 @@ def test_sample_resumes_its_batches_and_refuses_other_settings(tmp_path, capsys)
     assert np.array_equal(np.load(out / "samples.npz")["samples"], whole)
     assert main([*args, "--patch", "3"]) == 2
     assert 'patch: "2" -> "3"' in capsys.readouterr().err
+    # Folders sampled when argparse spelled out --boundary, --lam and --attention for every
+    # machine stored them so; they resume without them, and with the one ELS reads.
+    meta = json.loads((out / "sample.json").read_text())
+    assert meta["theory"]["boundary"] == "circular" and meta["theory"]["lam"] is None
+    meta["theory"] |= {"lam": 0.5, "attention": "soft"}
+    (out / "sample.json").write_text(json.dumps(meta))
+    (out / "chunk-00002.npz").unlink()
+    assert main(args) == 0 and main([*args, "--boundary", "circular"]) == 0
+    assert np.array_equal(np.load(out / "samples.npz")["samples"], whole)
+    assert main([*args, "--boundary", "zeros"]) == 2
+    assert 'boundary: "circular" -> "zeros"' in capsys.readouterr().err
     table = tmp_path / "table.json"  # a patch schedule file: its contents count, not its name
     table.write_text(json.dumps({"patch_size": 1}))
     scheduled = [*args[:-3], "--patch", str(table), "--out", str(tmp_path / "s"), "--no-progress"]
@@ -213,6 +224,12 @@ def test_a_machine_option_out_of_range_is_named_by_its_flag(bad, needle, tmp_pat
         (["--machine", "bbels", "--attention", "top1"], "--attention top1 is read by --machine"),
         (["--machine", "ideal", "--patch", "3"], "--patch 3: --machine ideal scores whole images"),
         (["--machine", "ideal", "--boundary", "zeros"], "--boundary zeros: --machine ideal"),
+        # at their default values too: a machine that never reads them ignored them silently
+        (["--lam", "0.5"], "--lam 0.5 is read by --machine attn only, not els"),
+        (["--attention", "soft"], "--attention soft is read by --machine attn only, not els"),
+        (["--machine", "ideal", "--boundary", "circular"], "--boundary circular: --machine ideal"),
+        (["--machine", "ideal", "--stride", "1"], "--stride 1: --machine ideal"),
+        (["--machine", "bbels", "--boundary", "circular"], "bbels is ELS with zero padding"),
     ],
 )
 def test_options_the_machine_never_reads_are_refused(unread, needle, tmp_path, capsys):

@@ -162,12 +162,14 @@ def _machine_options(p, knob: bool = False, patch: bool = True) -> None:
     p.add_argument(
         "--stride", type=int, help="grid stride (default: 1; 2 with the pairings' default patch)"
     )
-    p.add_argument("--boundary", default=DEFAULTS["boundary"], help="padding: circular or zeros")
+    p.add_argument(
+        "--boundary",
+        help=f"padding: circular or zeros (default: {DEFAULTS['boundary']}; bbels: zeros)",
+    )
     p.add_argument(
         "--lam",
         type=float,
-        default=DEFAULTS["lam"],
-        help=hidden if knob else "attn: in-image mixture weight",
+        help=hidden if knob else f"attn: in-image mixture weight (default: {DEFAULTS['lam']})",
     )
-    p.add_argument("--attention", default=DEFAULTS["attention"], help="attn: soft or top1")
+    p.add_argument("--attention", help=f"attn: soft or top1 (default: {DEFAULTS['attention']})")
     p.add_argument("--precision", default="float64", help="softmax arithmetic: float64|float32")

@@ -21,8 +21,9 @@ DATA_KINDS = ("pairings", "digits", "npz", "folder")
 # so their cost grows with the square of the pixels (a side of 100000 never finished). Stricter
 # than the networks' bound on data.image_size (config.MAX_IMAGE_SIZE).
 MACHINE_MAX_SIDE = 256
-# The options a machine may read, by its parameter names: their flags, and their defaults where
-# they have one (`cli.py` gives them to argparse).
+# The options a machine may read, by its parameter names: their flags, and the defaults of those
+# that have one. argparse leaves them None, so that a machine which does not read an option
+# refuses it whatever its value, the default's too; `spelled_out` fills them in.
 FLAGS = {key: "--" + key.removesuffix("_size") for key in OPTIONS}
 DEFAULTS = {"boundary": "circular", "lam": 0.5, "attention": "soft"}
 
@@ -79,11 +80,21 @@ def spelled_out(kind: str, patch: str | None, stride: int | None) -> tuple[str, 
     return patch, stride
 
 
+def with_defaults(options: dict) -> dict:
+    """--boundary, --lam and --attention of `options` (as given: None when left out) with
+    their defaults filled in."""
+    return {
+        key: default if options.get(key) is None else options[key]
+        for key, default in DEFAULTS.items()
+    }
+
+
 def same_machine(settings: dict, kind: str) -> dict:
-    """`settings` (options as given) with --patch and --stride spelled out, so that a rerun
-    that spells out the defaults (or leaves them out) resumes the same folder."""
+    """`settings` (options as given) with --patch, --stride and the `DEFAULTS` spelled out, so
+    that a rerun that spells out the defaults (or leaves them out) resumes the same folder
+    (folders sampled before argparse left them None stored them spelled out)."""
     patch, stride = spelled_out(kind, settings.get("patch"), settings.get("stride"))
-    return {**settings, "patch": patch, "stride": stride}
+    return {**settings, **with_defaults(settings), "patch": patch, "stride": stride}
 
 
 def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: int | None = None):
@@ -96,11 +107,11 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
     if own:
         args.machine = anchored(args.machine)
     name = args.machine if own else choice(args.machine, "--machine", MACHINES)
-    choice(args.boundary, "--boundary", ("circular", "zeros"))
-    choice(args.attention, "--attention", ("soft", "top1"))
+    for flag, valid in (("boundary", ("circular", "zeros")), ("attention", ("soft", "top1"))):
+        if getattr(args, flag) is not None:
+            choice(getattr(args, flag), f"--{flag}", valid)
     precision = PRECISIONS[choice(args.precision, "--precision", PRECISIONS)]
-    # Options the machine never reads are refused when set (the defaults stay, so folders
-    # sampled before this check resume with the same settings).
+    # Options the machine never reads are refused when given, even at their default values.
     given = {
         "patch_size": args.patch if patch is None else patch,
         "stride": args.stride,
@@ -108,7 +119,7 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
         "lam": args.lam,
         "attention": args.attention,
     }
-    unset = lambda key: given[key] in (DEFAULTS.get(key), None)  # noqa: E731
+    unset = lambda key: given[key] is None  # noqa: E731
     if own:
         taken = own_options(name)
         for key, flag in FLAGS.items():
@@ -123,6 +134,19 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
                 unset(key),
                 f"{FLAGS[key]} {given[key]}: --machine ideal scores whole images, not patches",
             )
+    check(
+        name != "bbels" or given["boundary"] in (None, "zeros"),
+        f"--boundary {given['boundary']}: --machine bbels is ELS with zero padding (els "
+        "--boundary zeros); for circular padding use --machine els",
+    )
+    # What the machine reads is stored as it reads it, a default spelled out.
+    if own:
+        reads = taken
+    else:
+        reads = {"ideal": (), "attn": FLAGS}.get(name, ("patch_size", "stride", "boundary"))
+    for key, default in DEFAULTS.items():
+        if key in reads and getattr(args, key) is None:
+            setattr(args, key, default)
     named, stride = spelled_out(kind, args.patch if patch is None else str(patch), args.stride)
     if patch is None:
         if patch_file(named) is None:
@@ -143,17 +167,12 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
                 1 <= k <= side,
                 f"patch size {k}{named_in} must be between 1 and {side}, the image side",
             )
-    options = {
-        "stride": stride,
-        "boundary": args.boundary,
-        "lam": args.lam,
-        "attention": args.attention,
-    }
+    options = {"stride": stride, **with_defaults(vars(args))}
     # The ranges the built-in machines check, named by flag (and for one of your own that may
-    # not check them); an option a machine does not read was refused above unless at its default.
+    # not check them); an option a machine does not read was refused above.
     check(stride >= 1 or (own and "stride" not in taken), f"--stride={stride} must be at least 1")
-    lam_fine = 0 <= args.lam <= 1 or (own and "lam" not in taken)
-    check(lam_fine, f"--lam={args.lam} must lie in [0, 1]")
+    lam = options["lam"]
+    check(0 <= lam <= 1 or (own and "lam" not in taken), f"--lam={lam} must lie in [0, 1]")
     if own:
         options = {k: v for k, v in {"patch_size": patch, **options}.items() if k in taken}
         return build_custom(name, images, schedule, precision, **options)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 from mosaicdiff.errors import UserError, check
-from mosaicdiff.theory.cli_checks import theory_out
+from mosaicdiff.theory.cli_checks import DEFAULTS, theory_out
 from mosaicdiff.theory.cli_sample import prepare_sample
 
 COLUMNS = ("lam", "n", "consistency", "ci95_low", "ci95_high", "identical_quadrants", "baseline")
@@ -75,6 +75,6 @@ def cmd_knob(args) -> int:
             }
         )
     atomic_write_csv(out / "knob.csv", rows, COLUMNS)
-    plots.save(plots.knob_curve(rows, args.attention), out / "knob.png")
+    plots.save(plots.knob_curve(rows, args.attention or DEFAULTS["attention"]), out / "knob.png")
     print(f"table -> {out / 'knob.csv'}, figure -> {out / 'knob.png'}")
     return 0
