@@ -107,7 +107,8 @@ def make_sampler(loaded: LoadedRun, scfg: SampleConfig):
 
 SAMPLE_LOCK = ".sample.lock"  # held while a process draws into a samples folder (`locks`)
 
-# Below this many samples (x T steps) compiling the fast sampler costs more than it saves.
+# Below this many samples (over all runs and seeds) compiling the fast sampler costs more than
+# it saves.
 COMPILE_MIN_SAMPLES = 200_000
 
 

@@ -10,7 +10,8 @@ its own noise inside the kernel instead of waiting on a serial generator (on a 2
   3"; JAX's default generator): two 32-bit words of key, two of counter, two of output. Tested
   against the paper's known-answer vectors. Written with int32 tensor ops (adds wrap modulo
   2^32; right shifts are masked to be logical), so it runs eagerly and compiles into a kernel.
-- Uniforms u = (bits >> 8) / 2^24 in [0, 1), as `torch.rand` makes them, and Box-Muller:
+- Uniforms u = (bits >> 8) / 2^24 in [0, 1) (the high 24 bits; `torch.rand` keeps the low 24
+  of its own generator's word), and Box-Muller:
   z = sqrt(-2 log(1 - u1)) (cos 2 pi u2, sin 2 pi u2).
 - Layout: sample i's D values (D even) are D/2 pairs j; pair j's counter is
   (i, t D/2 + j); its cosine normal is value j and its sine normal value D/2 + j.

@@ -19,9 +19,10 @@ So a build killed halfway leaves nothing for the next one to wait on (torch's sh
 folder has a lock file that a SIGKILL leaves behind, and every later build waits on it
 forever), and virtualenvs with the same torch share one build. A process that finds a live
 process on this host building the same file waits for it instead of building it again, as
-`reproduce` does for the build `built_in_background` starts while the networks train. Where
-it cannot be built or run (no AVX2, no compiler), `available()` is False, with a warning, and
-the compiled step is used.
+`reproduce` does for the build `built_in_background` starts while the networks train. Without
+AVX2 it is not used, silently; without a working C++ compiler neither it nor the compiled step
+is tried (`inductor.can_compile` warns once, and the eager step runs); a build that fails
+otherwise gives a warning, and the compiled step runs.
 """
 
 from __future__ import annotations
@@ -238,7 +239,7 @@ def available(shape: tuple[int, int, int] = PAPER_SHAPE) -> bool:
         return False
     try:
         _module(shape)
-    except Exception as e:  # no compiler, no ninja, a failed build: the compiled step stands in
+    except Exception as e:  # no ninja, a failed build: the compiled step stands in
         why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         warnings.warn(f"native DDPM loop not built ({why}); compiled step used", stacklevel=2)
         return False

@@ -1,6 +1,6 @@
 """Intervals of rates. `mean_ci`: the mean of a handful of rates (one per sampling run, or per
 training seed) with a 95 % Student-t interval; with 5 runs a normal interval (1.96 standard
-errors) covers the true rate only about 89 % of the time, and with 2 runs about 70 %, where the
+errors) covers the true rate only about 88 % of the time, and with 2 runs about 70 %, where the
 t interval covers it 95 %. `wilson_interval`: one proportion of many samples (a machine's
 consistent samples).
 """

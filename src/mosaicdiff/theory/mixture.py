@@ -16,7 +16,7 @@ Logits more than 80 below the running maximum are raised to that (LOG_FLOOR) bef
 ATen's vectorised exp takes a slow path, ~10x its usual cost, for arguments below about -87
 (float32) or -708 (float64), and at low noise most components are that far. Each raised weight
 grows by less than e^-80 of the largest one (which is 1), so the normaliser and the mean move by
-less than M e^-80 relative: 2e-30 for a million components, far below float64's rounding.
+less than M e^-80 relative: 2e-29 for a million components, far below float64's rounding.
 """
 
 from __future__ import annotations
