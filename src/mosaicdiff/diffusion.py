@@ -1,5 +1,7 @@
 """The DDPM forward process and training loss (Ho et al. 2020), as a schedule that never owns
-the model: `schedule.loss(model, x0, t, eps)` takes the model as an argument.
+the model: `schedule.seed_losses(model, x0, t, eps)` takes the model as an argument. And the
+conversions between a predicted eps and the x0 it implies, which every sampler and score
+machine uses (`x0_from_eps`, `eps_from_x0`).
 
 Timesteps are 0-indexed, t in [0, T), as in diffusers: alpha_bar[t] = prod_{s <= t} (1 - beta_s).
 """
@@ -59,15 +61,6 @@ class Schedule:
         ab = _expand(self.table(self.alpha_bar, x0)[t], x0)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
-    def eps_to_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Invert `q_sample` for x0 given the noise (the Tweedie posterior mean given eps_hat)."""
-        ab = _expand(self.table(self.alpha_bar, x_t)[t], x_t)
-        return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
-
-    def x0_to_eps(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        ab = _expand(self.table(self.alpha_bar, x_t)[t], x_t)
-        return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
-
     def loss_weight(self, t: torch.Tensor, weighting: str, like: torch.Tensor) -> torch.Tensor:
         """Per-example weight: (1 - alpha_bar_t) as in the paper's App. B, or 1."""
         if weighting == "none":
@@ -88,12 +81,23 @@ class Schedule:
         per_example = ((eps_hat - eps) ** 2).flatten(t.ndim).mean(-1)  # (*batch,)
         return self.loss_weight(t, weighting, x0) * per_example
 
-    def loss(self, model, x0, t, eps, weighting: str = "one_minus_alpha_bar") -> torch.Tensor:
-        """The training loss: the batch mean of `losses`. With (S, B) leading dims (S grouped
-        seeds) it is the sum over seeds of each seed's own mean, so every seed's gradient equals
-        the one it would get training alone."""
-        per_example = self.losses(model, x0, t, eps, weighting)
-        return per_example.mean(-1).sum() if t.ndim > 1 else per_example.mean()
+    def seed_losses(self, model, x0, t, eps, weighting: str = "one_minus_alpha_bar"):
+        """Each seed's training loss, the batch mean of its `losses`: (S,) for (S, B) leading
+        dims (S grouped seeds), a scalar for (B,). The steps minimise their sum, so every seed's
+        gradient equals the one it would get training alone."""
+        return self.losses(model, x0, t, eps, weighting).mean(-1)
+
+
+def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """The x0 that noise `eps` implies for x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps
+    (`q_sample` inverted; with a model's eps_hat, the Tweedie posterior mean). `alpha_bar`: a
+    float, or a tensor that broadcasts against x_t."""
+    return (x_t - (1 - alpha_bar) ** 0.5 * eps) / alpha_bar**0.5
+
+
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar) -> torch.Tensor:
+    """The noise that takes `x0` to x_t (`x0_from_eps` inverted)."""
+    return (x_t - alpha_bar**0.5 * x0) / (1 - alpha_bar) ** 0.5
 
 
 def _expand(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mosaicdiff.denoiser import Denoiser
-from mosaicdiff.diffusion import Schedule
+from mosaicdiff.diffusion import Schedule, x0_from_eps
 from mosaicdiff.errors import check
 from mosaicdiff.noise import Noise, step_noise
 
@@ -86,7 +86,7 @@ def ddpm_sample(
         if callback is not None:
             callback(i, t, x, eps)
         if clip:
-            x0 = ((x - (1 - ab[t]) ** 0.5 * eps) / ab[t] ** 0.5).clamp_(-1, 1)
+            x0 = x0_from_eps(x, eps, ab[t]).clamp_(-1, 1)
             x = c0[t] * x0 + ct[t] * x
         else:
             x = c_x[t] * x - c_eps[t] * eps
@@ -134,7 +134,7 @@ def ddim_sample(
         a_t = ab[t]
         a_prev = ab[t - ratio] if t - ratio >= 0 else 1.0
         sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
-        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+        x0 = x0_from_eps(x, eps, a_t)
         if clip:
             x0 = x0.clamp(-1, 1)
         x = a_prev**0.5 * x0 + (1 - a_prev - sigma**2) ** 0.5 * eps

@@ -248,7 +248,7 @@ class EagerStep:
         (S, B, N, N) Gumbel noise; adds (S,) losses to loss_sum."""
         x0 = self.x_data[perm]  # (S, B, C, H, W)
         model = self.model if gumbel is None else partial(self.model, gumbel=gumbel)
-        per_seed = self.schedule.losses(model, x0, t, eps, self.weighting).mean(-1)  # (S,)
+        per_seed = self.schedule.seed_losses(model, x0, t, eps, self.weighting)  # (S,)
         self.opt.zero_grad(set_to_none=True)
         per_seed.sum().backward()
         self.opt.step()

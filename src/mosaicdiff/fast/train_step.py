@@ -106,8 +106,8 @@ class BroadcastAttentionNet(nn.Module):
 
 
 class CompiledStep:
-    """Drop-in for `training.EagerStep`: `step(perm, t, eps, loss_sum)` or `step.epoch(...)`,
-    then `sync()`.
+    """Drop-in for `training.EagerStep`: `step(loss_sum, perm, t, eps, gumbel=None)` or
+    `step.epoch(...)`, then `sync()`.
 
     Weights, both AdamW moments and the EMA live in four flat buffers while training (one fused
     optimiser kernel, few compiled-function inputs to guard); `sync` copies them back into the
@@ -286,8 +286,7 @@ def _train_step(
         net = partial(functional_call, model, weights)
         x0 = x_data[perm]  # (S, B, C, H, W)
         given = {} if gumbel is None else {"gumbel": gumbel}  # top1's noise
-        per_seed = schedule.losses(lambda x, tt: net((x, tt), given), x0, t, eps, weighting)
-        per_seed = per_seed.mean(-1)
+        per_seed = schedule.seed_losses(lambda x, tt: net((x, tt), given), x0, t, eps, weighting)
         return per_seed.sum(), per_seed
 
     g, (_, per_seed) = grad_and_value(loss_fn, has_aux=True)(params)

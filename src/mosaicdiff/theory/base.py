@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from mosaicdiff.diffusion import Schedule
+from mosaicdiff.diffusion import Schedule, eps_from_x0
 from mosaicdiff.errors import check, check_like
 
 
@@ -84,4 +84,4 @@ class ScoreMachine:
         a, b2 = ab**0.5, 1.0 - ab
         x0 = self.x0_hat(x, t, a, b2)
         check_like(x0, x, f"{type(self).__name__}.x0_hat", "x0")
-        return (x - a * x0) / b2**0.5
+        return eps_from_x0(x, x0, ab)
