@@ -60,11 +60,17 @@ def test_exact_random_baseline_is_3_over_81():
     assert random_baseline_exact(SPEC) == pytest.approx(3 / 81, abs=1e-12)
 
 
-def test_inclusion_exclusion_equals_enumeration():
+def test_inclusion_exclusion_equals_enumeration(monkeypatch):
+    import importlib
+
+    module = importlib.import_module("mosaicdiff.metrics.consistency")  # not the function
+
     spec = PairingsSpec.from_config(DataConfig(quadrants_per_side=2))
-    assert random_baseline_exact(spec, enumerate_limit=0) == pytest.approx(
-        random_baseline_exact(spec), abs=1e-12
-    )
+    assert module.enumerates(spec)
+    enumerated = random_baseline_exact(spec)
+    monkeypatch.setattr(module, "ENUMERATE_LIMIT", 0)
+    assert not module.enumerates(spec)
+    assert random_baseline_exact(spec) == pytest.approx(enumerated, abs=1e-12)
 
 
 def test_monte_carlo_baseline_within_three_standard_errors():

@@ -265,13 +265,13 @@ def write_report(
         from mosaicdiff.experiments.theory_section import theory_markdown
 
         theory_md = theory_markdown(theory, out, figs)
-    md = render_markdown(configs, baseline, preset, timings, table, figs, ablation_md + theory_md)
+    md = render_markdown(configs, baseline, preset, timings, rows, figs, ablation_md + theory_md)
     atomic_write_text(report / "report.md", md)
     atomic_write_text(report / "report.html", render_html(md, report))
     return report
 
 
-def render_markdown(configs, baseline, preset, timings, table, figs, sections="") -> str:
+def render_markdown(configs, baseline, preset, timings, rows, figs, sections="") -> str:
     """The report: the table, its notes, the settings, then `sections` (ablation, theory)."""
     from mosaicdiff.experiments.report_text import baseline_note, ordering_note
 
@@ -280,8 +280,8 @@ def render_markdown(configs, baseline, preset, timings, table, figs, sections=""
         "Consistency: the share of samples whose four quadrants are all valid and whose "
         "pairings all belong to one pattern type.\n",
         "## Table 1 and Appendix B\n",
-        table,
-        ordering_note(configs, table),
+        markdown_table(rows),
+        ordering_note(rows),
         baseline_note(baseline),
         "## Settings\n",
         settings_section(configs),

@@ -96,15 +96,24 @@ def check_shape(images: torch.Tensor, spec: PairingsSpec) -> None:
 # --- the random baseline --------------------------------------------------------------------
 
 
-def random_baseline_exact(spec: PairingsSpec, enumerate_limit: int = 200_000) -> float:
+ENUMERATE_LIMIT = 200_000  # most assignments `random_baseline_exact` puts through the metric
+
+
+def enumerates(spec: PairingsSpec) -> bool:
+    """Whether `random_baseline_exact` enumerates `spec`'s assignments (else it uses
+    inclusion-exclusion)."""
+    return len(spec.pairings) ** spec.n_quadrants <= ENUMERATE_LIMIT
+
+
+def random_baseline_exact(spec: PairingsSpec) -> float:
     """P(consistent) when every quadrant draws a uniform pairing among `spec.pairings`.
 
     Enumerates every assignment through the metric itself when there are at most
-    `enumerate_limit`; otherwise uses inclusion-exclusion over pattern types, which is exact too:
+    `ENUMERATE_LIMIT`; otherwise uses inclusion-exclusion over pattern types, which is exact too:
     P = sum over non-empty type sets A of (-1)^(|A|+1) (|shared pairings of A| / P)^Q.
     """
     n_pairings, n_q = len(spec.pairings), spec.n_quadrants
-    if n_pairings**n_q <= enumerate_limit:
+    if enumerates(spec):
         rows = torch.tensor(list(product(range(n_pairings), repeat=n_q)))
         return consistency(spec.render(rows), spec).rate
     members = [set(m) for m in spec.type_members()]
