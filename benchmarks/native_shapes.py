@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     from mosaicdiff.config import ModelConfig
     from mosaicdiff.diffusion import Schedule
     from mosaicdiff.fast import native
-    from mosaicdiff.fast.folding import fast_denoiser
+    from mosaicdiff.fast.folding import FoldedNet
     from mosaicdiff.fast.sampling import FastDDPM
     from mosaicdiff.models import build_model
 
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
             for arch in archs:
                 cfg = ModelConfig(arch=arch, patch=patch, hidden=hidden)
                 model = build_model(cfg, (3, side, side), schedule.T, seeds=(0,))
-                net = fast_denoiser(model.eval().requires_grad_(False))
+                net = FoldedNet(model.eval().requires_grad_(False))
                 shape, fast = native.shape_of(net), FastDDPM(net, schedule)
                 row = f"{arch:9}{side:5}{patch:6}{hidden:7}  {'x'.join(map(str, shape)):11}"
                 if not fast.native:

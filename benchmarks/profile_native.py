@@ -49,12 +49,12 @@ def ns_per_sample_step(arch: str, modules: dict, batch: int, steps: int, reps: i
     from mosaicdiff.config import ModelConfig
     from mosaicdiff.diffusion import Schedule
     from mosaicdiff.fast import native
-    from mosaicdiff.fast.folding import fast_denoiser
+    from mosaicdiff.fast.folding import FoldedNet
     from mosaicdiff.fast.sampling import FastDDPM
     from mosaicdiff.models import build_model
 
     model = build_model(ModelConfig(arch=arch), (3, 4, 4), 1000, seeds=(0,)).eval()
-    fast = FastDDPM(fast_denoiser(model.requires_grad_(False)), Schedule.linear())
+    fast = FastDDPM(FoldedNet(model.requires_grad_(False)), Schedule.linear())
     if not fast.native:
         raise SystemExit("the native loop does not run here (it needs an x86 CPU with AVX2)")
     x_T = torch.randn(batch, 3, 4, 4, generator=torch.Generator().manual_seed(0))

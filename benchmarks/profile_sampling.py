@@ -24,12 +24,12 @@ def profile_arch(arch: str, batch: int, steps: int, top: int) -> list[tuple[floa
 
     from mosaicdiff.config import ModelConfig
     from mosaicdiff.diffusion import Schedule
-    from mosaicdiff.fast.folding import fast_denoiser
+    from mosaicdiff.fast.folding import FoldedNet
     from mosaicdiff.fast.sampling import FastDDPM
     from mosaicdiff.models import build_model
 
     model = build_model(ModelConfig(arch=arch), (3, 4, 4), 1000, seeds=(0,)).eval()
-    net = fast_denoiser(model.requires_grad_(False))
+    net = FoldedNet(model.requires_grad_(False))
     fast = FastDDPM(net, Schedule.linear(), native_loop=False)
     x_T, g = torch.randn(batch, 3, 4, 4), torch.Generator().manual_seed(0)
     fast(x_T, g, 2)  # compile first

@@ -80,7 +80,7 @@ def matmul_ceiling(torch, reps: int, device: str) -> float:
     return max(rates)
 
 
-def train_rate(cfg, compile: bool, epochs: int) -> tuple[float, float]:
+def train_rate(cfg, compile: bool) -> tuple[float, float]:
     """(best model-steps/s over epochs after the first, seconds of the first epoch beyond a
     steady one = the compile time) of `training.train` on `cfg`."""
     from mosaicdiff.runs import RunDir
@@ -95,7 +95,7 @@ def train_rate(cfg, compile: bool, epochs: int) -> tuple[float, float]:
     finally:
         shutil.rmtree(out, ignore_errors=True)
     rate = max(r["model_steps_per_s"] for r in rows[1:])
-    model_steps = sum(len(r["loss"]) for r in rows) * (rows and 1) * _steps_per_epoch(cfg)
+    model_steps = sum(len(r["loss"]) for r in rows) * _steps_per_epoch(cfg)  # seeds x steps
     return rate, max(0.0, wall - model_steps / rate)
 
 
@@ -103,7 +103,7 @@ def _steps_per_epoch(cfg) -> int:
     return math.ceil(cfg.data.n_images / cfg.train.batch_size)
 
 
-def bench_training(arch, torch, quick: bool, group: int, device: str) -> dict:
+def bench_training(arch, quick: bool, group: int, device: str) -> dict:
     from benchmarks.plain import PlainTrainer
     from mosaicdiff.config import ModelConfig, RunConfig, TrainConfig
     from mosaicdiff.data import load_dataset
@@ -119,15 +119,15 @@ def bench_training(arch, torch, quick: bool, group: int, device: str) -> dict:
     n = 64 if quick else 256
     plain_rate = n / best_time(lambda: plain.train_steps(n), 3, device)
     res = {"plain_steps_per_s": plain_rate}
-    res["eager_1"], _ = train_rate(cfg1, False, epochs)
+    res["eager_1"], _ = train_rate(cfg1, False)
     if not quick or arch == "cnn":  # --quick: one compile per architecture, cnn aside
-        res["compiled_1"], res["compile_s_1"] = train_rate(cfg1, True, epochs)
+        res["compiled_1"], res["compile_s_1"] = train_rate(cfg1, True)
     cfg_g = RunConfig(
         model=ModelConfig(arch=arch),
         train=TrainConfig(**short, seeds=tuple(range(group))),
         device=device,
     )
-    res[f"compiled_{group}"], res[f"compile_s_{group}"] = train_rate(cfg_g, True, epochs)
+    res[f"compiled_{group}"], res[f"compile_s_{group}"] = train_rate(cfg_g, True)
     return res
 
 
@@ -135,7 +135,7 @@ def bench_sampling(arch, torch, quick: bool, group: int, device: str) -> dict:
     from benchmarks.plain import from_patchnet, plain_sample
     from mosaicdiff.config import ModelConfig
     from mosaicdiff.diffusion import Schedule
-    from mosaicdiff.fast.folding import fast_denoiser
+    from mosaicdiff.fast.folding import FoldedNet
     from mosaicdiff.fast.sampling import FastDDPM
     from mosaicdiff.models import build_model
     from mosaicdiff.sampling import ddpm_sample
@@ -144,7 +144,7 @@ def bench_sampling(arch, torch, quick: bool, group: int, device: str) -> dict:
     schedule = Schedule.linear()
     model = build_model(ModelConfig(arch=arch), (3, 4, 4), 1000, seeds=(0,)).eval().to(device)
     model.requires_grad_(False)
-    net = fast_denoiser(model)
+    net = FoldedNet(model)
     plain = from_patchnet(model).to(device)
 
     # Same maths: network outputs, then whole 1,000-step samples from the same generator.
@@ -199,7 +199,7 @@ def bench_sampling(arch, torch, quick: bool, group: int, device: str) -> dict:
     if not quick:  # a group of seeds sampled together, the same samples in all
         model = build_model(ModelConfig(arch=arch), (3, 4, 4), 1000, seeds=tuple(range(group)))
         model = model.eval().to(device).requires_grad_(False)
-        fast = FastDDPM(fast_denoiser(model), schedule, compile=True)
+        fast = FastDDPM(FoldedNet(model), schedule, compile=True)
         x_T = x_T[: b_fast // group * group]
         fast(x_T, g, 1)
         t_fast = best_time(lambda: fast(x_T, g, k_fast), reps, device)
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     for arch in archs:
         r = {"flops_per_sample": flops(arch)}
         if args.skip != "train":
-            r["train"] = bench_training(arch, torch, args.quick, args.group, args.device)
+            r["train"] = bench_training(arch, args.quick, args.group, args.device)
         if args.skip != "sample":
             r["sample"] = bench_sampling(arch, torch, args.quick, args.group, args.device)
         results["archs"][arch] = r

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mosaicdiff.diffusion import Schedule
-from mosaicdiff.fast.folding import fast_denoiser
+from mosaicdiff.fast.folding import FoldedNet
 from mosaicdiff.fast.sampling import fast_ddpm_sample
 from mosaicdiff.io import load_tensors
 from mosaicdiff.noise import counter_normal
@@ -66,7 +66,7 @@ def test_fast_sampler_on_the_gpu_equals_the_reference(arch):
     x_T = torch.randn(2 * 512, 3, 4, 4, device="cuda")
     ref = ddpm_sample(model.as_denoiser(), x_T, torch.Generator("cuda").manual_seed(2), schedule)
     fast = fast_ddpm_sample(
-        fast_denoiser(model), x_T, torch.Generator("cuda").manual_seed(2), schedule, compile=True
+        FoldedNet(model), x_T, torch.Generator("cuda").manual_seed(2), schedule, compile=True
     )
     close = torch.isclose(fast, ref, rtol=1e-3, atol=1e-3).flatten(1).all(1)
     assert close.float().mean() > (0.95 if arch == "top1" else 0.999)

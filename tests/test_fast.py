@@ -3,7 +3,7 @@ import torch
 
 from mosaicdiff.config import ModelConfig
 from mosaicdiff.diffusion import Schedule
-from mosaicdiff.fast.folding import fast_denoiser, mix, thin_bmm
+from mosaicdiff.fast.folding import FoldedNet, mix, thin_bmm
 from mosaicdiff.fast.sampling import FastDDPM, box_muller, fast_ddpm_sample, patchify_pairs
 from mosaicdiff.models import build_model
 from mosaicdiff.models.patchnet import patchify
@@ -26,7 +26,7 @@ def _model(arch, T=1000, seeds=(0, 1), time_embedding="sinusoidal", scale=3.0):
 @pytest.mark.parametrize("time_embedding", ["sinusoidal", "none"])
 def test_folded_network_equals_the_model(arch, time_embedding):
     model = _model(arch, time_embedding=time_embedding)
-    folded = fast_denoiser(model)
+    folded = FoldedNet(model)
     x = torch.randn(2 * 50, *SHAPE, generator=torch.Generator().manual_seed(0))
     for t in (0, 17, 999):
         tt = torch.tensor([t])
@@ -97,7 +97,7 @@ def test_fast_ddpm_equals_reference_sampler(arch, noise, compile):
     x_T = torch.randn(2 * 64, *SHAPE, generator=torch.Generator().manual_seed(1))
     g_ref, g_fast = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
     ref = ddpm_sample(model.as_denoiser(), x_T, g_ref, schedule, noise=noise)
-    fast = fast_ddpm_sample(fast_denoiser(model), x_T, g_fast, schedule, compile, noise)
+    fast = fast_ddpm_sample(FoldedNet(model), x_T, g_fast, schedule, compile, noise)
     assert torch.equal(g_ref.get_state(), g_fast.get_state())
     if arch == "top1":  # a near-tie in the argmax may flip under float rounding: allow a few
         close = torch.isclose(fast, ref, rtol=1e-3, atol=1e-3).flatten(1).all(1)
@@ -109,7 +109,7 @@ def test_fast_ddpm_equals_reference_sampler(arch, noise, compile):
 def test_noise_overlap_changes_nothing():
     schedule = Schedule.linear(T=30)
     model = _model("attn", T=30, seeds=(0,), scale=1.0)
-    sampler = FastDDPM(fast_denoiser(model), schedule, compile=False, noise="torch")
+    sampler = FastDDPM(FoldedNet(model), schedule, compile=False, noise="torch")
     x_T = torch.randn(64, *SHAPE, generator=torch.Generator().manual_seed(1))
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     a = sampler(x_T, g1, overlap_noise=True)
@@ -124,9 +124,9 @@ def test_threefry_noise_does_not_depend_on_the_chunk_size(monkeypatch):
     schedule = Schedule.linear(T=20)
     model = _model("attn", T=20, seeds=(0, 1), scale=1.0)
     x_T = torch.randn(2 * 50, *SHAPE, generator=torch.Generator().manual_seed(1))
-    one = FastDDPM(fast_denoiser(model), schedule, compile=False)(x_T, torch.Generator())
+    one = FastDDPM(FoldedNet(model), schedule, compile=False)(x_T, torch.Generator())
     monkeypatch.setattr(fs, "CHUNK", 7)
-    many = FastDDPM(fast_denoiser(model), schedule, compile=False)(x_T, torch.Generator())
+    many = FastDDPM(FoldedNet(model), schedule, compile=False)(x_T, torch.Generator())
     torch.testing.assert_close(one, many, rtol=1e-5, atol=1e-5)
 
 
@@ -148,7 +148,7 @@ def test_a_call_holds_at_most_chunk_samples_over_all_seeds(monkeypatch):
 
     monkeypatch.setattr(fs, "CHUNK", 40)
     schedule = Schedule.linear(T=3)
-    fast = FastDDPM(fast_denoiser(_model("cnn", T=3, seeds=(0, 1, 2))), schedule, compile=False)
+    fast = FastDDPM(FoldedNet(_model("cnn", T=3, seeds=(0, 1, 2))), schedule, compile=False)
     shapes, step = [], fast.step
     fast.step = lambda x, *rest: shapes.append(tuple(x.shape[:2])) or step(x, *rest)
     fast(torch.randn(3 * 50, *SHAPE), torch.Generator().manual_seed(0))
@@ -160,7 +160,7 @@ def test_a_step_count_outside_the_schedule_is_refused(n_steps):
     # Past t = 0 the compiled loop would wrap to the tables' last rows, the native loop read
     # before their start.
     schedule = Schedule.linear(T=3)
-    fast = FastDDPM(fast_denoiser(_model("cnn", T=3)), schedule, compile=False)
+    fast = FastDDPM(FoldedNet(_model("cnn", T=3)), schedule, compile=False)
     x_T = torch.randn(2 * 8, *SHAPE)
     with pytest.raises(ValueError, match=f"n_steps={n_steps} must be in \\[0, 3\\]"):
         fast(x_T, torch.Generator(), n_steps)
@@ -189,7 +189,7 @@ def test_without_a_cpu_compiler_training_and_sampling_run_uncompiled(monkeypatch
             assert not use_compiled(True, 10**9, cpu)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # said once a process; no native build tried
-            fast = FastDDPM(fast_denoiser(_model("cnn")), Schedule.linear(), compile=True)
+            fast = FastDDPM(FoldedNet(_model("cnn")), Schedule.linear(), compile=True)
         assert not fast.native and not hasattr(fast.step, "_torchdynamo_orig_callable")
         x_T = torch.randn(2 * 3, *SHAPE)
         assert torch.isfinite(fast(x_T, torch.Generator().manual_seed(0), n_steps=3)).all()

@@ -14,7 +14,7 @@ import torch
 from mosaicdiff.config import ModelConfig
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.fast import native
-from mosaicdiff.fast.folding import fast_denoiser
+from mosaicdiff.fast.folding import FoldedNet
 from mosaicdiff.fast.sampling import FastDDPM
 from mosaicdiff.models import build_model
 from mosaicdiff.sampling import ddpm_sample
@@ -43,7 +43,7 @@ def test_native_sampler_equals_the_reference_sampler(arch, time_embedding):
     x_T = torch.randn(2 * 61, *SHAPE, generator=torch.Generator().manual_seed(1))  # 61: not 8k
     g_ref, g_fast = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
     ref = ddpm_sample(model.as_denoiser(), x_T, g_ref, schedule, noise="threefry")
-    fast = FastDDPM(fast_denoiser(model), schedule, compile=True)
+    fast = FastDDPM(FoldedNet(model), schedule, compile=True)
     assert fast.native
     out = fast(x_T, g_fast)
     assert torch.equal(g_ref.get_state(), g_fast.get_state())
@@ -60,7 +60,7 @@ def test_native_sampler_at_another_shape_equals_the_reference_sampler(arch):
     x_T = torch.randn(2 * 13, *image, generator=torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(2)
     ref = ddpm_sample(model.as_denoiser(), x_T, g, schedule, noise="threefry")
-    fast = FastDDPM(fast_denoiser(model), schedule, compile=True)
+    fast = FastDDPM(FoldedNet(model), schedule, compile=True)
     assert fast.native and native.shape_of(fast.net) == (16, 12, 16)
     out = fast(x_T, torch.Generator().manual_seed(2))
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
@@ -72,7 +72,7 @@ def test_native_steps_equal_the_eager_steps(arch):
     """`n_steps` runs the first steps only, with the same noise as the eager token-space step;
     with sharp attention, so the softmax weights and top1's winners are far from uniform."""
     schedule = Schedule.linear(T=30)
-    net = fast_denoiser(_model(arch, 30, seeds=(0, 1, 2), scale=3.0))
+    net = FoldedNet(_model(arch, 30, seeds=(0, 1, 2), scale=3.0))
     x_T = torch.randn(3 * 20, *SHAPE, generator=torch.Generator().manual_seed(1))
     eager = FastDDPM(net, schedule, compile=False)(x_T, torch.Generator().manual_seed(3), 7)
     fast = FastDDPM(net, schedule, compile=True)(x_T, torch.Generator().manual_seed(3), 7)
@@ -85,14 +85,14 @@ import sys, torch
 from mosaicdiff.config import ModelConfig
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.fast import native
-from mosaicdiff.fast.folding import fast_denoiser
+from mosaicdiff.fast.folding import FoldedNet
 from mosaicdiff.fast.sampling import FastDDPM
 from mosaicdiff.models import build_model
 out = {}
 for arch in native.ARCHS:
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=arch), (3, 4, 4), 30, (0, 1))
-    fast = FastDDPM(fast_denoiser(model.eval().requires_grad_(False)), Schedule.linear(T=30))
+    fast = FastDDPM(FoldedNet(model.eval().requires_grad_(False)), Schedule.linear(T=30))
     assert fast.native and native.lanes() == int(sys.argv[2]), native.isa()
     x_T = torch.randn(2 * 37, 3, 4, 4, generator=torch.Generator().manual_seed(1))
     out[arch] = fast(x_T, torch.Generator().manual_seed(2))
@@ -123,7 +123,7 @@ def test_the_avx512_loop_draws_the_avx2_loops_samples(tmp_path):
 def test_native_sampler_is_used_for_the_networks_it_computes_only(monkeypatch):
     monkeypatch.setattr(native, "isa", lambda: "AVX2")  # the 8-lane build's limits
     schedule = Schedule.linear(T=10)
-    cnn = fast_denoiser(_model("cnn", 10))
+    cnn = FoldedNet(_model("cnn", 10))
     assert native.shape_of(cnn) == native.PAPER_SHAPE and native.supports(cnn, "threefry")
     assert not native.supports(cnn, "torch")
     for kw in [
@@ -134,17 +134,17 @@ def test_native_sampler_is_used_for_the_networks_it_computes_only(monkeypatch):
         {"arch": "attn", "hidden": 128},  # attention's activations spill: slower
     ]:
         cfg = ModelConfig(**{"arch": "cnn", **kw})
-        net = fast_denoiser(build_model(cfg, SHAPE, 10, (0,)).eval().requires_grad_(False))
+        net = FoldedNet(build_model(cfg, SHAPE, 10, (0,)).eval().requires_grad_(False))
         assert not native.supports(net, "threefry"), kw
     wide = build_model(ModelConfig(hidden=128), SHAPE, 10, (0,)).eval().requires_grad_(False)
-    assert native.supports(fast_denoiser(wide), "threefry")  # the cnn's are not
+    assert native.supports(FoldedNet(wide), "threefry")  # the cnn's are not
     assert not FastDDPM(cnn, schedule, compile=False).native  # it builds only where compiling
     assert not FastDDPM(cnn, schedule, native_loop=False).native
 
 
 def test_attention_at_hidden_128_takes_the_loop_only_with_16_lanes(monkeypatch):
     cfg = ModelConfig(arch="attn", hidden=128)
-    net = fast_denoiser(build_model(cfg, SHAPE, 10, (0,)).eval().requires_grad_(False))
+    net = FoldedNet(build_model(cfg, SHAPE, 10, (0,)).eval().requires_grad_(False))
     for capability, used in [("AVX2", False), ("AVX512", True)]:
         monkeypatch.setattr(native, "isa", lambda c=capability: c)
         assert native.supports(net, "threefry") == used, capability
@@ -201,7 +201,7 @@ def test_a_failed_build_warns_and_the_compiled_step_stands_in(monkeypatch):
     monkeypatch.setattr(native, "_module", no_compiler)
     monkeypatch.setattr(native, "isa", lambda: "AVX2")
     monkeypatch.setattr(native, "available", native.available.__wrapped__)  # not the cached one
-    net = fast_denoiser(_model("cnn", 10))
+    net = FoldedNet(_model("cnn", 10))
     with pytest.warns(UserWarning, match="not built \\(Error building extension"):
         fast = FastDDPM(net, Schedule.linear(T=10), compile=True)
     assert native.supports(net, "threefry") and not fast.native

@@ -84,11 +84,11 @@ def make_sampler(loaded: LoadedRun, scfg: SampleConfig):
     """
     model, schedule = loaded.model, loaded.schedule
     if samples_folded(model, scfg):
-        from mosaicdiff.fast.folding import fast_denoiser
+        from mosaicdiff.fast.folding import FoldedNet
         from mosaicdiff.fast.sampling import FastDDPM
 
         compiled = worth_compiling(scfg, model.n_seeds)
-        fast = FastDDPM(fast_denoiser(model), schedule, compiled, noise=scfg.noise)
+        fast = FastDDPM(FoldedNet(model), schedule, compiled, noise=scfg.noise)
         return lambda x_T, g, progress=False: fast(x_T, g)
     denoiser = model.as_denoiser()
     return lambda x_T, g, progress=False: sample(
@@ -137,7 +137,7 @@ def native_shape(cfg: RunConfig) -> tuple[int, int, int] | None:
     before its training: None where it samples another way."""
     from mosaicdiff.data import load_dataset
     from mosaicdiff.fast import native
-    from mosaicdiff.fast.folding import fast_denoiser
+    from mosaicdiff.fast.folding import FoldedNet
     from mosaicdiff.fast.inductor import can_compile
     from mosaicdiff.models import build_model
 
@@ -148,7 +148,7 @@ def native_shape(cfg: RunConfig) -> tuple[int, int, int] | None:
     model = build_model(cfg.model, load_dataset(cfg.data).shape, cfg.diffusion.T, cfg.train.seeds)
     if not samples_folded(model, cfg.sample):
         return None
-    net = fast_denoiser(model.eval().requires_grad_(False))
+    net = FoldedNet(model.eval().requires_grad_(False))
     return native.shape_of(net) if native.supports(net, cfg.sample.noise) else None
 
 

@@ -3,7 +3,7 @@
 - `train_step.CompiledStep`: the whole training step as one compiled function
   (`training.train` picks it for long runs); on a GPU, `train_step.EpochGraph` replays an
   epoch of those steps as one CUDA graph.
-- `folding.fast_denoiser`: exact algebraic folding of the score networks for sampling;
+- `folding.FoldedNet`: exact algebraic folding of the score networks for sampling;
   `sampling.fast_ddpm_sample` / `sampling.FastDDPM`: a DDPM loop over it equal to
   `sampling.ddpm_sample`.
 - `inductor.configure_inductor`: the compiler settings both compiled paths need (ATen's random

@@ -127,8 +127,3 @@ class FoldedNet:
         x = patchify(x_t.reshape(s, -1, *x_t.shape[1:]), self.patch)
         eps = self.eps_tokens(x, self.bias_t[int(t)][:, None])
         return unpatchify(eps, self.patch, self.image_shape).reshape(x_t.shape)
-
-
-def fast_denoiser(model: PatchNet) -> FoldedNet:
-    """The folded, gradient-free sampling form of a trained grouped `PatchNet`."""
-    return FoldedNet(model)

@@ -27,8 +27,6 @@ class GroupedModel(nn.Module):
 
     def member(self, i: int) -> GroupedModel:
         """A one-seed copy of member `i` (shares no storage with the group)."""
-        import copy
-
         one = copy.deepcopy(self)
         with torch.no_grad():
             for p in one.parameters():

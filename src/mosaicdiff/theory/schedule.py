@@ -48,12 +48,6 @@ class PatchSchedule:
         """The size at every t, as a list of T ints."""
         return [self(t) for t in range(self.T)]
 
-    def to_json(self) -> dict:
-        """JSON-able form: {"patch_size": k} or {"patch_size": [k_0, ..., k_{T-1}]}."""
-        if isinstance(self.spec, int):
-            return {"patch_size": self.spec}
-        return {"patch_size": self.sizes()}
-
     @classmethod
     def from_json(cls, data: dict, T: int) -> PatchSchedule:
         check(
