@@ -37,6 +37,17 @@ def test_variants_generate_consistent_images(layout, q):
     ds = load_dataset(cfg)
     assert ds.images.shape[-1] == 2 * q
     assert consistency(ds.images, ds.info["spec"]).consistent.all()
+    spec = ds.info["spec"]  # cutting the labels into quadrants undoes `render`
+    labels = spec.quadrants(torch.arange(2 * 4 * q * q).reshape(2, 2 * q, 2 * q))
+    assert labels[1, -1].tolist() == [
+        [8 * q * q - 2 * q - 2, 8 * q * q - 2 * q - 1],
+        [8 * q * q - 2, 8 * q * q - 1],
+    ]
+
+
+def test_a_layout_that_is_neither_columns_nor_rows_is_refused():
+    with pytest.raises(UserError, match="layout 'diagonal' is not one of"):
+        PairingsSpec(("red", "green"), ((("red", "green"),),), layout="diagonal")
 
 
 def test_generation_is_seeded():

@@ -35,6 +35,10 @@ PAPER_PATTERN_TYPES: tuple[tuple[Pairing, ...], ...] = (
 PAIRINGS_FIELDS = ("n_images", "quadrants_per_side", "colours", "pattern_types", "layout", "seed")
 
 
+Noise = Literal["threefry", "torch"]  # the samplers' noise sources (`noise.step_noise`)
+Layout = Literal["columns", "rows"]  # where a quadrant shows its key colour: left column, top row
+
+
 @dataclass(frozen=True)
 class DataConfig:
     kind: Literal["pairings", "digits", "npz", "folder"] = "pairings"
@@ -42,7 +46,7 @@ class DataConfig:
     quadrants_per_side: int = 2  # 2 -> 4x4 images of 2x2 quadrants
     colours: tuple[str, ...] = ("red", "green", "blue", "yellow")
     pattern_types: tuple[tuple[Pairing, ...], ...] = PAPER_PATTERN_TYPES
-    layout: Literal["columns", "rows"] = "columns"  # ours: key in the left column, value right
+    layout: Layout = "columns"  # ours: key in the left column, value right
     seed: int = 0
     path: str = ""  # npz or folder
     image_size: int = 0  # folder: resize to this side (0 keeps the size)
@@ -189,7 +193,7 @@ class SampleConfig:
     seed: int = 0
     chunk_size: int = 100_000  # samples held in memory at once, over all seeds of a run
     clip_x0: bool = False  # clamp the predicted x0 to [-1, 1] each step (diffusers' clip_sample)
-    noise: Literal["threefry", "torch"] = "threefry"  # counter-based, or torch.randn's stream
+    noise: Noise = "threefry"  # counter-based, or torch.randn's stream
 
     def __post_init__(self):
         _check_literals(self)

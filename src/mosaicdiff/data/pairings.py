@@ -8,12 +8,13 @@ key colour in one column (or row) and the value colour in the other. The paper's
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from itertools import product
 
 import torch
 
-from mosaicdiff.config import DataConfig, Pairing
+from mosaicdiff.config import DataConfig, Layout, Pairing
 from mosaicdiff.data.base import ImageDataset
 from mosaicdiff.errors import check
 
@@ -60,7 +61,11 @@ class PairingsSpec:
     colours: tuple[str, ...]
     pattern_types: tuple[tuple[Pairing, ...], ...]
     quadrants_per_side: int = 2
-    layout: str = "columns"
+    layout: Layout = "columns"
+
+    def __post_init__(self):
+        valid = typing.get_args(Layout)
+        check(self.layout in valid, f"layout {self.layout!r} is not one of {list(valid)}")
 
     @classmethod
     def from_config(cls, cfg: DataConfig) -> PairingsSpec:
@@ -103,6 +108,12 @@ class PairingsSpec:
             block = block[..., :, None].expand(n, q * q, 2, 2)  # columns repeat (k, v)
         labels = block.reshape(n, q, q, 2, 2).permute(0, 1, 3, 2, 4).reshape(n, 2 * q, 2 * q)
         return self.rgb()[labels].permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
+
+    def quadrants(self, labels: torch.Tensor) -> torch.Tensor:
+        """Per-pixel values (N, 2q, 2q), such as colour labels, cut into their quadrants:
+        (N, Q, 2, 2), quadrants in row-major order (what `render` lays out, undone)."""
+        n, q = labels.shape[0], self.quadrants_per_side
+        return labels.reshape(n, q, 2, q, 2).permute(0, 1, 3, 2, 4).reshape(n, q * q, 2, 2)
 
     def type_members(self) -> list[list[int]]:
         """For every pattern type, the indices of its pairings in `self.pairings`."""

@@ -53,10 +53,9 @@ def consistency(images: torch.Tensor, spec: PairingsSpec) -> ConsistencyResult:
         spec: the dataset's rules.
     """
     check_shape(images, spec)
-    q, k = spec.quadrants_per_side, len(spec.colours)
+    n, k = images.shape[0], len(spec.colours)
     labels = nearest_colour(images.float(), spec)  # (N, H, W)
-    n = labels.shape[0]
-    blocks = labels.reshape(n, q, 2, q, 2).permute(0, 1, 3, 2, 4).reshape(n, q * q, 2, 2)
+    blocks = spec.quadrants(labels)  # (N, Q, 2, 2)
     if spec.layout == "rows":
         blocks = blocks.transpose(-1, -2)  # make column 0 the key, column 1 the value
     key, value = blocks[..., 0], blocks[..., 1]  # (N, Q, 2) each

@@ -27,8 +27,8 @@ def identical_quadrants(images: torch.Tensor, spec: PairingsSpec) -> torch.Tenso
 def quadrant_codes(images: torch.Tensor, spec: PairingsSpec) -> torch.Tensor:
     """(N, Q) int64: every quadrant's 2x2 nearest-colour labels as one code."""
     labels = nearest_colour(images.float(), spec)  # (N, H, W)
-    n, q, k = labels.shape[0], spec.quadrants_per_side, len(spec.colours)
-    blocks = labels.reshape(n, q, 2, q, 2).permute(0, 1, 3, 2, 4).reshape(n, q * q, 4)
+    k = len(spec.colours)
+    blocks = spec.quadrants(labels).flatten(2)  # (N, Q, 4)
     return (blocks * k ** torch.arange(4, device=blocks.device)).sum(-1)
 
 
