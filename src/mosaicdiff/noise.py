@@ -22,13 +22,14 @@ its own noise inside the kernel instead of waiting on a serial generator (on a 2
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 
-Noise = Literal["threefry", "torch"]
-NOISES: tuple[str, ...] = ("threefry", "torch")
+from mosaicdiff.config import Noise
+
+NOISES = typing.get_args(Noise)
 
 _ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)  # Threefry-2x32 rotation constants R_{r mod 8}
 _PARITY = 0x1BD11BDA  # Skein's key-schedule parity constant

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from mosaicdiff.config import DDIM_STEPS
 from mosaicdiff.denoiser import Denoiser
 from mosaicdiff.diffusion import Schedule, x0_from_eps
 from mosaicdiff.errors import check
@@ -108,7 +109,7 @@ def ddim_sample(
     generator: torch.Generator,
     schedule: Schedule,
     *,
-    steps: int = 50,
+    steps: int = DDIM_STEPS,
     eta: float = 0.0,
     clip: bool = False,
     noise: Noise = "threefry",
@@ -153,9 +154,10 @@ def sample(
     eta: float = 0.0,
     **kwargs,
 ) -> torch.Tensor:
-    """Dispatch to the sampler a `SampleConfig` names (`clip` etc. pass through)."""
+    """Dispatch to the sampler a `SampleConfig` names (`clip` etc. pass through); ddim takes
+    `DDIM_STEPS` steps when `steps` is left out, as everywhere."""
     if sampler == "ddpm":
         return ddpm_sample(denoiser, x_T, generator, schedule, **kwargs)
     return ddim_sample(
-        denoiser, x_T, generator, schedule, steps=steps or schedule.T, eta=eta, **kwargs
+        denoiser, x_T, generator, schedule, steps=steps or DDIM_STEPS, eta=eta, **kwargs
     )

@@ -50,7 +50,7 @@ def mean_ci(values) -> dict:
     return {"mean": mean, "std": std, "se": se, "ci95": ci95, "n": n, "ci_method": CI_METHOD}
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson_interval(successes: int, n: int, z: float = Z975) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion."""
     if n == 0:
         return (0.0, 1.0)

@@ -6,6 +6,7 @@ padding), "attn" (`AttentionELS`). See `ideal.py`, `local.py` and `attention.py`
 
 from __future__ import annotations
 
+import typing
 from typing import Literal
 
 import torch
@@ -18,8 +19,8 @@ from mosaicdiff.theory.ideal import IdealScore
 from mosaicdiff.theory.local import ELS, LocalScore
 from mosaicdiff.theory.schedule import PatchSpec
 
-MACHINES = ("ideal", "ls", "els", "bbels", "attn")
 MachineName = Literal["ideal", "ls", "els", "bbels", "attn"]
+MACHINES = typing.get_args(MachineName)
 
 
 def build_machine(
