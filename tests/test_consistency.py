@@ -112,3 +112,12 @@ def test_a_sample_with_a_nan_or_inf_pixel_is_never_consistent():
     res = consistency(img, SPEC)
     assert [REASONS[r] for r in res.reason.tolist()] == ["not_finite"] * 2 + ["consistent"]
     assert res.rate == pytest.approx(1 / 3)
+
+
+def test_a_metric_over_seeds_leaves_out_the_seeds_where_it_is_undefined():
+    # evaluate dropped such a metric altogether while the study table averaged the rest
+    from mosaicdiff.metrics.stats import mean_sd
+
+    assert mean_sd([0.2, None, 0.4]) == pytest.approx({"mean": 0.3, "std": 0.02**0.5, "n": 2})
+    assert mean_sd([0.25]) == {"mean": 0.25, "std": None, "n": 1}
+    assert mean_sd([None, None]) == {"mean": None, "std": None, "n": 0}

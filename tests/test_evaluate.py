@@ -25,7 +25,7 @@ def test_evaluate_scores_creativity_on_natural_data(tmp_path, capsys):
     samples = torch.from_numpy(load_npz(folder / "chunk-00000.npz")["samples"][0, :10])
     want = evaluate_creativity(samples, load_run(tmp_path / "run").dataset.images)
     assert res["per_seed"][0] == {"seed": 0, **want}
-    assert res["over_seeds"]["novelty"] == {"mean": want["novelty"], "std": None}
+    assert res["over_seeds"]["novelty"] == {"mean": want["novelty"], "std": None, "n": 1}
     assert "memorization_rate" in res["over_seeds"] and "copy_atol" not in res["over_seeds"]
     captured = capsys.readouterr()
     assert "seed 0: 10 samples; memorized" in captured.out and "creativity" in captured.err

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mosaicdiff.errors import UserError, check
 from mosaicdiff.generate import iter_chunks, load_samples, read_meta
 from mosaicdiff.io import atomic_write_json
 from mosaicdiff.metrics.consistency import REASONS, consistency, summarize_rates
-from mosaicdiff.metrics.stats import CI_METHOD, mean_ci
+from mosaicdiff.metrics.stats import CI_METHOD, mean_ci, mean_sd
 
 
 def evaluate_consistency(samples_dir: Path, spec, seeds: list[int]) -> dict:
@@ -136,15 +135,12 @@ def evaluate_creativity_samples(
     ]
     settings = ("memorization_ratio", "copy_atol", "duplicate_atol", "mosaic_threshold")
     settings += ("mosaic_atol",)
-    over_seeds = {}
-    for key, value in per_seed[0].items():
-        values = [p[key] for p in per_seed]
-        if isinstance(value, float) and key not in settings and None not in values:
-            v = np.asarray(values)
-            over_seeds[key] = {
-                "mean": float(v.mean()),
-                "std": float(v.std(ddof=1)) if len(v) > 1 else None,
-            }
+    metrics = [k for k in per_seed[0] if k not in settings]
+    over_seeds = {
+        key: mean_sd([p[key] for p in per_seed])
+        for key in metrics
+        if all(isinstance(p[key], float | None) for p in per_seed)
+    }
     result = {"metric": "creativity", "per_seed": per_seed, "over_seeds": over_seeds}
     title = f"seed {seeds[0]}: samples and their nearest training images"
     shown = samples[0][torch.isfinite(samples[0]).flatten(1).all(1)][:16]

@@ -50,7 +50,7 @@ ARCH_SETS = {  # per-architecture shape; digits are 8x8, so the U-Net has two le
     "unet": ["model.depth=2"],
     "dit": ["model.depth=2", "model.patch=2"],
 }
-MACHINES = {  # label -> build_machine keyword arguments
+STUDY_MACHINES = {  # label -> build_machine keyword arguments
     "IdealScore": {"name": "ideal"},
     "ELS": {"name": "els"},
     "AttentionELS": {"name": "attn", "attention": "soft", "lam": 0.5},
@@ -225,7 +225,7 @@ def theory_stage(out: Path, configs: dict[str, RunConfig], sc: StudyConfig) -> d
     sampler = partial(sample, sampler="ddim", steps=sc.agree_steps, eta=0.0, clip=clip)
     x_T = torch.randn((sc.agree_samples, *dataset.shape), generator=g)
     machine_x0, seconds = {}, {}
-    for label, kw in MACHINES.items():
+    for label, kw in STUDY_MACHINES.items():
         tick = time.perf_counter()
         machine = build_machine(images=images, schedule=schedule, patch_size=patch, **kw)
         machine_x0[label] = sampler(machine, x_T, torch.Generator().manual_seed(2), schedule)

@@ -16,6 +16,7 @@ import torch
 from mosaicdiff import plots
 from mosaicdiff.config import RunConfig
 from mosaicdiff.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from mosaicdiff.metrics.stats import mean_sd
 
 LABELS = {
     "resnet": "CNN (ResNet)",
@@ -51,13 +52,6 @@ def receptive_field(cfg: RunConfig) -> int | None:
     return rf(cfg.model.depth, cfg.model.kernel) if cfg.model.arch == "resnet" else None
 
 
-def _mean_sd(values: list) -> tuple[float | None, float | None]:
-    v = [x for x in values if x is not None]
-    if not v:
-        return None, None
-    return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else None)  # one seed: none
-
-
 def table_rows(configs: dict[str, RunConfig], creativity: dict, theory: dict) -> list[dict]:
     """One row per run: creativity metrics (mean and sd over seeds), and the median r^2 of
     each machine (median over samples, mean over seeds)."""
@@ -71,7 +65,8 @@ def table_rows(configs: dict[str, RunConfig], creativity: dict, theory: dict) ->
             "seeds": len(per_seed),
         }
         for col, key in METRICS.items():
-            row[col], row[f"{col}_sd"] = _mean_sd([s[key] for s in per_seed])
+            over = mean_sd([s[key] for s in per_seed])
+            row[col], row[f"{col}_sd"] = over["mean"], over["std"]
         agree = theory["agreement"].get(name)
         for label in ("IdealScore", "ELS", "AttentionELS"):
             row[f"r2_{label}"] = (

@@ -16,7 +16,7 @@ from mosaicdiff import plots
 from mosaicdiff.config import RunConfig, to_dict
 from mosaicdiff.io import atomic_write_json, read_json, save_npz
 
-MACHINES = {  # name -> build_machine keyword arguments
+REPORT_MACHINES = {  # name -> build_machine keyword arguments
     "ELS": {"name": "els"},
     "AttentionELS (soft)": {"name": "attn", "attention": "soft", "lam": 0.5},
     "AttentionELS (top-1)": {"name": "attn", "attention": "top1", "lam": 0.5},
@@ -48,10 +48,10 @@ def _setup(base: RunConfig, n: int):
 
 
 def build(label: str, dataset, schedule):
-    """The machine `label` of MACHINES on the dataset's images: 2x2 patches, stride 2."""
+    """The machine `label` of REPORT_MACHINES on the dataset's images: 2x2 patches, stride 2."""
     from mosaicdiff.theory.machines import build_machine
 
-    kw = MACHINES[label]
+    kw = REPORT_MACHINES[label]
     return build_machine(images=dataset.images, schedule=schedule, patch_size=2, stride=2, **kw)
 
 
@@ -69,7 +69,7 @@ def machines_stage(base: RunConfig, out: Path, n: int, n_agree: int) -> dict:
         return read_json(cache)["machines"]
     dataset, schedule, sampler, x_T = _setup(base, n)
     result = {}
-    for label in MACHINES:
+    for label in REPORT_MACHINES:
         machine = build(label, dataset, schedule)
         x0 = sampler(machine, x_T, torch.Generator().manual_seed(1), schedule).float()
         agree = sampler(machine, x_T[:n_agree], torch.Generator().manual_seed(AGREE_SEED), schedule)
@@ -111,7 +111,7 @@ def theory_stage(base: RunConfig, out: Path, archs, n: int, n_agree: int) -> dic
     }
     x_machines = {  # each machine's agreement samples, read once for every network
         label: torch.from_numpy(load_npz(out / "theory" / f"{_slug(label)}.npz")["agree"])
-        for label in MACHINES
+        for label in REPORT_MACHINES
     }
     for arch in archs:
         net = load_run(out / "runs" / arch, device="cpu").model.member(0).as_denoiser()

@@ -50,6 +50,16 @@ def mean_ci(values) -> dict:
     return {"mean": mean, "std": std, "se": se, "ci95": ci95, "n": n, "ci_method": CI_METHOD}
 
 
+def mean_sd(values) -> dict:
+    """Mean and standard deviation of a metric over seeds, and over how many: seeds where it is
+    None (undefined there, such as the mosaic ratio of a seed whose samples are all copies) are
+    left out. No seed with a value: mean None; one: std None."""
+    v = [float(x) for x in values if x is not None]
+    n = len(v)
+    mean = float(np.mean(v)) if n else None
+    return {"mean": mean, "std": float(np.std(v, ddof=1)) if n > 1 else None, "n": n}
+
+
 def wilson_interval(successes: int, n: int, z: float = Z975) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion."""
     if n == 0:
