@@ -91,10 +91,7 @@ class BroadcastAttentionNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, gumbel=None) -> torch.Tensor:
         net = self.net
         h = net.hidden(x, t)  # (S, B, N, d)
-        if net.cfg.arch == "identity":
-            q = k = v = h
-        else:
-            q, k, v = (_tokens_matmul(h, w) for w in (net.w_q, net.w_k, net.w_v))
+        q, k, v = net.qkv(h)
         logits = (q[..., :, None, :] * k[..., None, :, :]).sum(-1) / math.sqrt(net.cfg.hidden)
         if net.cfg.arch == "top1":  # as `PatchNet.attention` in training mode
             a = top1_weights(logits, net.cfg.gumbel_tau, gumbel)

@@ -114,18 +114,21 @@ class PatchNet(GroupedModel):
         n = (h // self.cfg.patch) * (w // self.cfg.patch)
         return n, n
 
+    def qkv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of hidden tokens h (S, B, N, d), each (S, B, N, d):
+        identity's are h itself (Q = K = V = I), the others' learned projections."""
+        if self.cfg.arch == "identity":
+            return h, h, h
+        return tuple(_tokens_matmul(h, w) for w in (self.w_q, self.w_k, self.w_v))
+
     def attention(
         self, h: torch.Tensor, gumbel: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The attention block's output and weights: (S, B, N, d), (S, B, N, N); `gumbel`:
         top1's training noise (`top1_weights`)."""
-        arch, d = self.cfg.arch, self.cfg.hidden
-        if arch == "identity":
-            q = k = v = h
-        else:
-            q, k, v = (_tokens_matmul(h, w) for w in (self.w_q, self.w_k, self.w_v))
-        logits = q @ k.transpose(-1, -2) / math.sqrt(d)
-        if arch == "top1":
+        q, k, v = self.qkv(h)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(self.cfg.hidden)
+        if self.cfg.arch == "top1":
             if self.training:
                 a = top1_weights(logits, self.cfg.gumbel_tau, gumbel)
             else:
@@ -156,11 +159,7 @@ class PatchNet(GroupedModel):
                 out, a = self.attention(h, gumbel)
             else:
                 # Same maths as `attention` for softmax attention, through the fused kernel.
-                if self.cfg.arch == "identity":
-                    q = k = v = h
-                else:
-                    q, k, v = (_tokens_matmul(h, w) for w in (self.w_q, self.w_k, self.w_v))
-                out = F.scaled_dot_product_attention(q, k, v)
+                out = F.scaled_dot_product_attention(*self.qkv(h))
             h = h + out
         y = _tokens_matmul(h, self.w_out) + self.b_out[:, None, None]  # (S, B, N, C p p)
         eps = unpatchify(y, self.cfg.patch, self.image_shape)
