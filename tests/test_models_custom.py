@@ -251,6 +251,37 @@ def test_imports_that_exit_or_do_not_parse_are_one_line(tmp_path):
     with pytest.raises(UserError, match=r"SyntaxError: .*typo.py, line 3\)") as e:
         build_model(ModelConfig(arch=f"{tmp_path}/typo.py:Net"), (1, 8, 8), 1000, [0])
     assert str(e.value).count("line 3") == 1  # named once, with the file's whole path
+    # sys.exit while building or running: one line too (probe 53: exit 3 or 1, and no line)
+    (tmp_path / "exits.py").write_text(
+        "import sys\nfrom torch import nn\n\n"
+        "class Init(nn.Module):\n    def __init__(self, cfg, shape, T):\n        sys.exit(3)\n\n"
+        "class Forward(nn.Module):\n    def __init__(self, cfg, shape, T):\n"
+        "        super().__init__()\n        self.w = nn.Linear(1, 1)\n"
+        "    def forward(self, x, t):\n        raise SystemExit('bye')\n"
+    )
+    with pytest.raises(UserError, match=r"building Init.* failed: SystemExit: 3 \(.*line 6\)$"):
+        build_model(ModelConfig(arch=f"{tmp_path}/exits.py:Init"), (1, 8, 8), 1000, [0])
+    with pytest.raises(UserError, match=r"running Forward.* SystemExit: bye \(.*line 13\)$"):
+        build_model(ModelConfig(arch=f"{tmp_path}/exits.py:Forward"), (1, 8, 8), 1000, [0])
+
+
+def test_a_network_file_imports_the_modules_beside_it(tmp_path, monkeypatch):
+    # Probe 53: `from helpers import block` failed (ModuleNotFoundError) from any folder.
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "helpers_beside_net.py").write_text(
+        "from torch import nn\n\ndef block(c):\n    return nn.Conv2d(c, c, 3, padding=1)\n"
+    )
+    (pkg / "net.py").write_text(
+        "from torch import nn\nfrom helpers_beside_net import block\n\n"
+        "class Net(nn.Module):\n    def __init__(self, cfg, shape, T):\n"
+        "        super().__init__()\n        self.a = block(shape[0])\n"
+        "    def forward(self, x, t):\n        return self.a(x)\n"
+    )
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))  # restored afterwards
+    monkeypatch.chdir(tmp_path)
+    model = build_model(ModelConfig(arch="pkg/net.py:Net"), (1, 8, 8), 1000, [0])
+    assert isinstance(model, Ensemble)
 
 
 def test_dry_runs_and_sweep_plans_import_the_network(tmp_path, monkeypatch, capsys):

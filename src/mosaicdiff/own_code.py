@@ -2,8 +2,10 @@
 `models/custom.py`) or a score machine (`theory --machine`, `theory/custom.py`).
 
 A file is imported under a name of its own (one per resolved path and content), once per
-process and version of it. What the user's code raises while it is imported, built or run
-becomes one `UserError` line that names the line of the user's file it came from.
+process and version of it, with its folder put first on the import path (as `python FILE.py`
+would), so that it can import modules beside it. What the user's code raises while it is
+imported, built or run becomes one `UserError` line that names the line of the user's file it
+came from.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def file_sha256(spec: str) -> str | None:
 
 
 def failed(
-    option: str, what: str, e: Exception, doing: str = "importing", called=None
+    option: str, what: str, e: BaseException, doing: str = "importing", called=None
 ) -> UserError:
     """One line for an exception the user's code raised, with the place it was raised: the
     last line of the traceback in the user's own files (not torch's, mosaicdiff's, Python's
@@ -140,6 +142,9 @@ def _import_file(option: str, path: Path):
         spec = importlib.util.spec_from_file_location(key, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[key] = module
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:  # it stays: a function of the file may import later
+            sys.path.insert(0, folder)
         try:
             spec.loader.exec_module(module)
         except SystemExit as e:

@@ -58,6 +58,24 @@ class Tuple(ScoreMachine):
 class OneArg(ScoreMachine):
     def __init__(self, images):
         super().__init__(images, None)
+    def x0_hat(self, x_t, t, a, b2):
+        return x_t
+
+class PatchyKw(ELS):
+    """ELS with an __init__ of its own that passes the options on."""
+    def __init__(self, images, schedule, **kw):
+        super().__init__(images, schedule, **kw)
+
+class NoX0(ScoreMachine):
+    pass
+
+class Half(ScoreMachine):
+    def x0_hat(self, x_t, t, a, b2):
+        return x_t.half()
+
+class Exits(ScoreMachine):
+    def x0_hat(self, x_t, t, a, b2):
+        raise SystemExit("bye")
 '''
 
 
@@ -152,6 +170,14 @@ def test_a_rerun_after_the_machines_file_changed_is_refused(machines, tmp_path, 
         ("{m}:Patchy", ["--stride", "0"], "--stride=0 must be at least 1"),
         ("{m}:Lam", ["--lam", "7"], "--lam=7.0 must lie in [0, 1]"),
         ("{m}:BatchOfOne", [], "running BatchOfOne on 2 images failed"),
+        ("{m}:NoX0", [], "NoX0 does not implement x0_hat(self, x_t, t, a, b2)"),
+        ("{m}:Half", [], "Half.x0_hat returned x0 of dtype torch.float16 for x_t of torch.float64"),
+        ("{m}:Exits", [], "running Exits on 2 images failed: SystemExit: bye ({m}, line 59)"),
+        (
+            "{m}:WrongShape",
+            [],
+            "--machine '{m}:WrongShape': WrongShape.x0_hat returned x0 of shape",
+        ),
     ],
 )
 def test_a_machine_that_cannot_be_used_is_refused_before_writing(
@@ -248,3 +274,19 @@ def test_calibrate_refuses_a_machine_whose_eps_is_nan(short_run, machines, tmp_p
     assert main([*args, "--n", "2", "--no-progress", "--out", str(tmp_path / "p.json")]) == 2
     assert "gives no eps cosine (NaN or infinite eps) at t=10" in capsys.readouterr().err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_machine_whose_init_passes_kwargs_on_takes_what_its_base_takes(machines, tmp_path):
+    # Probe 53: PatchyKw took none of the options (its __init__ names none), so on the pairings
+    # it ran with patch 3, stride 1 where `--machine els` gets 2 and 2, and --patch was refused.
+    from mosaicdiff.theory.custom import load_machine_class, takes
+
+    assert takes(load_machine_class(f"{machines}:PatchyKw")) == {"patch_size", "stride", "boundary"}
+    folders = {}
+    for name in ("els", f"{machines}:PatchyKw"):
+        folders[name] = tmp_path / str(len(folders))
+        assert main([*SAMPLE, "--machine", name, "--out", str(folders[name])]) == 0
+    ours, els = (np.load(f / "samples.npz")["samples"] for f in folders.values())
+    np.testing.assert_array_equal(ours, els)
+    given = [*SAMPLE, "--machine", f"{machines}:PatchyKw", "--patch", "3", "--stride", "1"]
+    assert main([*given, "--out", str(tmp_path / "given")]) == 0

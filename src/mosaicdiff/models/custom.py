@@ -61,7 +61,7 @@ class CustomMember(nn.Module):
             self.net = cls(cfg, tuple(image_shape), T)
         except UserError:  # one line already (a network of ours, built inside the user's)
             raise
-        except Exception as e:  # noqa: BLE001 (the user's class does not build this way)
+        except (Exception, SystemExit) as e:  # noqa: BLE001 (the user's class does not build)
             what = f"{self.name}(cfg, image_shape, T)"
             raise failed(self.option, what, e, "building", called=cls) from e
         forward = inspect.signature(self.net.forward).parameters
@@ -96,7 +96,7 @@ class CustomMember(nn.Module):
                 eps, a = self.net(x, t), None
         except UserError:
             raise
-        except Exception as e:  # noqa: BLE001 (the user's forward fails)
+        except (Exception, SystemExit) as e:  # noqa: BLE001 (the user's forward fails)
             raise failed(self.option, f"{self.name} on {len(x)} images", e, "running") from e
         check_like(eps, x, self.option, "eps")
         check(

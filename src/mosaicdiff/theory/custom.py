@@ -4,9 +4,10 @@
 The class subclasses `ScoreMachine` (and implements `x0_hat`) or one of its machines (`ELS`,
 `LocalScore`, `AttentionELS`, `IdealScore`), and is built as `Class(images, schedule, **options)`:
 `dtype` and `budget` always, and of `OPTIONS` those its `__init__` takes by name (an ELS
-subclass takes patch_size, stride and boundary). A theory option the class does not take is
-refused when given, rather than ignored. One image goes through the machine before any sample
-is drawn, so a machine that fails fails on one line naming the line of its file
+subclass takes patch_size, stride and boundary); an `__init__` with `**kwargs` is taken to pass
+them on to its base class's, and takes what that one takes. A theory option the class does not
+take is refused when given, rather than ignored. One image goes through the machine before any
+sample is drawn, so a machine that fails fails on one line naming the line of its file
 (`own_code.py`). Sampled folders store the file's sha256: a rerun after it changed is refused
 instead of resuming samples of the old code.
 """
@@ -18,7 +19,7 @@ import inspect
 import torch
 
 from mosaicdiff.diffusion import Schedule
-from mosaicdiff.errors import UserError, check
+from mosaicdiff.errors import UserError, check, check_like
 from mosaicdiff.own_code import failed, load
 from mosaicdiff.theory.base import ScoreMachine
 
@@ -34,12 +35,27 @@ def load_machine_class(spec: str) -> type[ScoreMachine]:
         isinstance(cls, type) and issubclass(cls, ScoreMachine),
         f"{option}: {name} is not a subclass of mosaicdiff.theory.base.ScoreMachine",
     )
+    check(
+        cls.x0_hat is not ScoreMachine.x0_hat,
+        f"{option}: {name} does not implement x0_hat(self, x_t, t, a, b2), the posterior mean "
+        "of the clean images that every ScoreMachine defines",
+    )
     return cls
 
 
 def takes(cls: type[ScoreMachine]) -> set[str]:
-    """The `OPTIONS` that `cls.__init__` takes by name."""
-    return set(OPTIONS) & set(inspect.signature(cls.__init__).parameters)
+    """The `OPTIONS` that `cls.__init__` takes by name: its own parameters and, where it takes
+    `**kwargs` (to pass on to `super().__init__`), those of the `__init__` it inherits, and so
+    on up the classes it derives from."""
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(vars(klass)["__init__"]).parameters
+        names |= set(parameters)
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            break
+    return set(OPTIONS) & names
 
 
 def build_custom(
@@ -52,18 +68,25 @@ def build_custom(
         machine = cls(images, schedule, dtype=dtype, **options)
     except UserError:
         raise
-    except Exception as e:  # noqa: BLE001 (the user's class does not build this way)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 (the user's class does not build so)
         what = f"{cls.__name__}(images, schedule, ...)"
         raise failed(option, what, e, "building", called=cls) from e
     inner = machine.x0_hat
 
     def x0_hat(x_t, t, a, b2):  # a failure while sampling is one line too, naming its line
         try:
-            return inner(x_t, t, a, b2)
+            x0 = inner(x_t, t, a, b2)
         except UserError:
             raise
-        except Exception as e:  # noqa: BLE001 (the user's x0_hat fails)
+        except (Exception, SystemExit) as e:  # noqa: BLE001 (the user's x0_hat fails)
             raise failed(option, f"{cls.__name__} on {len(x_t)} images", e, "running") from e
+        check_like(x0, x_t, f"{option}: {cls.__name__}.x0_hat", "x0")
+        check(
+            x0.dtype == x_t.dtype,
+            f"{option}: {cls.__name__}.x0_hat returned x0 of dtype {x0.dtype} for x_t of "
+            f"{x_t.dtype}; they must match (the machine's --precision)",
+        )
+        return x0
 
     machine.x0_hat = x0_hat
     x = images[:1].expand(2, -1, -1, -1).float()
