@@ -101,6 +101,50 @@ def test_a_base_value_in_place_of_a_section_is_one_line(tmp_path):
         plan_sweep(spec, sets=["bogus.x=1"])
 
 
+def test_the_grid_may_complete_the_base(tmp_path):
+    # Probe 53: data.kind npz in the base and data.path in the grid was refused, the base alone
+    # lacking a path; a base fault the points share is still named as the base's.
+    import numpy as np
+
+    for name in ("a", "b"):
+        np.savez(tmp_path / f"{name}.npz", images=np.zeros((4, 1, 8, 8), np.float32))
+    spec = tiny_spec(tmp_path / "out", {"data.path": [str(tmp_path / f"{n}.npz") for n in "ab"]})
+    spec["base"] = {"data": {"kind": "npz"}, "model": {"arch": "resnet"}}
+    assert [p.cfg.data.path for p in plan_sweep(spec).points][0] == str(tmp_path / "a.npz")
+    spec["grid"] = {"model.hidden": [8, 16]}
+    with pytest.raises(UserError, match="^sweep base: data.kind=npz needs data.path$"):
+        plan_sweep(spec)
+
+
+def test_a_failed_point_says_why_and_that_a_rerun_alone_will_not_help(
+    tmp_path, monkeypatch, capsys
+):
+    from mosaicdiff.experiments import sweep_executors
+
+    def run_local(specs, jobs, log):
+        outcomes = {
+            specs[0]["name"]: {"status": "failed", "error": "UserError: boom\nsecond line"},
+            specs[1]["name"]: {"status": "CANCELLED", "error": "no result"},
+        }
+        for name, outcome in outcomes.items():
+            log(f"sweep: {name} {sweep_executors.said(outcome)}")
+        return outcomes
+
+    monkeypatch.setattr(sweep_executors, "run_local", run_local)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps(tiny_spec(tmp_path / "out")))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["sweep", str(spec)])
+    assert args.handler(args) == 1
+    out = capsys.readouterr().out
+    assert (
+        "sweep: arch=cnn failed: UserError: boom\n" in out and "sweep: arch=attn CANCELLED" in out
+    )
+    assert "1 point(s) failed (arch=cnn): each one's error is above" in out
+    assert "1 point(s) unfinished (arch=attn); run the same command again" in out
+
+
 def test_one_table_holds_one_metric(tmp_path):
     spec = tiny_spec(tmp_path / "out", {"data.kind": ["pairings", "digits"]})
     del spec["base"]["data"]

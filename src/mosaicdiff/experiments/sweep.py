@@ -147,10 +147,11 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
 
         return new_run_config(layer)
 
-    try:
+    try:  # the base alone: its faults are named as its own where the points share them
         resolve({})
-    except UserError as e:
-        raise UserError(f"sweep base{' or --set' if sets else ''}: {e}") from None
+        base_fault = None
+    except UserError as e:  # or the grid completes it (data.kind npz in base, data.path in grid)
+        base_fault = str(e)
     labels = _labels(list(grid))
     points, names, metrics = [], {}, {}
     for combo in itertools.product(*grid.values()):
@@ -160,6 +161,8 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
             cfg = resolve(values)
             check_own_network(cfg)
         except UserError as e:
+            if str(e) == base_fault:
+                raise UserError(f"sweep base{' or --set' if sets else ''}: {e}") from None
             raise UserError(f"sweep grid point {name}: {e}") from None
         check(name not in names, f"sweep grid: points {values} and {names.get(name)} share {name}")
         names[name] = values
@@ -435,12 +438,19 @@ def cmd_sweep(args) -> int:
         return 0
     tick = time.perf_counter()
     outcomes = sweep(plan, args.executor, args.jobs, slurm)
-    bad = sorted(n for n, o in outcomes.items() if o["status"] != "done")
+    failed = sorted(n for n, o in outcomes.items() if o["status"] == "failed")
+    stopped = sorted(n for n, o in outcomes.items() if o["status"] not in ("done", "failed"))
     from mosaicdiff.experiments.sweep_table import format_points
 
     print(format_points(plan))
     print(f"table -> {plan.out / 'table.csv'}  ({time.perf_counter() - tick:.0f} s)")
-    if bad:
-        print(f"{len(bad)} point(s) unfinished ({', '.join(bad)}); run the same command again")
-        return 1
-    return 0
+    if failed:  # a rerun alone fails them the same way
+        print(
+            f"{len(failed)} point(s) failed ({', '.join(failed)}): each one's error is above and "
+            "in table.csv; fix its cause and run the same command again (finished points stay)"
+        )
+    if stopped:  # cancelled, timed out, preempted: a rerun goes on
+        print(
+            f"{len(stopped)} point(s) unfinished ({', '.join(stopped)}); run the same command again"
+        )
+    return 1 if failed or stopped else 0

@@ -40,8 +40,15 @@ def run_local(specs: list[dict], jobs: int, log=print) -> dict[str, dict]:
                 outcomes[name] = {"status": "done"}
             except Exception as e:  # a failed point must not stop the others
                 outcomes[name] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-            log(f"sweep: {name} {outcomes[name]['status']}")
+            log(f"sweep: {name} {said(outcomes[name])}")
     return outcomes
+
+
+def said(outcome: dict) -> str:
+    """An outcome in a progress line: its status, and a failed point's error (its first line)."""
+    if outcome["status"] != "failed":
+        return outcome["status"]
+    return f"failed: {outcome['error'].strip().splitlines()[0] if outcome['error'] else ''}"
 
 
 @dataclass(frozen=True)
@@ -154,7 +161,7 @@ def wait_jobs(jobs: dict, poll_s: float, log=print) -> dict[str, dict]:
                 continue
             else:
                 outcomes[name] = {"status": final_state(job.job_id), "error": "no result"}
-            log(f"sweep: {name} ({job.job_id}) {outcomes[name]['status']}")
+            log(f"sweep: {name} ({job.job_id}) {said(outcomes[name])}")
             del pending[name]
         if pending:
             time.sleep(poll_s)
