@@ -283,7 +283,9 @@ def test_train_sample_evaluate_end_to_end(tmp_path):
     assert r.returncode == 2 and "other settings (sample.n_runs: 3 -> 4)" in r.stderr
     # sample changes sampling only, and writes only inside RUN/samples/.
     for args, needle in [
-        (["--set", "model.arch=cnn"], 'model.arch: "attn" -> "cnn"'),
+        (["--set", "model.arch=cnn"], "changes only sample.* and device, not the trained run's"),
+        # named as such before the value is checked (probe 53: "set data.kind too")
+        (["--set", "data.path=x"], "not the trained run's ['data.path']"),
         (["--name", "../escape"], "--name '../escape'"),
         (["--name", ""], "--name ''"),
     ]:

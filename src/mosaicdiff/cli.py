@@ -188,8 +188,16 @@ def cmd_sample(args) -> int:
 def sampling_config(args, stored, base=None):
     """The config that samples the run whose config is `stored`: the flags and --set laid over
     `base` (default `stored`), refused when they change more than sample.* and the device."""
-    cfg = resolve_config(args, base or stored)
+    from mosaicdiff.config import split_assignment
+
     free = ("sample", "device")  # all that sampling may change; the rest is the trained run
+    keys = [split_assignment(item)[0] for item in args.set or []]
+    outside = [k for k in keys if k.split(".")[0] not in free]  # refused before it is checked
+    check(
+        not outside,
+        f"{args.command} changes only sample.* and device, not the trained run's {outside}",
+    )
+    cfg = resolve_config(args, base or stored)
     trained = differences(
         {k: v for k, v in to_dict(stored).items() if k not in free},
         {k: v for k, v in to_dict(cfg).items() if k not in free},
