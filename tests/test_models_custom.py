@@ -228,10 +228,17 @@ def test_a_run_whose_network_file_changed_is_refused(tmp_path, capsys):
     run = str(tmp_path / "run")
     train_args = ["train", "--out", run, "--model", f"{mine}:MLP", "--epochs", "1", *DIGITS]
     assert main(train_args) == 0
+    sample = ["sample", run, "--per-run", "8", "--no-progress"]
+    assert main(sample) == 0
     mine.write_text(EXAMPLE.read_text().replace("SiLU()", "ReLU()"))  # the same weights' shapes
-    for command in (["sample", run, "--per-run", "2", "--no-progress"], [*train_args, "--resume"]):
+    for command in ([*sample, "--name", "new"], [*train_args, "--resume"]):
         assert main(command) == 2
         assert "the file changed since this run's checkpoint" in capsys.readouterr().err
+    # The samples drawn are measured still (probe 53: evaluate was refused), even with the
+    # file gone; other images than the run trained on are not.
+    mine.unlink()
+    assert main(["evaluate", run, "--no-progress"]) == 0
+    assert "seed 0: 8 samples" in capsys.readouterr().out
     mine.write_text(EXAMPLE.read_text())
     assert load_run(run).epoch == 1
 

@@ -212,18 +212,18 @@ def sampling_config(args, stored, base=None):
 def cmd_evaluate(args) -> int:
     from mosaicdiff.evaluate import CONSISTENCY_RESULTS, check_metric, evaluate_consistency
     from mosaicdiff.io import read_json
-    from mosaicdiff.runs import RunDir, load_run
+    from mosaicdiff.runs import RunDir, load_run_data
 
-    loaded = load_run(args.run)
+    cfg, dataset, epoch = load_run_data(args.run)  # the samples are measured, not the network
     samples = RunDir(args.run).samples_dir(args.name)
     check((samples / "sample.json").is_file(), f"{samples} has no samples; run sample first")
-    drawn = read_json(samples / "sample.json").get("epoch", loaded.epoch)
-    if drawn != loaded.epoch:
-        print(f"note: these samples are of epoch {drawn}; the run is now at epoch {loaded.epoch}")
-    metric = check_metric(args.metric, loaded.cfg.data.kind, args.patch, args.limit)
+    drawn = read_json(samples / "sample.json").get("epoch", epoch)
+    if drawn != epoch:
+        print(f"note: these samples are of epoch {drawn}; the run is now at epoch {epoch}")
+    metric = check_metric(args.metric, cfg.data.kind, args.patch, args.limit)
     if metric == "creativity":
-        return _evaluate_creativity(args, loaded, samples)
-    res = evaluate_consistency(samples, loaded.dataset.info["spec"], list(loaded.cfg.train.seeds))
+        return _evaluate_creativity(args, cfg, dataset, samples)
+    res = evaluate_consistency(samples, dataset.info["spec"], list(cfg.train.seeds))
     for p in res["per_seed"]:
         ci = "one run: no interval; sample with --runs 2 or more for one"
         if p["ci95"]:  # one run has no spread to make an interval of
@@ -238,7 +238,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _evaluate_creativity(args, loaded, samples) -> int:
+def _evaluate_creativity(args, cfg, dataset, samples) -> int:
     from mosaicdiff.evaluate import (
         CREATIVITY_RESULTS,
         creativity_line,
@@ -246,10 +246,9 @@ def _evaluate_creativity(args, loaded, samples) -> int:
         evaluate_creativity_samples,
     )
 
-    patch, limit = creativity_options(args.patch, args.limit, loaded.dataset.images)
-    seeds = list(loaded.cfg.train.seeds)
+    patch, limit = creativity_options(args.patch, args.limit, dataset.images)
     res = evaluate_creativity_samples(
-        samples, loaded.dataset.images, seeds, patch, limit, not args.no_progress
+        samples, dataset.images, list(cfg.train.seeds), patch, limit, not args.no_progress
     )
     for p in res["per_seed"]:
         print(creativity_line(p))

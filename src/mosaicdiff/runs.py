@@ -251,9 +251,10 @@ def fingerprints(dataset: ImageDataset, cfg: RunConfig | None = None) -> dict[st
     return out
 
 
-def check_fingerprints(meta: dict, now: dict[str, str], cfg: RunConfig) -> None:
-    """Refuse to go on with a run whose checkpoint (`meta`) saw other images, or other network
-    code, than its config gives now (checkpoints written before fingerprints existed pass)."""
+def check_fingerprints(meta: dict, now: dict[str, str], cfg: RunConfig, code: bool = True) -> None:
+    """Refuse to go on with a run whose checkpoint (`meta`) saw other images, or (with `code`)
+    other network code, than its config gives now (checkpoints written before fingerprints
+    existed pass)."""
     data = cfg.data
     if data.kind in ("npz", "folder"):
         what = f"data.path={data.path!r} no longer holds the images this run trained on"
@@ -265,7 +266,7 @@ def check_fingerprints(meta: dict, now: dict[str, str], cfg: RunConfig) -> None:
     check(stored in (None, now["data_sha256"]), f"{what} (their sha256 differs); {fix}")
     stored = meta.get("arch_sha256")
     check(
-        stored in (None, now.get("arch_sha256")),
+        not code or stored in (None, now.get("arch_sha256")),
         f"model.arch={cfg.model.arch}: the file changed since this run's checkpoint (its sha256 "
         "differs); put the old code back, or train a new run with the file as it is now",
     )
@@ -298,25 +299,9 @@ def load_run(
             the last two and, with `train.keep_every`, every multiple of it.
     """
     check(weights in ("ema", "raw"), f"weights={weights!r} must be 'ema' or 'raw'")
-    check(
-        epoch is None or (isinstance(epoch, int) and not isinstance(epoch, bool)),
-        f"epoch={epoch!r} must be a whole number of epochs (or None for the newest)",
-    )
     run = RunDir(path)
     cfg = run.read_config()
-    loaded = run.load_latest() if epoch is None else run.load_epoch(epoch)
-    if loaded is None:
-        damaged = len(run.checkpoints())
-        unpaired = len(list(run.checkpoint_dir.glob("epoch-*.safetensors"))) - damaged
-        why = f"has no checkpoint that verifies ({damaged} damaged); train it again"
-        if not damaged:
-            why = "has no checkpoint yet; train it first"
-            if trainer := run.trainer():
-                why = f"is being trained (pid {trainer}) and has no checkpoint yet; wait for one"
-        if not damaged and unpaired:
-            why = f"has {unpaired} checkpoint(s) without the .json beside each; train it again"
-        raise UserError(f"{path} {why}")
-    tensors, meta = loaded
+    tensors, meta = _checkpoint(run, epoch)
     dataset = load_dataset(cfg.data)
     model = build_model(cfg.model, dataset.shape, cfg.diffusion.T, cfg.train.seeds)
     check_fingerprints(meta, fingerprints(dataset, cfg), cfg)
@@ -332,6 +317,40 @@ def load_run(
     schedule = Schedule.from_config(cfg.diffusion)
     epoch = int(meta["epoch"])
     return LoadedRun(run, cfg, model.to(device), dataset, schedule, epoch, weights, meta["sha256"])
+
+
+def load_run_data(path: str | Path) -> tuple[RunConfig, ImageDataset, int]:
+    """A trained run's config, training images and newest epoch, without its network: what
+    measuring the samples it drew needs. Its network file may have changed since (or be gone);
+    its images may not."""
+    run = RunDir(path)
+    cfg = run.read_config()
+    _, meta = _checkpoint(run, None)
+    dataset = load_dataset(cfg.data)
+    check_fingerprints(meta, fingerprints(dataset), cfg, code=False)
+    return cfg, dataset, int(meta["epoch"])
+
+
+def _checkpoint(run: RunDir, epoch: int | None) -> tuple[dict, dict]:
+    """The tensors and metadata of `run`'s checkpoint of `epoch` (None: the newest that
+    verifies), or one line saying why there is none."""
+    check(
+        epoch is None or (isinstance(epoch, int) and not isinstance(epoch, bool)),
+        f"epoch={epoch!r} must be a whole number of epochs (or None for the newest)",
+    )
+    loaded = run.load_latest() if epoch is None else run.load_epoch(epoch)
+    if loaded is None:
+        damaged = len(run.checkpoints())
+        unpaired = len(list(run.checkpoint_dir.glob("epoch-*.safetensors"))) - damaged
+        why = f"has no checkpoint that verifies ({damaged} damaged); train it again"
+        if not damaged:
+            why = "has no checkpoint yet; train it first"
+            if trainer := run.trainer():
+                why = f"is being trained (pid {trainer}) and has no checkpoint yet; wait for one"
+        if not damaged and unpaired:
+            why = f"has {unpaired} checkpoint(s) without the .json beside each; train it again"
+        raise UserError(f"{run.path} {why}")
+    return loaded
 
 
 def model_state(model: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
