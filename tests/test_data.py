@@ -114,6 +114,15 @@ def test_npz_layouts_and_bad_values(tmp_path):
     np.savez(tmp_path / "shape.npz", images=np.zeros((2, 5, 4, 4)))
     with pytest.raises(UserError, match="channels"):
         load_npz(str(tmp_path / "shape.npz"))
+    # 16-bit images as a folder's are read (probe 53: refused as out of [-1, 1])
+    from PIL import Image
+
+    levels = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
+    np.savez(tmp_path / "u16.npz", images=levels[None])
+    (tmp_path / "png16").mkdir()
+    Image.fromarray(levels).save(tmp_path / "png16" / "a.png")
+    from_folder = load_folder(str(tmp_path / "png16")).images
+    assert torch.equal(load_npz(str(tmp_path / "u16.npz")).images, from_folder)
     np.savez(tmp_path / "none.npz", images=np.zeros((0, 3, 4, 4), dtype=np.float32))
     with pytest.raises(UserError, match="holds no pixels"):
         load_npz(str(tmp_path / "none.npz"))
@@ -157,6 +166,22 @@ def test_grey_folder_images_keep_one_channel_and_16_bits(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "c.png")
     assert load_folder(str(tmp_path)).images.shape == (4, 3, 8, 8)  # one in colour: RGB
     assert load_folder(str(tmp_path), size=4).images.shape == (4, 3, 4, 4)
+
+
+def test_grey_palette_images_are_grey_and_folders_named_like_images_are_passed_over(tmp_path):
+    # Probe 53: a grey GIF (Pillow's palette mode) read as RGB, and a folder "x.png" stopped it.
+    from PIL import Image
+
+    grey = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
+    grey.convert("P").save(tmp_path / "a.gif")
+    grey.save(tmp_path / "b.png")
+    (tmp_path / "sub.png").mkdir()
+    x = load_folder(str(tmp_path)).images
+    assert x.shape == (2, 1, 8, 8) and torch.equal(x[0], x[1])
+    red = np.zeros((8, 8, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    Image.fromarray(red).convert("P").save(tmp_path / "c.gif")  # a palette in colour: RGB
+    assert load_folder(str(tmp_path)).images.shape == (3, 3, 8, 8)
 
 
 def test_a_folder_image_pil_cannot_read_is_named(tmp_path):

@@ -1,7 +1,8 @@
 """User data: an `.npz` array or a folder of images (read with Pillow), scaled to [-1, 1].
 
-Accepted layouts: (N, H, W), (N, C, H, W) or (N, H, W, C) with C in {1, 3}; uint8 values are
-read as 0..255, floats must already lie in [-1, 1].
+Accepted layouts: (N, H, W), (N, C, H, W) or (N, H, W, C) with C in {1, 3} (where both the
+second and the last axis could be C, channels first); uint8 values are read as 0..255, uint16
+as 0..65535, others must already lie in [-1, 1].
 """
 
 from __future__ import annotations
@@ -52,14 +53,16 @@ def load_folder(path: str, size: int = 0) -> ImageDataset:
     p = Path(path)
     check(p.is_dir(), f"data.path={path!r} is not a folder")
     files = sorted(
-        f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+        f
+        for f in p.iterdir()
+        if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file()
     )
     check(bool(files), f"data.path={path!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     opened, modes = [], set()
     for f in files:
         try:
             with Image.open(f) as im:
-                modes.add(im.mode)
+                modes.add("L" if _grey_palette(im) else im.mode)
                 opened.append((f.name, im.copy()))
         except OSError as e:  # PIL's UnidentifiedImageError included: a damaged or renamed file
             raise UserError(f"data.path={path!r}: {f.name} is not a readable image ({e})") from None
@@ -69,9 +72,21 @@ def load_folder(path: str, size: int = 0) -> ImageDataset:
         arrays = [a / np.float32(255) if a.dtype == np.uint8 else a for a in arrays]
         arrays = [a * 2 - 1 for a in arrays]
     shapes = {a.shape for a in arrays}
-    check(len(shapes) == 1, f"data.path={path!r}: images differ in size {shapes}; set image_size")
+    check(
+        len(shapes) == 1,
+        f"data.path={path!r}: images differ in size {shapes}; resize them with data.image_size "
+        "(theory: --image-size)",
+    )
     # Channels first here: for images 1 or 3 pixels high, (N, H, W, 3) would pass for (N, C, H, W).
     return ImageDataset(p.name, to_images(np.stack(arrays).transpose(0, 3, 1, 2), path))
+
+
+def _grey_palette(im) -> bool:
+    """Whether `im` is a palette image (a GIF's, say) whose colours are all grey."""
+    if im.mode != "P":
+        return False
+    colours = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    return bool((colours == colours[:, :1]).all())
 
 
 def _pixels(name: str, im, size: int, grey: bool) -> np.ndarray:
@@ -109,6 +124,8 @@ def to_images(array: np.ndarray, source: str) -> torch.Tensor:
     check(array.size > 0, f"{source}: array shape {array.shape} holds no pixels")
     if array.dtype == np.uint8:
         x = array.astype(np.float32) / 127.5 - 1.0
+    elif array.dtype == np.uint16:  # as a folder's 16-bit images are read
+        x = array.astype(np.float32) / np.float32(65535) * 2 - 1
     else:
         x = array.astype(np.float32)
         check(bool(np.isfinite(x).all()), f"{source}: array contains NaN or infinite values")
@@ -116,6 +133,6 @@ def to_images(array: np.ndarray, source: str) -> torch.Tensor:
         check(
             lo >= -1 and hi <= 1,
             f"{source}: {array.dtype} values span [{lo:.7g}, {hi:.7g}]; they must lie in "
-            "[-1, 1] (only uint8 is read as 0..255)",
+            "[-1, 1] (only uint8 and uint16 are read as 0..255 and 0..65535)",
         )
     return torch.from_numpy(np.ascontiguousarray(x))
