@@ -107,6 +107,16 @@ class RunDir:
         lines into metrics.jsonl."""
         return locks.held(self.path / TRAIN_LOCK, "trained")
 
+    def remove_unstarted(self) -> None:
+        """Remove what training wrote into a new run that stopped before its first checkpoint
+        (its config, its metrics, the lock, and the folders if that leaves them empty): nothing
+        to resume, and nothing left half-written. Files of anyone else's stay."""
+        for path in (self.config_path, self.metrics_path, self.path / TRAIN_LOCK):
+            path.unlink(missing_ok=True)
+        for folder in (self.checkpoint_dir, self.path):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
     def trainer(self) -> str | None:
         """The pid of the process training the run now (None when none is)."""
         return locks.holder(self.path / TRAIN_LOCK)

@@ -132,7 +132,13 @@ def train(
     use_compiled(compile, 0, torch.device("cpu"))  # a bad $MOSAICDIFF_COMPILE, before any write
     run = RunDir(out)
     with run.training():
-        return _train(run, cfg, out, resume, progress, compile)
+        new = not run.config_path.exists()
+        try:
+            return _train(run, cfg, out, resume, progress, compile)
+        except BaseException:  # a network failing on the first batch, Ctrl-C, a diverged loss
+            if new and not run.checkpoints():
+                run.remove_unstarted()
+            raise
 
 
 def _train(run: RunDir, cfg: RunConfig, out, resume: bool, progress: bool, compile) -> RunDir:
