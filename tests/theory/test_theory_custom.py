@@ -76,6 +76,10 @@ class Half(ScoreMachine):
 class Exits(ScoreMachine):
     def x0_hat(self, x_t, t, a, b2):
         raise SystemExit("bye")
+
+class NaNs(ScoreMachine):
+    def x0_hat(self, x_t, t, a, b2):
+        return x_t * float("nan")
 '''
 
 
@@ -171,6 +175,7 @@ def test_a_rerun_after_the_machines_file_changed_is_refused(machines, tmp_path, 
         ("{m}:Lam", ["--lam", "7"], "--lam=7.0 must lie in [0, 1]"),
         ("{m}:BatchOfOne", [], "running BatchOfOne on 2 images failed"),
         ("{m}:NoX0", [], "NoX0 does not implement x0_hat(self, x_t, t, a, b2)"),
+        ("{m}:NaNs", [], "NaNs.x0_hat returned NaN or infinite values at step 0"),
         ("{m}:Half", [], "Half.x0_hat returned x0 of dtype torch.float16 for x_t of torch.float64"),
         ("{m}:Exits", [], "running Exits on 2 images failed: SystemExit: bye ({m}, line 59)"),
         (
@@ -230,7 +235,7 @@ def short_run(tmp_path_factory):
     return run
 
 
-# Machines whose x0_hat turns NaN at some steps, for compare and calibrate.
+# Machines whose x0_hat turns NaN at some steps, for compare and calibrate: refused at the step.
 NAN_AT = """
 class Nan(Copies):
     def x0_hat(self, x_t, t, a, b2):
@@ -245,8 +250,8 @@ class PatchyNan(Patchy):
 @pytest.mark.parametrize(
     "epochs, says",
     [
-        ([], "2 of the 2 samples of the machine (member 0) are NaN"),  # the newest checkpoint
-        (["--epoch", "all"], "2 of the machine's 2 samples are NaN"),  # every one: drawn once
+        ([], "Nan.x0_hat returned NaN or infinite values at step 0"),  # the newest checkpoint
+        (["--epoch", "all"], "Nan.x0_hat returned NaN or infinite values at step 0"),
     ],
 )
 def test_compare_refuses_samples_that_diverged(short_run, machines, tmp_path, capsys, epochs, says):
@@ -272,7 +277,7 @@ def test_calibrate_refuses_a_machine_whose_eps_is_nan(short_run, machines, tmp_p
     machines.write_text(MACHINES + NAN_AT)
     args = ["theory", "calibrate", str(short_run), "--machine", f"{machines}:PatchyNan"]
     assert main([*args, "--n", "2", "--no-progress", "--out", str(tmp_path / "p.json")]) == 2
-    assert "gives no eps cosine (NaN or infinite eps) at t=10" in capsys.readouterr().err
+    assert "PatchyNan.x0_hat returned NaN or infinite values at step 10" in capsys.readouterr().err
     assert not (tmp_path / "p.json").exists()
 
 

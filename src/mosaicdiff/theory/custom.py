@@ -86,6 +86,10 @@ def build_custom(
             f"{option}: {cls.__name__}.x0_hat returned x0 of dtype {x0.dtype} for x_t of "
             f"{x_t.dtype}; they must match (the machine's --precision)",
         )
+        check(  # else its samples are written, and only measuring them finds them NaN
+            bool(torch.isfinite(x0).all()) or not bool(torch.isfinite(x_t).all()),
+            f"{option}: {cls.__name__}.x0_hat returned NaN or infinite values at step {t}",
+        )
         return x0
 
     machine.x0_hat = x0_hat
