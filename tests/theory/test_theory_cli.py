@@ -151,6 +151,16 @@ def test_sample_resumes_its_batches_and_refuses_other_settings(tmp_path, capsys)
     assert np.array_equal(np.load(out / "samples.npz")["samples"], whole)
     assert main([*args, "--boundary", "zeros"]) == 2
     assert 'boundary: "circular" -> "zeros"' in capsys.readouterr().err
+    # bbels pads with zeros: its folders resume with --boundary zeros or without, also those
+    # that stored the circular that argparse once spelled out for every machine
+    bb = [*args[:-3], "--machine", "bbels", "--out", str(tmp_path / "bb"), "--no-progress"]
+    assert main(bb) == 0
+    meta = json.loads((tmp_path / "bb" / "sample.json").read_text())
+    assert meta["theory"]["boundary"] == "zeros"
+    meta["theory"]["boundary"] = "circular"
+    (tmp_path / "bb" / "sample.json").write_text(json.dumps(meta))
+    (tmp_path / "bb" / "chunk-00002.npz").unlink()
+    assert main(bb) == 0 and main([*bb, "--boundary", "zeros"]) == 0
     table = tmp_path / "table.json"  # a patch schedule file: its contents count, not its name
     table.write_text(json.dumps({"patch_size": 1}))
     scheduled = [*args[:-3], "--patch", str(table), "--out", str(tmp_path / "s"), "--no-progress"]
@@ -269,6 +279,9 @@ def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny, monkeypatch, cap
         == 0
     )
     assert json.loads(default.read_text())["candidates"] == [1, 3]
+    # bbels (probe 56: its second candidate was refused a --boundary circular nobody gave)
+    bbels = ["theory", "calibrate", str(run), "--machine", "bbels", "--n", "2", "--every", "50"]
+    assert main([*bbels, "--out", str(tmp_path / "bbels.json")]) == 0
     capsys.readouterr()
     ignored = ["theory", "calibrate", str(run), "--patch", "3", "--out", str(tmp_path / "p.json")]
     refused(ignored, capsys, "--patch 3", "--candidates")  # it was ignored without a word

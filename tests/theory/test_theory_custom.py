@@ -77,6 +77,11 @@ class Exits(ScoreMachine):
     def x0_hat(self, x_t, t, a, b2):
         raise SystemExit("bye")
 
+class Fixed(ELS):
+    """ELS at patch size 1, whatever it is given."""
+    def __init__(self, images, schedule, **kw):
+        super().__init__(images, schedule, patch_size=1, **kw)
+
 class NaNs(ScoreMachine):
     def x0_hat(self, x_t, t, a, b2):
         return x_t * float("nan")
@@ -282,16 +287,22 @@ def test_calibrate_refuses_a_machine_whose_eps_is_nan(short_run, machines, tmp_p
 
 
 def test_a_machine_whose_init_passes_kwargs_on_takes_what_its_base_takes(machines, tmp_path):
-    # Probe 53: PatchyKw took none of the options (its __init__ names none), so on the pairings
-    # it ran with patch 3, stride 1 where `--machine els` gets 2 and 2, and --patch was refused.
+    # Probe 53: PatchyKw took none of the options (its __init__ names none), so --patch 2
+    # --stride 2, what `--machine els` gets on the pairings, was refused. They are passed on
+    # when given; left out, the class's own defaults stand, as they did (probe 56: an __init__
+    # fixing one of them broke, and older folders would have resumed with another machine).
     from mosaicdiff.theory.custom import load_machine_class, takes
 
-    assert takes(load_machine_class(f"{machines}:PatchyKw")) == {"patch_size", "stride", "boundary"}
-    folders = {}
-    for name in ("els", f"{machines}:PatchyKw"):
-        folders[name] = tmp_path / str(len(folders))
-        assert main([*SAMPLE, "--machine", name, "--out", str(folders[name])]) == 0
+    kw = load_machine_class(f"{machines}:PatchyKw")
+    assert takes(kw) == {"patch_size", "stride", "boundary"} and takes(kw, passed_on=False) == set()
+    folders = {name: tmp_path / name.rpartition(":")[2] for name in ("els", f"{machines}:PatchyKw")}
+    for name, folder in folders.items():
+        given = ["--patch", "2", "--stride", "2"] if name != "els" else []
+        assert main([*SAMPLE, "--machine", name, *given, "--out", str(folder)]) == 0
     ours, els = (np.load(f / "samples.npz")["samples"] for f in folders.values())
     np.testing.assert_array_equal(ours, els)
-    given = [*SAMPLE, "--machine", f"{machines}:PatchyKw", "--patch", "3", "--stride", "1"]
-    assert main([*given, "--out", str(tmp_path / "given")]) == 0
+    stored = json.loads((folders[f"{machines}:PatchyKw"] / "sample.json").read_text())["theory"]
+    assert stored["patch"] == "2" and stored["stride"] == 2 and stored["boundary"] is None
+    fixed = [*SAMPLE, "--machine", f"{machines}:Fixed", "--data", "digits"]
+    assert main([*fixed, "--out", str(tmp_path / "fixed")]) == 0
+    assert main([*fixed, "--patch", "1", "--out", str(tmp_path / "fixed_given")]) == 2

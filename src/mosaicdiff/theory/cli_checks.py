@@ -94,7 +94,10 @@ def same_machine(settings: dict, kind: str) -> dict:
     that a rerun that spells out the defaults (or leaves them out) resumes the same folder
     (folders sampled before argparse left them None stored them spelled out)."""
     patch, stride = spelled_out(kind, settings.get("patch"), settings.get("stride"))
-    return {**settings, **with_defaults(settings), "patch": patch, "stride": stride}
+    spelled = {**settings, **with_defaults(settings), "patch": patch, "stride": stride}
+    if settings.get("machine") == "bbels":  # zero padding, whatever was stored (circular, once)
+        spelled["boundary"] = "zeros"
+    return spelled
 
 
 def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: int | None = None):
@@ -139,14 +142,15 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
         f"--boundary {given['boundary']}: --machine bbels is ELS with zero padding (els "
         "--boundary zeros); for circular padding use --machine els",
     )
-    # What the machine reads is stored as it reads it, a default spelled out.
+    # What the machine reads is stored as it reads it, a default spelled out; one of your own
+    # gets the defaults of the options its __init__ names, the others only when set.
     if own:
-        reads = taken
+        reads = own_options(name, passed_on=False)
     else:
         reads = {"ideal": (), "attn": FLAGS}.get(name, ("patch_size", "stride", "boundary"))
     for key, default in DEFAULTS.items():
         if key in reads and getattr(args, key) is None:
-            setattr(args, key, default)
+            setattr(args, key, "zeros" if (name, key) == ("bbels", "boundary") else default)
     named, stride = spelled_out(kind, args.patch if patch is None else str(patch), args.stride)
     if patch is None:
         if patch_file(named) is None:
@@ -174,11 +178,12 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
     lam = options["lam"]
     check(0 <= lam <= 1 or (own and "lam" not in taken), f"--lam={lam} must lie in [0, 1]")
     if own:
-        options = {k: v for k, v in {"patch_size": patch, **options}.items() if k in taken}
+        options = {"patch_size": patch, **options}
+        options = {k: v for k, v in options.items() if k in reads or not unset(k)}
         return build_custom(name, images, schedule, precision, **options)
     return build_machine(name, images, schedule, patch, dtype=precision, **options)
 
 
-def own_options(spec: str) -> set[str]:
-    """The options of `FLAGS` that the machine of your own `spec` names takes."""
-    return takes(load_machine_class(spec))
+def own_options(spec: str, passed_on: bool = True) -> set[str]:
+    """The options of `FLAGS` that the machine of your own `spec` names takes (`custom.takes`)."""
+    return takes(load_machine_class(spec), passed_on)

@@ -4,9 +4,11 @@
 The class subclasses `ScoreMachine` (and implements `x0_hat`) or one of its machines (`ELS`,
 `LocalScore`, `AttentionELS`, `IdealScore`), and is built as `Class(images, schedule, **options)`:
 `dtype` and `budget` always, and of `OPTIONS` those its `__init__` takes by name (an ELS
-subclass takes patch_size, stride and boundary); an `__init__` with `**kwargs` is taken to pass
-them on to its base class's, and takes what that one takes. A theory option the class does not
-take is refused when given, rather than ignored. One image goes through the machine before any
+subclass takes patch_size, stride and boundary), with the command's defaults where they are
+left out. An `__init__` with `**kwargs` is taken to pass them on to its base class's: the
+options that one takes are given to it too, but only when set (else the class's own defaults
+stand, and an `__init__` that fixes one of them keeps working). A theory option the class does
+not take is refused when given, rather than ignored. One image goes through the machine before any
 sample is drawn, so a machine that fails fails on one line naming the line of its file
 (`own_code.py`). Sampled folders store the file's sha256: a rerun after it changed is refused
 instead of resuming samples of the old code.
@@ -43,17 +45,17 @@ def load_machine_class(spec: str) -> type[ScoreMachine]:
     return cls
 
 
-def takes(cls: type[ScoreMachine]) -> set[str]:
-    """The `OPTIONS` that `cls.__init__` takes by name: its own parameters and, where it takes
-    `**kwargs` (to pass on to `super().__init__`), those of the `__init__` it inherits, and so
-    on up the classes it derives from."""
+def takes(cls: type[ScoreMachine], passed_on: bool = True) -> set[str]:
+    """The `OPTIONS` that `cls.__init__` takes by name and, with `passed_on`, those it takes
+    through `**kwargs`: the parameters of the `__init__` it inherits, and so on up the classes
+    it derives from (as `super().__init__(..., **kwargs)` passes them)."""
     names = set()
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
             continue
         parameters = inspect.signature(vars(klass)["__init__"]).parameters
         names |= set(parameters)
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        if not passed_on or not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
             break
     return set(OPTIONS) & names
 
@@ -82,10 +84,11 @@ def build_custom(
             raise failed(option, f"{cls.__name__} on {len(x_t)} images", e, "running") from e
         check_like(x0, x_t, f"{option}: {cls.__name__}.x0_hat", "x0")
         check(
-            x0.dtype == x_t.dtype,
-            f"{option}: {cls.__name__}.x0_hat returned x0 of dtype {x0.dtype} for x_t of "
-            f"{x_t.dtype}; they must match (the machine's --precision)",
+            x0.is_floating_point(),
+            f"{option}: {cls.__name__}.x0_hat returned x0 of dtype {x0.dtype}; it must be a "
+            f"floating-point tensor (x_t is {x_t.dtype}, the machine's --precision)",
         )
+        x0 = x0.to(x_t.dtype)  # as the sampler computes
         check(  # else its samples are written, and only measuring them finds them NaN
             bool(torch.isfinite(x0).all()) or not bool(torch.isfinite(x_t).all()),
             f"{option}: {cls.__name__}.x0_hat returned NaN or infinite values at step {t}",
