@@ -4,6 +4,7 @@ measured as the built-in natural-data networks are, and refused on one line when
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -285,10 +286,16 @@ def test_a_network_file_imports_the_modules_beside_it(tmp_path, monkeypatch):
         "        super().__init__()\n        self.a = block(shape[0])\n"
         "    def forward(self, x, t):\n        return self.a(x)\n"
     )
-    monkeypatch.setattr("sys.path", list(__import__("sys").path))  # restored afterwards
+    (pkg / "wave.py").write_text("SHADOW = True\n")  # beside it, named as Python's own
+    monkeypatch.setattr("sys.path", list(sys.path))  # restored afterwards
+    monkeypatch.delitem(sys.modules, "wave", raising=False)
     monkeypatch.chdir(tmp_path)
     model = build_model(ModelConfig(arch="pkg/net.py:Net"), (1, 8, 8), 1000, [0])
     assert isinstance(model, Ensemble)
+    # Probe 56: the folder stayed first on the path, hiding Python's modules from the process.
+    import wave
+
+    assert not hasattr(wave, "SHADOW") and sys.path[-1] == str(pkg)
 
 
 def test_dry_runs_and_sweep_plans_import_the_network(tmp_path, monkeypatch, capsys):

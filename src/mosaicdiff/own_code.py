@@ -2,10 +2,12 @@
 `models/custom.py`) or a score machine (`theory --machine`, `theory/custom.py`).
 
 A file is imported under a name of its own (one per resolved path and content), once per
-process and version of it, with its folder put first on the import path (as `python FILE.py`
-would), so that it can import modules beside it. What the user's code raises while it is
-imported, built or run becomes one `UserError` line that names the line of the user's file it
-came from.
+process and version of it. While it is imported its folder goes first on the import path (as
+`python FILE.py` would put it), so that it can import modules beside it; then it goes to the end,
+where a later import inside one of its functions still finds them but no module of the same
+name as one beside it (an html.py) hides Python's or a package's from the rest of the process.
+What the user's code raises while it is imported, built or run becomes one `UserError` line
+that names the line of the user's file it came from.
 """
 
 from __future__ import annotations
@@ -143,8 +145,7 @@ def _import_file(option: str, path: Path):
         module = importlib.util.module_from_spec(spec)
         sys.modules[key] = module
         folder = str(path.resolve().parent)
-        if folder not in sys.path:  # it stays: a function of the file may import later
-            sys.path.insert(0, folder)
+        sys.path.insert(0, folder)
         try:
             spec.loader.exec_module(module)
         except SystemExit as e:
@@ -153,4 +154,8 @@ def _import_file(option: str, path: Path):
         except Exception as e:  # noqa: BLE001 (the user's file raised on import)
             del sys.modules[key]
             raise failed(option, str(path), e) from e
+        finally:
+            sys.path.remove(folder)  # its first place (the same folder may stand later too)
+            if folder not in sys.path:
+                sys.path.append(folder)
     return sys.modules[key]
