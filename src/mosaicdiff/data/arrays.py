@@ -45,9 +45,11 @@ GREY_MODES = ("1", "L", "LA", "I;16", "I;16L", "I;16B", "I;16N", "I")  # "I": ol
 
 
 def load_folder(path: str, size: int = 0) -> ImageDataset:
-    """The images in the folder `path` (hidden files, such as macOS's "._name.png", left out),
-    resized to `size` x `size` when it is not 0. A folder of grey images (8 or 16 bits) reads as
-    one channel, any other as RGB; 16-bit values are scaled by 65,535, not clipped at 255."""
+    """The images in the folder `path` (hidden files, such as macOS's "._name.png", and
+    folders left out), resized to `size` x `size` when it is not 0. A folder of grey images (8
+    or 16 bits: `GREY_MODES`) reads as one channel, any other as RGB (a palette image, a GIF's,
+    as colour even where its palette is grey: runs trained on such folders read them so);
+    16-bit values are scaled by 65,535, not clipped at 255."""
     from PIL import Image
 
     p = Path(path)
@@ -62,7 +64,7 @@ def load_folder(path: str, size: int = 0) -> ImageDataset:
     for f in files:
         try:
             with Image.open(f) as im:
-                modes.add("L" if _grey_palette(im) else im.mode)
+                modes.add(im.mode)
                 opened.append((f.name, im.copy()))
         except OSError as e:  # PIL's UnidentifiedImageError included: a damaged or renamed file
             raise UserError(f"data.path={path!r}: {f.name} is not a readable image ({e})") from None
@@ -79,14 +81,6 @@ def load_folder(path: str, size: int = 0) -> ImageDataset:
     )
     # Channels first here: for images 1 or 3 pixels high, (N, H, W, 3) would pass for (N, C, H, W).
     return ImageDataset(p.name, to_images(np.stack(arrays).transpose(0, 3, 1, 2), path))
-
-
-def _grey_palette(im) -> bool:
-    """Whether `im` is a palette image (a GIF's, say) whose colours are all grey."""
-    if im.mode != "P":
-        return False
-    colours = np.asarray(im.convert("RGB")).reshape(-1, 3)
-    return bool((colours == colours[:, :1]).all())
 
 
 def _pixels(name: str, im, size: int, grey: bool) -> np.ndarray:
