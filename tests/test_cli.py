@@ -283,7 +283,7 @@ def test_train_sample_evaluate_end_to_end(tmp_path):
     assert r.returncode == 2 and "other settings (sample.n_runs: 3 -> 4)" in r.stderr
     # sample changes sampling only, and writes only inside RUN/samples/.
     for args, needle in [
-        (["--set", "model.arch=cnn"], "changes only sample.* and device, not the trained run's"),
+        (["--set", "model.arch=cnn"], 'the trained run\'s [\'model.arch: "attn" -> "cnn"\']'),
         # named as such before the value is checked (probe 53: "set data.kind too")
         (["--set", "data.path=x"], "not the trained run's ['data.path']"),
         (["--name", "../escape"], "--name '../escape'"),
@@ -291,6 +291,8 @@ def test_train_sample_evaluate_end_to_end(tmp_path):
     ]:
         r = run_cli("sample", str(out), "--sampler", "ddim", *args)
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.splitlines()) == 1
+    same = run_cli("sample", str(out), "--set", "model.arch=attn", "--dry-run")  # as trained
+    assert same.returncode == 0, same.stderr
     assert not (out / "escape").exists()
 
 

@@ -100,11 +100,13 @@ def test_divergence_stops_with_a_clear_message(tmp_path, tiny, monkeypatch):
         train(tiny(epochs=2, lr=1e30), tmp_path / "a", progress=False)
     assert "loss became [nan] at epoch 1" in str(e.value) and "kept" not in str(e.value)
     assert not (tmp_path / "a").exists()  # nothing to resume: nothing left behind
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "notes.txt").write_text("mine")  # a folder of the user's: theirs stays
+    (tmp_path / "b" / "checkpoints").mkdir(parents=True)  # a folder of the user's: theirs stays
+    for name in ("notes.txt", "metrics.jsonl"):
+        (tmp_path / "b" / name).write_text("mine")
     with pytest.raises(TrainingDiverged):
         train(tiny(epochs=2, lr=1e30), tmp_path / "b", progress=False)
-    assert [f.name for f in (tmp_path / "b").iterdir()] == ["notes.txt"]
+    kept = sorted(f.name for f in (tmp_path / "b").iterdir())
+    assert kept == ["checkpoints", "metrics.jsonl", "notes.txt"]
     # as the message says, a lower lr: the run never got a checkpoint, so it starts afresh
     # (it said "already holds a run", and --resume refused the new lr)
     train(tiny(epochs=2, lr=1e-3), tmp_path / "a", progress=False)

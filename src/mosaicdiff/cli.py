@@ -192,12 +192,15 @@ def sampling_config(args, stored, base=None):
 
     free = ("sample", "device")  # all that sampling may change; the rest is the trained run
     keys = [split_assignment(item)[0] for item in args.set or []]
-    outside = [k for k in keys if k.split(".")[0] not in free]  # refused before it is checked
-    check(
-        not outside,
-        f"{args.command} changes only sample.* and device, not the trained run's {outside}",
-    )
-    cfg = resolve_config(args, base or stored)
+    outside = [k for k in keys if k.split(".")[0] not in free]
+    try:
+        cfg = resolve_config(args, base or stored)
+    except UserError:  # a field sample would refuse anyway is named as such, not its value
+        if outside:
+            raise UserError(
+                f"{args.command} changes only sample.* and device, not the trained run's {outside}"
+            ) from None
+        raise
     trained = differences(
         {k: v for k, v in to_dict(stored).items() if k not in free},
         {k: v for k, v in to_dict(cfg).items() if k not in free},

@@ -107,15 +107,23 @@ class RunDir:
         lines into metrics.jsonl."""
         return locks.held(self.path / TRAIN_LOCK, "trained")
 
-    def remove_unstarted(self) -> None:
-        """Remove what training wrote into a new run that stopped before its first checkpoint
-        (its config, its metrics, the lock, and the folders if that leaves them empty): nothing
-        to resume, and nothing left half-written. Files of anyone else's stay."""
-        for path in (self.config_path, self.metrics_path, self.path / TRAIN_LOCK):
-            path.unlink(missing_ok=True)
-        for folder in (self.checkpoint_dir, self.path):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+    def written_by_training(self) -> list[Path]:
+        """What training writes into a run before its first checkpoint, folders last."""
+        files = [self.config_path, self.metrics_path, self.path / TRAIN_LOCK]
+        return [*files, self.checkpoint_dir, self.path]
+
+    def remove_unstarted(self, existed: set[Path]) -> None:
+        """Remove what training wrote into a new run that stopped before its first checkpoint,
+        of `written_by_training` all but what `existed` before it began (a folder only when
+        that leaves it empty): nothing to resume, and nothing left half-written."""
+        for path in self.written_by_training():
+            if path in existed:
+                continue
+            if path.is_dir():
+                if not any(path.iterdir()):
+                    path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
 
     def trainer(self) -> str | None:
         """The pid of the process training the run now (None when none is)."""

@@ -131,13 +131,13 @@ def train(
     """
     use_compiled(compile, 0, torch.device("cpu"))  # a bad $MOSAICDIFF_COMPILE, before any write
     run = RunDir(out)
+    existed = {p for p in run.written_by_training() if p.exists()}
     with run.training():
-        new = not run.config_path.exists()
         try:
             return _train(run, cfg, out, resume, progress, compile)
         except BaseException:  # a network failing on the first batch, Ctrl-C, a diverged loss
-            if new and not run.checkpoints():
-                run.remove_unstarted()
+            if run.config_path not in existed and not run.checkpoints():
+                run.remove_unstarted(existed)
             raise
 
 
