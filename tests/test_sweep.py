@@ -77,6 +77,8 @@ def assert_all_done(out, n_points: int) -> None:
         ({"train.seeds": 3}, "train.seeds"),
         ({"model.arch": ["resnet", "cnn"], "model.depth": [4]}, "arch=cnn__depth=4: model.depth"),
         ({"data.kind": ["digits"], "data.n_images": [64]}, "sets the colour pairings only"),
+        # only building the network finds it (probe 55: every point failed in its worker)
+        ({"model.patch": [2, 3]}, "patch=3: model.patch=3 must divide the image size 4x4"),
     ],
 )
 def test_bad_grid_fails_before_anything_runs(tmp_path, grid, named):
@@ -113,6 +115,12 @@ def test_the_grid_may_complete_the_base(tmp_path):
     assert [p.cfg.data.path for p in plan_sweep(spec).points][0] == str(tmp_path / "a.npz")
     spec["grid"] = {"model.hidden": [8, 16]}
     with pytest.raises(UserError, match="^sweep base: data.kind=npz needs data.path$"):
+        plan_sweep(spec)
+    # one point that leaves the base incomplete is that point's fault (probe 56)
+    spec["grid"] = {"data.path": [str(tmp_path / "a.npz"), ""]}
+    with pytest.raises(
+        UserError, match="^sweep grid point path=empty: data.kind=npz needs data.path$"
+    ):
         plan_sweep(spec)
 
 

@@ -147,13 +147,13 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
 
         return new_run_config(layer)
 
-    try:  # the base alone: its faults are named as its own where the points share them
+    try:  # the base alone: a fault every point shares is named as the base's
         resolve({})
         base_fault = None
     except UserError as e:  # or the grid completes it (data.kind npz in base, data.path in grid)
         base_fault = str(e)
     labels = _labels(list(grid))
-    points, names, metrics = [], {}, {}
+    points, names, metrics, faults = [], {}, {}, {}
     for combo in itertools.product(*grid.values()):
         values = dict(zip(grid, combo, strict=True))
         name = "__".join(f"{labels[k]}={_slug(v)}" for k, v in values.items())
@@ -161,13 +161,20 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
             cfg = resolve(values)
             check_own_network(cfg)
         except UserError as e:
-            if str(e) == base_fault:
-                raise UserError(f"sweep base{' or --set' if sets else ''}: {e}") from None
-            raise UserError(f"sweep grid point {name}: {e}") from None
+            faults[name] = str(e)
+            if base_fault is None or str(e) != base_fault:
+                break  # this point's own
+            continue
         check(name not in names, f"sweep grid: points {values} and {names.get(name)} share {name}")
         names[name] = values
         metrics.setdefault(metric_for(cfg.data.kind), name)
         points.append(Point(name, values, cfg, out / "points" / name))
+    if faults:  # a point's own fault; else the base's, when no point escapes it
+        own = [n for n, f in faults.items() if f != base_fault]
+        if not own and not points:
+            raise UserError(f"sweep base{' or --set' if sets else ''}: {base_fault}")
+        name = own[0] if own else next(iter(faults))
+        raise UserError(f"sweep grid point {name}: {faults[name]}")
     check(
         len(metrics) == 1,
         f"sweep grid: points {' and '.join(metrics.values())} are measured by "
@@ -188,8 +195,28 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
             f"{p.run_path} holds a run with another config ({changed}); "
             "use a new out folder or delete that point",
         )
+    _check_points_build(points)
     _check_inputs_unchanged(points)
     return Plan(spec, out, tuple(points))
+
+
+def _check_points_build(points: list[Point]) -> None:
+    """Read each point's data and build its network as `train --dry-run` does, so that a value
+    only the data or the network refuses (data.subset past the images, a missing data.path,
+    model.patch not dividing the image) stops the sweep before anything runs, not every point
+    in its worker."""
+    from mosaicdiff.data import load_dataset
+    from mosaicdiff.models import build_model
+
+    shapes = {}
+    for p in points:
+        key = json.dumps(to_dict(p.cfg.data), sort_keys=True)
+        try:
+            if key not in shapes:
+                shapes[key] = load_dataset(p.cfg.data).shape
+            build_model(p.cfg.model, shapes[key], p.cfg.diffusion.T, (0,))
+        except UserError as e:
+            raise UserError(f"sweep grid point {p.name}: {e}") from None
 
 
 def _check_inputs_unchanged(points: list[Point]) -> None:
