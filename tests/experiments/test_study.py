@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mosaicdiff.config import override
+from mosaicdiff.errors import UserError
 from mosaicdiff.experiments import study as st
 from mosaicdiff.experiments.study_report import COLUMNS
 
@@ -104,6 +105,11 @@ def test_study_end_to_end_then_reuses_everything(tmp_path, tiny_study):
     assert json.loads(cache.read_text())["key"]["mosaic_atol"] == 0.1
     chunks = [p for p in stamps if p.name.startswith("chunk-")]
     assert chunks and all(p.stat().st_mtime_ns == stamps[p] for p in chunks)
+    # Other settings over finished runs: refused before plan.json is rewritten (probe 55)
+    plan = (tmp_path / "plan.json").read_text()
+    with pytest.raises(UserError, match=r"runs/resnet holds a run with other settings \(train"):
+        st.study(override(base, ["train.epochs=2"]), sc, tmp_path, progress=False)
+    assert (tmp_path / "plan.json").read_text() == plan
 
 
 def test_cli_dry_run_and_study_overrides(capsys):
@@ -163,6 +169,13 @@ def rejected(capsys, tmp_path, *argv: str) -> str:
 )
 def test_bad_patch_sizes_and_lists_are_rejected_by_dry_run(capsys, tmp_path, assignment, needle):
     assert needle in rejected(capsys, tmp_path, "--set", assignment, "--dry-run")
+
+
+def test_a_subset_past_the_digits_is_refused_before_anything_is_written(capsys, tmp_path):
+    # Probe 55: --dry-run passed it, and the real run wrote plan.json and a run's config first.
+    argv = ["--set", "data.subset=5000", "--set", "study.archs=[resnet]", "--set", "study.sweep=[]"]
+    for dry in (["--dry-run"], []):
+        assert "data.subset=5000 asks for more than" in rejected(capsys, tmp_path, *argv, *dry)
 
 
 def test_bad_candidate_stops_a_real_run_before_training(capsys, tmp_path):

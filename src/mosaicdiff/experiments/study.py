@@ -262,6 +262,7 @@ def study(
 
     out = Path(out)
     configs = run_configs(base, sc)
+    check_plan(out, configs)  # before plan.json: a refused study leaves the folder as it was
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
         out / "plan.json",
@@ -286,6 +287,20 @@ def study(
     timings["theory"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
     return write_study_report(out, configs, sc, creativity, theory, preset, timings)
+
+
+def check_plan(out: Path, configs: dict[str, RunConfig]) -> None:
+    """Refuse a plan before anything is written: the data read and each network built (as
+    `train --dry-run` does: a data.subset past the digits is refused here, not after the
+    first run's folder exists), and a run already in OUT with other settings named."""
+    from mosaicdiff.data import load_dataset
+    from mosaicdiff.models import build_model
+    from mosaicdiff.runs import RunDir
+
+    shape = load_dataset(next(iter(configs.values())).data).shape  # one dataset for all
+    for name, cfg in configs.items():
+        build_model(cfg.model, shape, cfg.diffusion.T, (0,))
+        RunDir(out / "runs" / name).check_continues(cfg)
 
 
 def register(sub) -> None:
@@ -353,8 +368,13 @@ def cmd_study(args) -> int:
     out = check_out(args.out or f"reports/study-{args.dataset}")
     refuse_inside_run(out)
     if args.dry_run:
-        plan = {"study": to_dict(sc), **{k: to_dict(c) for k, c in run_configs(base, sc).items()}}
-        print(json.dumps(plan, indent=2))
+        configs = run_configs(base, sc)
+        check_plan(out, configs)
+        print(
+            json.dumps(
+                {"study": to_dict(sc), **{k: to_dict(c) for k, c in configs.items()}}, indent=2
+            )
+        )
         return 0
     tick = time.perf_counter()
     report = study(base, sc, out, args.preset, progress=not args.no_progress)
