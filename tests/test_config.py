@@ -78,3 +78,18 @@ def test_a_yaml_merge_key_may_still_override_what_it_merges(tmp_path):
     text = "a: &a {epochs: 2, lr: 1}\nb:\n  <<: *a\n  epochs: 3\n"
     (tmp_path / "m.yaml").write_text(text)
     assert read_mapping(tmp_path / "m.yaml", "--config")["b"] == {"epochs": 3, "lr": 1}
+
+
+def test_a_yaml_exponent_without_a_dot_is_a_number_where_a_float_goes(tmp_path):
+    # Probe 55: YAML 1.1 reads 3e-4 as text, and train.lr refused it "must be a finite number".
+    from mosaicdiff.config import from_dict
+
+    (tmp_path / "c.yaml").write_text("train: {lr: 3e-4, weight_decay: 1E-5}\n")
+    given = read_mapping(tmp_path / "c.yaml", "--config")["train"]
+    assert given["lr"] == "3e-4"  # as PyYAML reads it
+    data = to_dict(RunConfig())
+    cfg = from_dict(RunConfig, {**data, "train": {**data["train"], **given}})
+    assert (cfg.train.lr, cfg.train.weight_decay) == (3e-4, 1e-5)
+    for text in ("fast", "nan", "1e-3x", ""):  # other text stays refused
+        with pytest.raises(UserError, match="must be a finite number"):
+            from_dict(RunConfig, {**data, "train": {**data["train"], "lr": text}})

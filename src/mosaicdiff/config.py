@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import json
 import math
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -391,6 +392,10 @@ def override(cfg: Any, assignments: list[str]) -> Any:
     return from_dict(type(cfg), assign(to_dict(cfg), assignments))
 
 
+# A number in decimal or exponent notation: what a float field takes from text.
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def split_assignment(item: str) -> tuple[str, str]:
     """'section.field = value' -> ('section.field', ' value'): the key it sets, its raw value."""
     check("=" in item, f"override {item!r} must look like section.field=value")
@@ -464,6 +469,8 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
         check(ok, f"{name}={value!r} must be a whole number")
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 (PyYAML) reads 3e-4, without a dot, as text
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         check(ok and math.isfinite(value), f"{name}={value!r} must be a finite number")
         return float(value)
