@@ -425,3 +425,21 @@ def test_slurm_retry_resubmits_only_preempted_points(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "queue_state", lambda job_id: "RUNNING")  # a job from this call lives
     with pytest.raises(UserError, match="point d is still queued or running as SLURM job 2_1"):
         ex.run_slurm([{"name": "d"}], tmp_path / "slurm", opts, log=lambda line: None)
+
+
+def test_a_failed_slurm_job_reports_the_points_error_not_the_log_path():
+    # Probe 55: table.csv's error column held submitit's last line, the log file's path.
+    from mosaicdiff.experiments.sweep_executors import raised_in_job
+
+    trace = (
+        "Job (task=0) failed during processing with trace:\n----------------------\n"
+        'Traceback (most recent call last):\n  File "sweep.py", line 3, in run_point\n'
+        "    raise UserError('model.patch=3 must divide the image size 4x4')\n"
+        "mosaicdiff.errors.UserError: model.patch=3 must divide the image size 4x4\n\n"
+        "----------------------\nYou can check full logs with 'job.stderr(0)' and "
+        "'job.stdout(0)'or at paths:\n  - /o/logs/67_0_log.err\n  - /o/logs/67_0_log.out"
+    )
+    assert (
+        raised_in_job(Exception(trace)) == "UserError: model.patch=3 must divide the image size 4x4"
+    )
+    assert raised_in_job(Exception("no trace at all")) == "no trace at all"

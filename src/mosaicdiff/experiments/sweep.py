@@ -341,10 +341,13 @@ def sweep(plan: Plan, executor: str = "local", jobs: int | None = None, slurm=No
     if todo and executor == "local":
         n = max(1, min(jobs or _cores(), len(todo)))
         specs = [point_spec(p, 1 if n > 1 else None, plan.out / ".inductor") for p in todo]
-        outcomes.update(sweep_executors.run_local(specs, n, log))
-        # The workers' compile caches (OUT/.inductor/HOST-PID), none of them reused by a later
-        # process: the workers have all ended. SLURM jobs may outlive this process: theirs stay.
-        shutil.rmtree(plan.out / ".inductor", ignore_errors=True)
+        try:
+            outcomes.update(sweep_executors.run_local(specs, n, log))
+        finally:  # Ctrl-C included (probe 55: they stayed, and a later call had none to run)
+            # The workers' compile caches (OUT/.inductor/HOST-PID), none of them reused by a
+            # later process: the workers have all ended. SLURM jobs may outlive this process:
+            # theirs stay.
+            shutil.rmtree(plan.out / ".inductor", ignore_errors=True)
     elif todo and executor == "slurm":
         threads = slurm.cpus_per_task
         specs = [point_spec(p, threads, plan.out / ".inductor") for p in todo]

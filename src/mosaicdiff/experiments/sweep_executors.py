@@ -144,6 +144,21 @@ def run_slurm(specs: list[dict], folder: Path, opts: SlurmOptions, log=print) ->
     return outcomes
 
 
+def raised_in_job(e: Exception) -> str:
+    """The point's own error, from submitit's report of a failed job: the traceback's last
+    "module.Error: message" line ("UserError: ..."), not the log file's path after it."""
+    import re
+
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    raised = [
+        line for line in lines if re.match(r"^([\w]+\.)*\w*(Error|Exception|Interrupt)\b", line)
+    ]
+    if not raised:
+        return lines[-1] if lines else repr(e)
+    name, _, message = raised[-1].partition(":")
+    return f"{name.rpartition('.')[2]}:{message}"
+
+
 def wait_jobs(jobs: dict, poll_s: float, log=print) -> dict[str, dict]:
     """Wait until every job has a result or has left the queue; {name: outcome}."""
     outcomes, pending = {}, dict(jobs)
@@ -155,8 +170,7 @@ def wait_jobs(jobs: dict, poll_s: float, log=print) -> dict[str, dict]:
                     job.result()
                     outcomes[name] = {"status": "done"}
                 except Exception as e:  # the point's own exception, re-raised by submitit
-                    last = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
-                    outcomes[name] = {"status": "failed", "error": last}
+                    outcomes[name] = {"status": "failed", "error": raised_in_job(e)}
             elif state in ACTIVE_STATES:
                 continue
             else:

@@ -146,7 +146,11 @@ def format_points(plan) -> str:
             )
         else:
             lo, hi = r["ci95_seeds_low"], r["ci95_seeds_high"]
-            ci = f"  (95% CI over {r['n_seeds']} seeds {100 * lo:.2f}-{100 * hi:.2f})" if lo else ""
+            ci = (
+                f"  (95% CI over {r['n_seeds']} seeds {100 * lo:.2f}-{100 * hi:.2f})"
+                if lo is not None
+                else ""
+            )
             text = f"{100 * r['consistency_mean']:6.2f}%{ci}"
         lines.append(f"{r['point']:<{width}s} {text}")
     return "\n".join(lines)
