@@ -92,6 +92,21 @@ def test_ddim_refuses_settings_without_a_real_update(kwargs, needle):
         ddim_sample(_denoiser(), x_T, torch.Generator(), S, **kwargs)
 
 
+def test_sample_dispatches_ddim_with_its_default_steps_and_refuses_zero():
+    from mosaicdiff.sampling import sample
+
+    seen = []
+
+    def counting(x, t):
+        seen.append(int(t))
+        return torch.zeros_like(x)
+
+    sample(counting, torch.zeros(1, 3, 4, 4), torch.Generator(), S, "ddim")
+    assert len(seen) == 50  # DDIM_STEPS, as everywhere (it took T = 1,000)
+    with pytest.raises(ValueError, match="steps=0"):  # (it ran 50)
+        sample(counting, torch.zeros(1, 3, 4, 4), torch.Generator(), S, "ddim", steps=0)
+
+
 def test_sampling_is_reproducible_and_seed_dependent():
     den = _denoiser()
     x_T = torch.randn((8, 3, 4, 4), generator=torch.Generator().manual_seed(0)).double()

@@ -79,6 +79,7 @@ def assert_all_done(out, n_points: int) -> None:
         ({"data.kind": ["digits"], "data.n_images": [64]}, "sets the colour pairings only"),
         # only building the network finds it (probe 55: every point failed in its worker)
         ({"model.patch": [2, 3]}, "patch=3: model.patch=3 must divide the image size 4x4"),
+        ({"model.arch ": ["cnn"]}, "key 'model.arch ' has spaces around it"),
     ],
 )
 def test_bad_grid_fails_before_anything_runs(tmp_path, grid, named):

@@ -159,5 +159,11 @@ def sample(
     if sampler == "ddpm":
         return ddpm_sample(denoiser, x_T, generator, schedule, **kwargs)
     return ddim_sample(
-        denoiser, x_T, generator, schedule, steps=steps or DDIM_STEPS, eta=eta, **kwargs
+        denoiser,
+        x_T,
+        generator,
+        schedule,
+        steps=DDIM_STEPS if steps is None else steps,
+        eta=eta,
+        **kwargs,
     )

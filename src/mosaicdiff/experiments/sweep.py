@@ -110,6 +110,10 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
     check(isinstance(grid, dict) and grid, "sweep spec: grid must map config keys to value lists")
     for key, values in grid.items():
         check(
+            isinstance(key, str) and key == key.strip(),
+            f"sweep grid: key {key!r} has spaces around it; write {str(key).strip()!r}",
+        )
+        check(
             isinstance(values, list) and values,
             f"sweep grid: {key} must be a non-empty list of values",
         )
