@@ -124,7 +124,9 @@ def make_figures(out: Path, configs, sc, theory: dict) -> dict[str, str]:
         x = torch.from_numpy(load_samples(out / "runs" / arch / "samples" / "study", 16)[0])
         put(
             f"nearest-{arch}.png",
-            nearest_figure(x, train_images, LABELS[arch], label="sample (seed 0)"),
+            nearest_figure(
+                x, train_images, LABELS[arch], label=f"sample (seed {configs[arch].train.seeds[0]})"
+            ),
             f"{LABELS[arch]}: each sample above its nearest training image, RMS distance below.",
         )
     machine_panels = {

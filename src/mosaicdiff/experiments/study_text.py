@@ -37,7 +37,7 @@ def method_section(configs: dict[str, RunConfig], sc, theory: dict) -> str:
             f"samples not memorized with mosaic ratio < 1/3.",
             f"- Machines: exact IdealScore, ELS and AttentionELS (soft, lam 0.5) on all 1,797 "
             f"images, stride 1, circular windows. Their patch size per step was calibrated to "
-            f"the CNN (seed 0) on {cal['n_samples']} DDPM trajectories, every "
+            f"the CNN (seed {t.seeds[0]}) on {cal['n_samples']} DDPM trajectories, every "
             f"{sc.calib_every} steps, candidates {cal['candidates']} (sizes used: {sizes}). "
             f"Exact ELS weighs every patch of a sample against every training patch at every "
             f"step, so the comparison uses only {sc.agree_samples} samples per machine with "
