@@ -133,7 +133,7 @@ def test_a_failed_point_says_why_and_that_a_rerun_alone_will_not_help(
     def run_local(specs, jobs, log):
         outcomes = {
             specs[0]["name"]: {"status": "failed", "error": "UserError: boom\nsecond line"},
-            specs[1]["name"]: {"status": "CANCELLED", "error": "no result"},
+            specs[1]["name"]: {"status": "OUT_OF_MEMORY", "error": "no result"},
         }
         for name, outcome in outcomes.items():
             log(f"sweep: {name} {sweep_executors.said(outcome)}")
@@ -147,11 +147,10 @@ def test_a_failed_point_says_why_and_that_a_rerun_alone_will_not_help(
     args = parser.parse_args(["sweep", str(spec)])
     assert args.handler(args) == 1
     out = capsys.readouterr().out
-    assert (
-        "sweep: arch=cnn failed: UserError: boom\n" in out and "sweep: arch=attn CANCELLED" in out
-    )
+    assert "sweep: arch=cnn failed: UserError: boom\n" in out and "arch=attn OUT_OF_MEMORY" in out
     assert "1 point(s) failed (arch=cnn): each one's error is above" in out
-    assert "1 point(s) unfinished (arch=attn); run the same command again" in out
+    again = "run the same command again (OUT_OF_MEMORY: with more --mem)"
+    assert f"1 point(s) unfinished (arch=attn); {again}" in out
 
 
 def test_one_table_holds_one_metric(tmp_path):

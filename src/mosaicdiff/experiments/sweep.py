@@ -316,6 +316,10 @@ def run_point(spec: dict) -> dict:
     return record
 
 
+# SLURM states a rerun as it was would end in again, and the option that would help.
+WANTS_MORE = {"OUT_OF_MEMORY": "--mem", "TIMEOUT": "--time"}
+
+
 def sweep(plan: Plan, executor: str = "local", jobs: int | None = None, slurm=None, log=print):
     """Run every unfinished point of `plan`, then write the table and the figure.
 
@@ -484,7 +488,8 @@ def cmd_sweep(args) -> int:
             "in table.csv; fix its cause and run the same command again (finished points stay)"
         )
     if stopped:  # cancelled, timed out, preempted: a rerun goes on
-        print(
-            f"{len(stopped)} point(s) unfinished ({', '.join(stopped)}); run the same command again"
-        )
+        states = {outcomes[n]["status"] for n in stopped}
+        more = [f"{s}: with more {flag}" for s, flag in WANTS_MORE.items() if s in states]
+        again = "run the same command again" + (f" ({'; '.join(more)})" if more else "")
+        print(f"{len(stopped)} point(s) unfinished ({', '.join(stopped)}); {again}")
     return 1 if failed or stopped else 0
