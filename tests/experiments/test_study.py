@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -105,6 +106,10 @@ def test_study_end_to_end_then_reuses_everything(tmp_path, tiny_study):
     assert json.loads(cache.read_text())["key"]["mosaic_atol"] == 0.1
     chunks = [p for p in stamps if p.name.startswith("chunk-")]
     assert chunks and all(p.stat().st_mtime_ns == stamps[p] for p in chunks)
+    # Another n_samples, mosaic patch or sweep keeps the machines' costly stage (probe 55)
+    theory = (tmp_path / "theory" / "theory.json").stat().st_mtime_ns
+    st.study(base, replace(sc, n_samples=4, mosaic_patch=5), tmp_path, progress=False)
+    assert (tmp_path / "theory" / "theory.json").stat().st_mtime_ns == theory
     # Other settings over finished runs: refused before plan.json is rewritten (probe 55)
     plan = (tmp_path / "plan.json").read_text()
     with pytest.raises(UserError, match=r"runs/resnet holds a run with other settings \(train"):

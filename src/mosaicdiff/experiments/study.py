@@ -182,6 +182,14 @@ def creativity_stage(cfg: RunConfig, run_path: Path, sc: StudyConfig, progress: 
     return per_seed
 
 
+# The study sizes `theory_stage` reads: another n_samples, mosaic_patch or sweep reuses it.
+THEORY_READS = ("agree_samples", "agree_steps", "calib_samples", "calib_every", "candidates")
+
+
+def _theory_part(study: dict) -> dict:
+    return {k: study.get(k) for k in (*THEORY_READS, "archs")}
+
+
 def theory_stage(out: Path, configs: dict[str, RunConfig], sc: StudyConfig) -> dict:
     """Calibrate the machines' patch size to the CNN, sample each machine once, and compare
     every seed of every architecture with each machine (r^2 of final samples). Cached."""
@@ -195,13 +203,11 @@ def theory_stage(out: Path, configs: dict[str, RunConfig], sc: StudyConfig) -> d
 
     folder = out / "theory"
     cnn = configs[sc.archs[0]]
-    key = {
-        "study": to_dict(sc),
-        "runs": {a: to_dict(configs[a]) for a in sc.archs},
-    }
+    key = {"study": _theory_part(to_dict(sc)), "runs": {a: to_dict(configs[a]) for a in sc.archs}}
     cache = folder / "theory.json"
-    if cache.is_file() and read_json(cache).get("key") == key:
-        return read_json(cache)
+    stored = read_json(cache) if cache.is_file() else {}
+    if "key" in stored and {**stored["key"], "study": _theory_part(stored["key"]["study"])} == key:
+        return stored  # (caches before the key held only these stored the whole StudyConfig)
     dataset = load_dataset(cnn.data)
     schedule = Schedule.from_config(cnn.diffusion)
     images = dataset.images
