@@ -73,6 +73,10 @@ class Half(ScoreMachine):
     def x0_hat(self, x_t, t, a, b2):
         return x_t.half()
 
+class Ints(ScoreMachine):
+    def x0_hat(self, x_t, t, a, b2):
+        return x_t.long()
+
 class Exits(ScoreMachine):
     def x0_hat(self, x_t, t, a, b2):
         raise SystemExit("bye")
@@ -181,8 +185,8 @@ def test_a_rerun_after_the_machines_file_changed_is_refused(machines, tmp_path, 
         ("{m}:BatchOfOne", [], "running BatchOfOne on 2 images failed"),
         ("{m}:NoX0", [], "NoX0 does not implement x0_hat(self, x_t, t, a, b2)"),
         ("{m}:NaNs", [], "NaNs.x0_hat returned NaN or infinite values at step 0"),
-        ("{m}:Half", [], "Half.x0_hat returned x0 of dtype torch.float16 for x_t of torch.float64"),
-        ("{m}:Exits", [], "running Exits on 2 images failed: SystemExit: bye ({m}, line 59)"),
+        ("{m}:Ints", [], "Ints.x0_hat returned x0 of dtype torch.int64; it must be a floating"),
+        ("{m}:Exits", [], "running Exits on 2 images failed: SystemExit: bye ({m}, line 63)"),
         (
             "{m}:WrongShape",
             [],
@@ -306,3 +310,9 @@ def test_a_machine_whose_init_passes_kwargs_on_takes_what_its_base_takes(machine
     fixed = [*SAMPLE, "--machine", f"{machines}:Fixed", "--data", "digits"]
     assert main([*fixed, "--out", str(tmp_path / "fixed")]) == 0
     assert main([*fixed, "--patch", "1", "--out", str(tmp_path / "fixed_given")]) == 2
+
+
+def test_x0_of_another_float_dtype_is_computed_on_at_the_machines_precision(machines, tmp_path):
+    # as before the dtype was checked (probe 56): older folders of such machines resume
+    assert main([*SAMPLE, "--machine", f"{machines}:Half", "--out", str(tmp_path / "h")]) == 0
+    assert np.isfinite(np.load(tmp_path / "h" / "samples.npz")["samples"]).all()
