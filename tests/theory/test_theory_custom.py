@@ -89,6 +89,11 @@ class Fixed(ELS):
 class NaNs(ScoreMachine):
     def x0_hat(self, x_t, t, a, b2):
         return x_t * float("nan")
+
+from mosaicdiff.theory.attention import AttentionELS
+
+class Attn(AttentionELS):
+    """AttentionELS under another name: its stride reaches LocalMachine through **kwargs."""
 '''
 
 
@@ -307,6 +312,15 @@ def test_a_machine_whose_init_passes_kwargs_on_takes_what_its_base_takes(machine
     np.testing.assert_array_equal(ours, els)
     stored = json.loads((folders[f"{machines}:PatchyKw"] / "sample.json").read_text())["theory"]
     assert stored["patch"] == "2" and stored["stride"] == 2 and stored["boundary"] is None
+    # drawn at its own defaults (patch 3, stride 1), a folder is not resumed at the command's
+    drawn = [*SAMPLE, "--machine", f"{machines}:PatchyKw", "--out", str(tmp_path / "own")]
+    assert main(drawn) == 0 and main([*drawn, "--patch", "2", "--stride", "2"]) == 2
+    # a subclass of AttentionELS gets the pairings' patch 2 with its stride 2, as attn does
+    folders = {name: tmp_path / f"attn{i}" for i, name in enumerate(("attn", f"{machines}:Attn"))}
+    for name, folder in folders.items():
+        assert main([*SAMPLE, "--machine", name, "--out", str(folder)]) == 0
+    ours, attn = (np.load(f / "samples.npz")["samples"] for f in folders.values())
+    np.testing.assert_array_equal(ours, attn)
     fixed = [*SAMPLE, "--machine", f"{machines}:Fixed", "--data", "digits"]
     assert main([*fixed, "--out", str(tmp_path / "fixed")]) == 0
     assert main([*fixed, "--patch", "1", "--out", str(tmp_path / "fixed_given")]) == 2

@@ -92,8 +92,13 @@ def with_defaults(options: dict) -> dict:
 def same_machine(settings: dict, kind: str) -> dict:
     """`settings` (options as given) with --patch, --stride and the `DEFAULTS` spelled out, so
     that a rerun that spells out the defaults (or leaves them out) resumes the same folder
-    (folders sampled before argparse left them None stored them spelled out)."""
+    (folders sampled before argparse left them None stored them spelled out). A machine of
+    your own that gets --patch and --stride only when given (`own_reads`) keeps them as given:
+    left out, it runs at its own defaults, not the command's."""
     patch, stride = spelled_out(kind, settings.get("patch"), settings.get("stride"))
+    machine = settings.get("machine") or ""
+    if names_code(machine) and "patch_size" not in own_reads(machine):
+        patch, stride = settings.get("patch"), settings.get("stride")
     spelled = {**settings, **with_defaults(settings), "patch": patch, "stride": stride}
     if settings.get("machine") == "bbels":  # zero padding, whatever was stored (circular, once)
         spelled["boundary"] = "zeros"
@@ -145,7 +150,7 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
     # What the machine reads is stored as it reads it, a default spelled out; one of your own
     # gets the defaults of the options its __init__ names, the others only when set.
     if own:
-        reads = own_options(name, passed_on=False)
+        reads = own_reads(name)
     else:
         reads = {"ideal": (), "attn": FLAGS}.get(name, ("patch_size", "stride", "boundary"))
     for key, default in DEFAULTS.items():
@@ -182,6 +187,17 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
         options = {k: v for k, v in options.items() if k in reads or not unset(k)}
         return build_custom(name, images, schedule, precision, **options)
     return build_machine(name, images, schedule, patch, dtype=precision, **options)
+
+
+def own_reads(spec: str) -> set[str]:
+    """The options the machine of your own `spec` gets with the command's defaults where they
+    are left out: those its `__init__` names, and the stride with a patch size it names (the
+    pairings' default patch 2 goes with stride 2, also where the stride is passed on through
+    `**kwargs`, as in a subclass of AttentionELS). The others it takes only when given."""
+    named = own_options(spec, passed_on=False)
+    if "patch_size" in named and "stride" in own_options(spec):
+        named.add("stride")
+    return named
 
 
 def own_options(spec: str, passed_on: bool = True) -> set[str]:
