@@ -443,3 +443,11 @@ def test_a_failed_slurm_job_reports_the_points_error_not_the_log_path():
         raised_in_job(Exception(trace)) == "UserError: model.patch=3 must divide the image size 4x4"
     )
     assert raised_in_job(Exception("no trace at all")) == "no trace at all"
+    # any exception's name (probe 57: TrainingDiverged, SystemExit), the last of a chain
+    chained = trace.replace(
+        "Traceback", "ValueError: first\n\nDuring handling, another occurred:\n\nTraceback", 1
+    ).replace("mosaicdiff.errors.UserError: model.patch=3", "mosaicdiff.training.Diverged: lr")
+    assert raised_in_job(Exception(chained)) == "Diverged: lr must divide the image size 4x4"
+    assert raised_in_job(Exception("Traceback:\nAssertionError\n----\n  - x.out")) == (
+        "AssertionError"
+    )

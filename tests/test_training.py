@@ -107,6 +107,7 @@ def test_divergence_stops_with_a_clear_message(tmp_path, tiny, monkeypatch):
         train(tiny(epochs=2, lr=1e30), tmp_path / "b", progress=False)
     kept = sorted(f.name for f in (tmp_path / "b").iterdir())
     assert kept == ["checkpoints", "metrics.jsonl", "notes.txt"]
+    assert (tmp_path / "b" / "metrics.jsonl").read_text() == "mine"
     # as the message says, a lower lr: the run never got a checkpoint, so it starts afresh
     # (it said "already holds a run", and --resume refused the new lr)
     train(tiny(epochs=2, lr=1e-3), tmp_path / "a", progress=False)
@@ -122,3 +123,25 @@ def test_divergence_stops_with_a_clear_message(tmp_path, tiny, monkeypatch):
     monkeypatch.setattr(training.EagerStep, "epoch", third_epoch_diverges)
     with pytest.raises(TrainingDiverged, match=r"epoch 3; .*epoch-000002.safetensors is kept"):
         train(tiny(epochs=4, checkpoint_every=1), tmp_path / "b", progress=False)
+
+
+def test_a_metrics_file_already_in_out_is_cut_back_when_the_run_stops_early(tmp_path, tiny):
+    # Probe 57: the failed run's epoch lines stayed in it, beside the next run's.
+    from mosaicdiff import training
+    from mosaicdiff.training import TrainingDiverged
+
+    (tmp_path / "metrics.jsonl").write_text("mine\n")
+    real = training.EagerStep.epoch
+
+    def second_epoch_diverges(self, draws, loss_sum, batch_size):
+        real(self, draws, loss_sum, batch_size)
+        self.epochs_run = getattr(self, "epochs_run", 0) + 1
+        if self.epochs_run == 2:
+            loss_sum.fill_(float("nan"))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training.EagerStep, "epoch", second_epoch_diverges)
+        with pytest.raises(TrainingDiverged, match="epoch 2; training stopped before its first"):
+            train(tiny(epochs=3, checkpoint_every=10), tmp_path, progress=False, compile=False)
+    assert (tmp_path / "metrics.jsonl").read_text() == "mine\n"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["metrics.jsonl"]

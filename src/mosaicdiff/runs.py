@@ -16,6 +16,7 @@ corrupted newer one is reported and skipped.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
@@ -112,12 +113,15 @@ class RunDir:
         files = [self.config_path, self.metrics_path, self.path / TRAIN_LOCK]
         return [*files, self.checkpoint_dir, self.path]
 
-    def remove_unstarted(self, existed: set[Path]) -> None:
+    def remove_unstarted(self, existed: dict[Path, int]) -> None:
         """Remove what training wrote into a new run that stopped before its first checkpoint,
-        of `written_by_training` all but what `existed` before it began (a folder only when
-        that leaves it empty): nothing to resume, and nothing left half-written."""
+        of `written_by_training` all but what `existed` before it began (path -> size; a file
+        that existed is cut back to that size, a folder removed only when that leaves it
+        empty): nothing to resume, and nothing left half-written."""
         for path in self.written_by_training():
             if path in existed:
+                if path.is_file() and path.stat().st_size > existed[path]:
+                    os.truncate(path, existed[path])  # lines appended to a file of yours
                 continue
             if path.is_dir():
                 if not any(path.iterdir()):

@@ -131,7 +131,7 @@ def train(
     """
     use_compiled(compile, 0, torch.device("cpu"))  # a bad $MOSAICDIFF_COMPILE, before any write
     run = RunDir(out)
-    existed = {p for p in run.written_by_training() if p.exists()}
+    existed = {p: p.stat().st_size for p in run.written_by_training() if p.exists()}
     with run.training():
         try:
             return _train(run, cfg, out, resume, progress, compile)

@@ -146,17 +146,16 @@ def run_slurm(specs: list[dict], folder: Path, opts: SlurmOptions, log=print) ->
 
 def raised_in_job(e: Exception) -> str:
     """The point's own error, from submitit's report of a failed job: the traceback's last
-    "module.Error: message" line ("UserError: ..."), not the log file's path after it."""
+    "module.Name: message" (or bare "Name") line, as "Name: message" ("UserError: ...",
+    "TrainingDiverged: ..."), not the log file's path after it."""
     import re
 
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    raised = [
-        line for line in lines if re.match(r"^([\w]+\.)*\w*(Error|Exception|Interrupt)\b", line)
-    ]
+    pattern = re.compile(r"(?:\w+\.)*([A-Z]\w*)(: .*)?")
+    raised = [m for line in lines if (m := pattern.fullmatch(line))]
     if not raised:
         return lines[-1] if lines else repr(e)
-    name, _, message = raised[-1].partition(":")
-    return f"{name.rpartition('.')[2]}:{message}"
+    return raised[-1].group(1) + (raised[-1].group(2) or "")
 
 
 def wait_jobs(jobs: dict, poll_s: float, log=print) -> dict[str, dict]:
