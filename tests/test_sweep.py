@@ -153,6 +153,14 @@ def test_a_failed_point_says_why_and_that_a_rerun_alone_will_not_help(
     assert f"1 point(s) unfinished (arch=attn); {again}" in out
 
 
+def test_a_fault_every_point_has_is_the_bases_and_a_key_must_be_text(tmp_path):
+    spec = tiny_spec(tmp_path / "out")
+    with pytest.raises(UserError, match="^sweep base or --set: model.patch=3 must divide"):
+        plan_sweep(spec, sets=["model.patch=3"])
+    with pytest.raises(UserError, match="sweep grid: key 1 must name a field"):
+        plan_sweep({**spec, "grid": {1: [2]}})
+
+
 def test_one_table_holds_one_metric(tmp_path):
     spec = tiny_spec(tmp_path / "out", {"data.kind": ["pairings", "digits"]})
     del spec["base"]["data"]

@@ -109,9 +109,10 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
     grid = spec.get("grid")
     check(isinstance(grid, dict) and grid, "sweep spec: grid must map config keys to value lists")
     for key, values in grid.items():
+        check(isinstance(key, str), f"sweep grid: key {key!r} must name a field, like model.hidden")
         check(
-            isinstance(key, str) and key == key.strip(),
-            f"sweep grid: key {key!r} has spaces around it; write {str(key).strip()!r}",
+            key == key.strip(),
+            f"sweep grid: key {key!r} has spaces around it; write {key.strip()!r}",
         )
         check(
             isinstance(values, list) and values,
@@ -199,28 +200,39 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
             f"{p.run_path} holds a run with another config ({changed}); "
             "use a new out folder or delete that point",
         )
-    _check_points_build(points)
+    _check_points_build(points, f"sweep base{' or --set' if sets else ''}")
     _check_inputs_unchanged(points)
     return Plan(spec, out, tuple(points))
 
 
-def _check_points_build(points: list[Point]) -> None:
+def _check_points_build(points: list[Point], base: str) -> None:
     """Read each point's data and build its network as `train --dry-run` does, so that a value
     only the data or the network refuses (data.subset past the images, a missing data.path,
     model.patch not dividing the image) stops the sweep before anything runs, not every point
-    in its worker."""
+    in its worker. Each distinct data and network once, finished points left out; a fault
+    every point has is named as the `base`'s."""
     from mosaicdiff.data import load_dataset
     from mosaicdiff.models import build_model
 
-    shapes = {}
+    shapes, built, faults = {}, {}, {}
     for p in points:
-        key = json.dumps(to_dict(p.cfg.data), sort_keys=True)
+        if p.finished():
+            continue
+        data = json.dumps(to_dict(p.cfg.data), sort_keys=True)
+        net = json.dumps([to_dict(p.cfg.model), data, p.cfg.diffusion.T], sort_keys=True)
         try:
-            if key not in shapes:
-                shapes[key] = load_dataset(p.cfg.data).shape
-            build_model(p.cfg.model, shapes[key], p.cfg.diffusion.T, (0,))
+            if data not in shapes:
+                shapes[data] = load_dataset(p.cfg.data).shape
+            if net not in built:
+                build_model(p.cfg.model, shapes[data], p.cfg.diffusion.T, (0,))
+                built[net] = True
         except UserError as e:
-            raise UserError(f"sweep grid point {p.name}: {e}") from None
+            faults[p.name] = str(e)
+    if faults:
+        name, fault = next(iter(faults.items()))
+        if len(faults) == len(points) and len(set(faults.values())) == 1 and len(points) > 1:
+            raise UserError(f"{base}: {fault}")
+        raise UserError(f"sweep grid point {name}: {fault}")
 
 
 def _check_inputs_unchanged(points: list[Point]) -> None:
