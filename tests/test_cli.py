@@ -286,6 +286,8 @@ def test_train_sample_evaluate_end_to_end(tmp_path):
         (["--set", "model.arch=cnn"], 'the trained run\'s [\'model.arch: "attn" -> "cnn"\']'),
         # named as such before the value is checked (probe 53: "set data.kind too")
         (["--set", "data.path=x"], "not the trained run's ['data.path']"),
+        # a bad sampling value beside it is named as itself (probe 57)
+        (["--set", "model.hidden=64", "--set", "sample.n_runs=0"], "sample.n_runs=0"),
         (["--name", "../escape"], "--name '../escape'"),
         (["--name", ""], "--name ''"),
     ]:

@@ -188,11 +188,16 @@ def cmd_sample(args) -> int:
 def sampling_config(args, stored, base=None):
     """The config that samples the run whose config is `stored`: the flags and --set laid over
     `base` (default `stored`), refused when they change more than sample.* and the device."""
+    from argparse import Namespace
+
     from mosaicdiff.config import split_assignment
 
     free = ("sample", "device")  # all that sampling may change; the rest is the trained run
-    keys = [split_assignment(item)[0] for item in args.set or []]
-    outside = [k for k in keys if k.split(".")[0] not in free]
+    sets = {item: split_assignment(item)[0] for item in args.set or []}
+    outside = [k for k in sets.values() if k.split(".")[0] not in free]
+    if outside:  # a bad value of a field sampling may set is named first, as itself
+        ours = [item for item, key in sets.items() if key.split(".")[0] in free]
+        resolve_config(Namespace(**{**vars(args), "set": ours}), base or stored)
     try:
         cfg = resolve_config(args, base or stored)
     except UserError:  # a field sample would refuse anyway is named as such, not its value
