@@ -4,8 +4,9 @@
 A file is imported under a name of its own (one per resolved path and content), once per
 process and version of it. While it is imported its folder goes first on the import path (as
 `python FILE.py` would put it), so that it can import modules beside it; then it goes to the end,
-where a later import inside one of its functions still finds them but no module of the same
-name as one beside it (an html.py) hides Python's or a package's from the rest of the process.
+where a later import inside one of its functions still finds them (unless a folder before it
+holds a module of that name) but no module of the same name as one beside it (an html.py)
+hides Python's or a package's from the rest of the process.
 What the user's code raises while it is imported, built or run becomes one `UserError` line
 that names the line of the user's file it came from.
 """

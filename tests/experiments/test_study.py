@@ -106,7 +106,7 @@ def test_study_end_to_end_then_reuses_everything(tmp_path, tiny_study):
     assert json.loads(cache.read_text())["key"]["mosaic_atol"] == 0.1
     chunks = [p for p in stamps if p.name.startswith("chunk-")]
     assert chunks and all(p.stat().st_mtime_ns == stamps[p] for p in chunks)
-    # Another n_samples, mosaic patch or sweep keeps the machines' costly stage (probe 55)
+    # Another n_samples or mosaic patch keeps the machines' costly stage (probe 55)
     theory = (tmp_path / "theory" / "theory.json").stat().st_mtime_ns
     st.study(base, replace(sc, n_samples=4, mosaic_patch=5), tmp_path, progress=False)
     assert (tmp_path / "theory" / "theory.json").stat().st_mtime_ns == theory
