@@ -93,7 +93,6 @@ def test_corrupted_checkpoint_falls_back_to_previous(tmp_path, tiny):
 
 
 def test_divergence_stops_with_a_clear_message(tmp_path, tiny, monkeypatch):
-    from mosaicdiff import training
     from mosaicdiff.training import TrainingDiverged
 
     with pytest.raises(TrainingDiverged, match="stopped before its first checkpoint") as e:
@@ -112,36 +111,35 @@ def test_divergence_stops_with_a_clear_message(tmp_path, tiny, monkeypatch):
     # (it said "already holds a run", and --resume refused the new lr)
     train(tiny(epochs=2, lr=1e-3), tmp_path / "a", progress=False)
     assert [r["epoch"] for r in RunDir(tmp_path / "a").read_metrics()] == [1, 2]
-    real = training.EagerStep.epoch
-
-    def third_epoch_diverges(self, draws, loss_sum, batch_size):
-        real(self, draws, loss_sum, batch_size)
-        self.epochs_run = getattr(self, "epochs_run", 0) + 1
-        if self.epochs_run == 3:
-            loss_sum.fill_(float("inf"))
-
-    monkeypatch.setattr(training.EagerStep, "epoch", third_epoch_diverges)
+    diverge_at(3, monkeypatch)
     with pytest.raises(TrainingDiverged, match=r"epoch 3; .*epoch-000002.safetensors is kept"):
         train(tiny(epochs=4, checkpoint_every=1), tmp_path / "b", progress=False)
 
 
-def test_a_metrics_file_already_in_out_is_cut_back_when_the_run_stops_early(tmp_path, tiny):
-    # Probe 57: the failed run's epoch lines stayed in it, beside the next run's.
+def diverge_at(epoch: int, monkeypatch) -> None:
+    """Make the eager step's loss infinite at its `epoch`-th epoch."""
     from mosaicdiff import training
+
+    real = training.EagerStep.epoch
+
+    def diverging(self, draws, loss_sum, batch_size):
+        real(self, draws, loss_sum, batch_size)
+        self.epochs_run = getattr(self, "epochs_run", 0) + 1
+        if self.epochs_run == epoch:
+            loss_sum.fill_(float("inf"))
+
+    monkeypatch.setattr(training.EagerStep, "epoch", diverging)
+
+
+def test_a_metrics_file_already_in_out_is_cut_back_when_the_run_stops_early(
+    tmp_path, tiny, monkeypatch
+):
+    # Probe 57: the failed run's epoch lines stayed in it, beside the next run's.
     from mosaicdiff.training import TrainingDiverged
 
     (tmp_path / "metrics.jsonl").write_text("mine\n")
-    real = training.EagerStep.epoch
-
-    def second_epoch_diverges(self, draws, loss_sum, batch_size):
-        real(self, draws, loss_sum, batch_size)
-        self.epochs_run = getattr(self, "epochs_run", 0) + 1
-        if self.epochs_run == 2:
-            loss_sum.fill_(float("nan"))
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(training.EagerStep, "epoch", second_epoch_diverges)
-        with pytest.raises(TrainingDiverged, match="epoch 2; training stopped before its first"):
-            train(tiny(epochs=3, checkpoint_every=10), tmp_path, progress=False, compile=False)
+    diverge_at(2, monkeypatch)
+    with pytest.raises(TrainingDiverged, match="epoch 2; training stopped before its first"):
+        train(tiny(epochs=3, checkpoint_every=10), tmp_path, progress=False, compile=False)
     assert (tmp_path / "metrics.jsonl").read_text() == "mine\n"
     assert sorted(f.name for f in tmp_path.iterdir()) == ["metrics.jsonl"]
