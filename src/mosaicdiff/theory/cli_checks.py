@@ -23,7 +23,7 @@ DATA_KINDS = ("pairings", "digits", "npz", "folder")
 MACHINE_MAX_SIDE = 256
 # The options a machine may read, by its parameter names: their flags, and the defaults of those
 # that have one. argparse leaves them None, so that a machine which does not read an option
-# refuses it whatever its value, the default's too; `spelled_out` fills them in.
+# refuses it whatever its value, the default's too; `with_defaults` fills them in.
 FLAGS = {key: "--" + key.removesuffix("_size") for key in OPTIONS}
 DEFAULTS = {"boundary": "circular", "lam": 0.5, "attention": "soft"}
 
@@ -97,10 +97,10 @@ def same_machine(settings: dict, kind: str) -> dict:
     left out, it runs at its own defaults, not the command's."""
     patch, stride = spelled_out(kind, settings.get("patch"), settings.get("stride"))
     machine = settings.get("machine") or ""
-    if names_code(machine) and "patch_size" not in own_reads(machine):
+    if names_code(machine) and "patch_size" not in _own_reads_if_there(machine):
         patch, stride = settings.get("patch"), settings.get("stride")
     spelled = {**settings, **with_defaults(settings), "patch": patch, "stride": stride}
-    if settings.get("machine") == "bbels":  # zero padding, whatever was stored (circular, once)
+    if machine == "bbels":  # zero padding, whatever was stored (circular, once)
         spelled["boundary"] = "zeros"
     return spelled
 
@@ -198,6 +198,15 @@ def own_reads(spec: str) -> set[str]:
     if "patch_size" in named and "stride" in own_options(spec):
         named.add("stride")
     return named
+
+
+def _own_reads_if_there(spec: str) -> set[str]:
+    """`own_reads`, or nothing for a machine whose file is gone (a folder's stored machine that
+    another --machine now replaces: the settings differ anyway)."""
+    try:
+        return own_reads(spec)
+    except UserError:
+        return set()
 
 
 def own_options(spec: str, passed_on: bool = True) -> set[str]:
