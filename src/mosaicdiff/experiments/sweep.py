@@ -200,32 +200,40 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
             f"{p.run_path} holds a run with another config ({changed}); "
             "use a new out folder or delete that point",
         )
-    _check_points_build(points, f"sweep base{' or --set' if sets else ''}")
-    _check_inputs_unchanged(points)
+    datasets = {}  # each distinct data config read once, for both checks
+    _check_points_build(points, f"sweep base{' or --set' if sets else ''}", datasets)
+    _check_inputs_unchanged(points, datasets)
     return Plan(spec, out, tuple(points))
 
 
-def _check_points_build(points: list[Point], base: str) -> None:
+def _dataset(datasets: dict, cfg: RunConfig):
+    """The images `cfg.data` names, read once per distinct data config into `datasets`."""
+    from mosaicdiff.data import load_dataset
+
+    key = json.dumps(to_dict(cfg.data), sort_keys=True)
+    if key not in datasets:
+        datasets[key] = load_dataset(cfg.data)
+    return datasets[key]
+
+
+def _check_points_build(points: list[Point], base: str, datasets: dict) -> None:
     """Read each point's data and build its network as `train --dry-run` does, so that a value
     only the data or the network refuses (data.subset past the images, a missing data.path,
     model.patch not dividing the image) stops the sweep before anything runs, not every point
     in its worker. Each distinct data and network once, finished points left out; a fault
     every point has is named as the `base`'s."""
-    from mosaicdiff.data import load_dataset
     from mosaicdiff.models import build_model
 
-    shapes, built, faults = {}, {}, {}
+    built, faults = set(), {}
     for p in points:
         if p.finished():
             continue
-        data = json.dumps(to_dict(p.cfg.data), sort_keys=True)
-        net = json.dumps([to_dict(p.cfg.model), data, p.cfg.diffusion.T], sort_keys=True)
+        net = json.dumps([to_dict(p.cfg.model), to_dict(p.cfg.data), p.cfg.diffusion.T])
         try:
-            if data not in shapes:
-                shapes[data] = load_dataset(p.cfg.data).shape
+            shape = _dataset(datasets, p.cfg).shape
             if net not in built:
-                build_model(p.cfg.model, shapes[data], p.cfg.diffusion.T, (0,))
-                built[net] = True
+                build_model(p.cfg.model, shape, p.cfg.diffusion.T, (0,))
+                built.add(net)
         except UserError as e:
             faults[p.name] = str(e)
     if faults:
@@ -235,26 +243,20 @@ def _check_points_build(points: list[Point], base: str) -> None:
         raise UserError(f"sweep grid point {name}: {fault}")
 
 
-def _check_inputs_unchanged(points: list[Point]) -> None:
+def _check_inputs_unchanged(points: list[Point], datasets: dict) -> None:
     """Refuse points trained (or finished) on other images or network code than their config
     gives now: a rewritten data.path or network file would otherwise leave the old points
     "finished" beside new ones in one table, as `sample` and `train --resume` refuse them."""
-    from mosaicdiff.data import load_dataset
     from mosaicdiff.io import sidecar
     from mosaicdiff.runs import RunDir, check_fingerprints, fingerprints
 
-    datasets = {}
     for p in points:
         found = RunDir(p.run_path).checkpoints()
         if not found:
             continue
-        key = json.dumps(to_dict(p.cfg.data), sort_keys=True)
-        if key not in datasets:
-            datasets[key] = load_dataset(p.cfg.data)
+        dataset = _dataset(datasets, p.cfg)
         try:
-            check_fingerprints(
-                read_json(sidecar(found[-1])), fingerprints(datasets[key], p.cfg), p.cfg
-            )
+            check_fingerprints(read_json(sidecar(found[-1])), fingerprints(dataset, p.cfg), p.cfg)
         except UserError as e:
             raise UserError(f"sweep point {p.name}: {e} (or delete that point)") from None
 
