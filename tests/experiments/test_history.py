@@ -154,7 +154,8 @@ def test_history_of_natural_data_measures_creativity(tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     res = json.loads((run / "samples" / "epoch-000001" / "results-creativity.json").read_text())
-    assert float(rows[0]["novelty"]) == pytest.approx(res["per_seed"][0]["novelty"])
+    for key in ("novelty", "mosaic_ratio"):  # mosaic_ratio: the mean, beside the rate
+        assert float(rows[0][key]) == pytest.approx(res["per_seed"][0][key])
     assert int(rows[0]["n_samples"]) == 6
     assert main(["history", str(run), "--metric", "consistency"]) == 2
     assert "needs data.kind=pairings, not digits" in capsys.readouterr().err

@@ -283,7 +283,7 @@ def measure_epoch(args, plan: Plan, loaded, loss) -> tuple[list[dict], object]:
 
 COLUMNS = {  # metric -> its columns of history.csv, after epoch, seed, weights and loss
     "consistency": ("consistency", "ci95_low", "ci95_high"),
-    "creativity": ("n_samples", "novelty", "memorization_rate", "mosaic_rate"),
+    "creativity": ("n_samples", "novelty", "memorization_rate", "mosaic_ratio", "mosaic_rate"),
 }
 PANELS = {  # metric -> (column, axis label, scale) of each panel above the loss
     "consistency": [("consistency", "consistent samples (%)", 100)],
