@@ -312,6 +312,7 @@ def test_a_sweep_on_digits_measures_creativity(tmp_path, capsys):
     with open(tmp_path / "out" / "points.csv") as f:
         points = list(csv.DictReader(f))
     assert [float(p["novelty_mean"]) for p in points] == [float(r["novelty"]) for r in rows]
+    assert [p["mosaic_ratio_seeds"] for p in points] == ["1", "1"]  # the one seed measured it
     assert (tmp_path / "out" / "summary.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "out" / "reasons.png").exists()  # creativity has no failure kinds
     # A point measured before mosaics had a bound on their cover distance is measured again

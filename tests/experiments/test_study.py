@@ -117,6 +117,20 @@ def test_study_end_to_end_then_reuses_everything(tmp_path, tiny_study):
     assert (tmp_path / "plan.json").read_text() == plan
 
 
+def test_the_table_names_the_seeds_a_mosaic_ratio_averages():
+    from mosaicdiff.config import RunConfig
+    from mosaicdiff.experiments.study_report import markdown_table, table_rows
+
+    seed = dict.fromkeys(("memorization_rate", "copy_rate", "novelty", "diversity"), 0.5)
+    per_seed = [seed | {"mosaic_ratio": 0.2, "mosaic_rate": 0.1}]
+    all_copies = seed | {"mosaic_ratio": None, "mosaic_rate": 0.0}  # no sample to measure
+    (row,) = table_rows({"cnn": RunConfig()}, {"cnn": [*per_seed, all_copies]}, {"agreement": {}})
+    assert (row["seeds"], row["mosaic_ratio"], row["mosaic_ratio_seeds"]) == (2, 0.2, 1)
+    assert "| 0.200 (1 of 2 seeds) |" in markdown_table([row])
+    (row,) = table_rows({"cnn": RunConfig()}, {"cnn": per_seed * 2}, {"agreement": {}})
+    assert "| 0.200 |" in markdown_table([row])
+
+
 def test_cli_dry_run_and_study_overrides(capsys):
     import argparse
 

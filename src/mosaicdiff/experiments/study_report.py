@@ -38,6 +38,7 @@ COLUMNS = [
     "receptive_field",
     "seeds",
     *[c for m in METRICS for c in (m, f"{m}_sd")],
+    "mosaic_ratio_seeds",  # the seeds it averages: undefined on a seed whose samples all copy
     "r2_IdealScore",
     "r2_ELS",
     "r2_AttentionELS",
@@ -67,6 +68,8 @@ def table_rows(configs: dict[str, RunConfig], creativity: dict, theory: dict) ->
         for col, key in METRICS.items():
             over = mean_sd([s[key] for s in per_seed])
             row[col], row[f"{col}_sd"] = over["mean"], over["std"]
+            if col == "mosaic_ratio":
+                row["mosaic_ratio_seeds"] = over["n"]
         agree = theory["agreement"].get(name)
         for label in ("IdealScore", "ELS", "AttentionELS"):
             row[f"r2_{label}"] = (
@@ -86,6 +89,12 @@ def _pm(mean, sd) -> str:
     return _fmt(mean) if sd is None else f"{_fmt(mean)} ± {_fmt(sd)}"
 
 
+def _ratio(r: dict) -> str:
+    """The mosaic ratio's cell, naming its seeds where some had none (all their samples copy)."""
+    n = r["mosaic_ratio_seeds"]
+    return _fmt(r["mosaic_ratio"]) + (f" ({n} of {r['seeds']} seeds)" if n < r["seeds"] else "")
+
+
 def markdown_table(rows: list[dict]) -> str:
     head = (
         "| model | RF | seeds | memorized | novelty | diversity | mosaic ratio | mosaic rate "
@@ -98,7 +107,7 @@ def markdown_table(rows: list[dict]) -> str:
             f"| {r['model']} ({r['arch']}) | {rf} | {r['seeds']} "
             f"| {_pm(r['memorization'], r['memorization_sd'])} "
             f"| {_pm(r['novelty'], r['novelty_sd'])} "
-            f"| {_fmt(r['diversity'])} | {_fmt(r['mosaic_ratio'])} | {_fmt(r['mosaic_rate'])} "
+            f"| {_fmt(r['diversity'])} | {_ratio(r)} | {_fmt(r['mosaic_rate'])} "
             f"| {_fmt(r['r2_IdealScore'])} | {_fmt(r['r2_ELS'])} | {_fmt(r['r2_AttentionELS'])} |"
         )
     return "\n".join(lines) + "\n"

@@ -102,6 +102,8 @@ def _spread(res: dict) -> dict:
     for key in COLUMNS["creativity"][:-1]:
         over = res["over_seeds"].get(key) or {}
         cells[f"{key}_mean"], cells[f"{key}_std"] = over.get("mean"), over.get("std")
+    # The seeds the mosaic ratio averages: it is undefined on a seed whose samples all copy.
+    cells["mosaic_ratio_seeds"] = (res["over_seeds"].get("mosaic_ratio") or {}).get("n")
     return cells
 
 
