@@ -9,7 +9,8 @@ memorized and mosaic shares (metrics/creativity.py). Points that did not finish 
 with their status (failed, CANCELLED, pending, ...) and the error.
 points.csv has one row per finished point: the mean over its training seeds, for consistency
 with a 95 % Student-t interval over seeds and the share of samples failing by each reason, for
-creativity with each metric's standard deviation over seeds.
+creativity with each metric's standard deviation over seeds (and mosaic_ratio_seeds, the seeds
+the mosaic ratio averages: it is undefined on a seed whose samples all copy).
 """
 
 from __future__ import annotations
