@@ -153,6 +153,28 @@ def test_a_failed_point_says_why_and_that_a_rerun_alone_will_not_help(
     assert f"1 point(s) unfinished (arch=attn); {again}" in out
 
 
+def test_a_point_another_process_is_training_is_busy_not_failed(tmp_path, capsys):
+    # A second sweep into the same out while the first trains a point: run it again later.
+    from mosaicdiff.locks import held
+    from mosaicdiff.runs import TRAIN_LOCK
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps(tiny_spec(tmp_path / "out", {"model.arch": ["cnn"]})))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["sweep", str(spec), "--jobs", "1"])
+    (point,) = plan_sweep(load_spec(spec)).points
+    with held(point.run_path / TRAIN_LOCK, "trained"):  # as the first sweep's worker holds it
+        assert args.handler(args) == 1
+    out = capsys.readouterr().out
+    assert f"sweep: arch=cnn busy: Busy: {point.run_path} is being trained by another" in out
+    assert "1 point(s) unfinished (arch=cnn); run the same command again" in out
+    assert "failed" not in out
+    assert [r["status"] for r in read_table(tmp_path / "out")] == ["busy"]
+    assert args.handler(args) == 0  # once that process has let go
+    assert_all_done(tmp_path / "out", 1)
+
+
 def test_a_fault_every_point_has_is_the_bases_and_a_key_must_be_text(tmp_path):
     spec = tiny_spec(tmp_path / "out")
     with pytest.raises(UserError, match="^sweep base or --set: model.patch=3 must divide"):

@@ -14,10 +14,16 @@ from pathlib import Path
 from mosaicdiff.errors import UserError
 
 
+class Busy(UserError):
+    """The folder is locked by another process doing the same work: not a fault of the work
+    itself, and gone once that process ends (a sweep reports such a point as busy, to run again
+    later, not as failed)."""
+
+
 @contextmanager
 def held(lock: Path, doing: str):
-    """Hold `lock` (created with its folder) while the block runs; a UserError saying the
-    folder "is being `doing` by another process (pid N)" if another process holds it."""
+    """Hold `lock` (created with its folder) while the block runs; `Busy` saying the folder
+    "is being `doing` by another process (pid N)" if another process holds it."""
     try:
         import fcntl
     except ImportError:
@@ -29,7 +35,7 @@ def held(lock: Path, doing: str):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise UserError(
+            raise Busy(
                 f"{lock.parent} is being {doing} by another process (pid "
                 f"{f.read().strip() or '?'}); let it finish (or stop it), then run this again"
             ) from None

@@ -4,7 +4,8 @@
 through submitit (an optional dependency: `pip install -e '.[slurm]'`) and watches it with
 `squeue`/`scontrol`, so it also works on clusters without accounting (`sacct`). Both return
 {point name: {"status": ..., "error": ...}}; status is "done", "failed" (the point raised),
-or the SLURM state a job ended in without a result (CANCELLED, TIMEOUT, PREEMPTED, ...).
+"busy" (another process was training or sampling its folder: `locks.Busy`), or the SLURM
+state a job ended in without a result (CANCELLED, TIMEOUT, PREEMPTED, ...).
 """
 
 from __future__ import annotations
@@ -39,16 +40,25 @@ def run_local(specs: list[dict], jobs: int, log=print) -> dict[str, dict]:
                 fut.result()
                 outcomes[name] = {"status": "done"}
             except Exception as e:  # a failed point must not stop the others
-                outcomes[name] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+                outcomes[name] = raised(f"{type(e).__name__}: {e}")
             log(f"sweep: {name} {said(outcomes[name])}")
     return outcomes
 
 
+def raised(error: str) -> dict:
+    """The outcome of a point that raised `error` ("Name: message"): busy where another
+    process held its folder (a second sweep into the same out), else failed."""
+    from mosaicdiff.locks import Busy
+
+    return {"status": "busy" if error.startswith(f"{Busy.__name__}:") else "failed", "error": error}
+
+
 def said(outcome: dict) -> str:
-    """An outcome in a progress line: its status, and a failed point's error (its first line)."""
-    if outcome["status"] != "failed":
+    """An outcome in a progress line: its status, and the error it raised (its first line)."""
+    if outcome["status"] not in ("failed", "busy"):
         return outcome["status"]
-    return f"failed: {outcome['error'].strip().splitlines()[0] if outcome['error'] else ''}"
+    error = outcome["error"].strip().splitlines()[0] if outcome["error"] else ""
+    return f"{outcome['status']}: {error}"
 
 
 @dataclass(frozen=True)
@@ -169,7 +179,7 @@ def wait_jobs(jobs: dict, poll_s: float, log=print) -> dict[str, dict]:
                     job.result()
                     outcomes[name] = {"status": "done"}
                 except Exception as e:  # the point's own exception, re-raised by submitit
-                    outcomes[name] = {"status": "failed", "error": raised_in_job(e)}
+                    outcomes[name] = raised(raised_in_job(e))
             elif state in ACTIVE_STATES:
                 continue
             else:
