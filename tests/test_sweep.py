@@ -458,6 +458,30 @@ def test_slurm_retry_resubmits_only_preempted_points(tmp_path, monkeypatch):
         ex.run_slurm([{"name": "d"}], tmp_path / "slurm", opts, log=lambda line: None)
 
 
+def test_slurm_points_waiting_in_the_queue_say_why_each_time_it_changes(tmp_path, monkeypatch):
+    # A job asking for more than any node has (--cpus-per-task 64) waits for ever, silently.
+    from mosaicdiff.experiments import sweep_executors as ex
+
+    polls = iter(["PENDING"] * 4 + ["RUNNING", None])
+    reasons = iter(["Priority", "Priority", "PartitionConfig", "PartitionConfig"])
+    jobs = {"a": FakeJob("1_0", "COMPLETED", tmp_path), "b": FakeJob("1_1", "PENDING", tmp_path)}
+
+    def queue_state(job_id):
+        return next(polls) if job_id == "1_1" else None
+
+    monkeypatch.setattr(ex, "queue_state", queue_state)
+    monkeypatch.setattr(ex, "pending_reason", lambda job_id: next(reasons))
+    monkeypatch.setattr(ex, "final_state", lambda job_id: "CANCELLED")
+    lines = []
+    outcomes = ex.wait_jobs(jobs, 0, lines.append)
+    assert outcomes == {"a": {"status": "done"}, "b": {"status": "CANCELLED", "error": "no result"}}
+    waiting = [line for line in lines if "waiting" in line]
+    assert waiting == [
+        "sweep: 1 point(s) waiting in the queue, squeue's reason: Priority",
+        "sweep: 1 point(s) waiting in the queue, squeue's reason: PartitionConfig",
+    ]
+
+
 def test_a_failed_slurm_job_reports_the_points_error_not_the_log_path():
     # Probe 55: table.csv's error column held submitit's last line, the log file's path.
     from mosaicdiff.experiments.sweep_executors import raised_in_job

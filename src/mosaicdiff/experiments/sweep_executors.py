@@ -169,11 +169,16 @@ def raised_in_job(e: Exception) -> str:
 
 
 def wait_jobs(jobs: dict, poll_s: float, log=print) -> dict[str, dict]:
-    """Wait until every job has a result or has left the queue; {name: outcome}."""
-    outcomes, pending = {}, dict(jobs)
+    """Wait until every job has a result or has left the queue; {name: outcome}. While jobs
+    wait in the queue, why they wait (squeue's reason) is logged each time it changes: a job
+    asking for more than any node has waits there for ever, and says so only there."""
+    outcomes, pending, reason = {}, dict(jobs), None
     while pending:
+        waiting = []
         for name, job in list(pending.items()):
             state = queue_state(job.job_id)  # before the result check: no race with its exit
+            if state == "PENDING":
+                waiting.append(job.job_id)
             if job.paths.result_pickle.exists():
                 try:
                     job.result()
@@ -186,6 +191,9 @@ def wait_jobs(jobs: dict, poll_s: float, log=print) -> dict[str, dict]:
                 outcomes[name] = {"status": final_state(job.job_id), "error": "no result"}
             log(f"sweep: {name} ({job.job_id}) {said(outcomes[name])}")
             del pending[name]
+        if waiting and (now := pending_reason(waiting[0])) != reason:
+            reason = now
+            log(f"sweep: {len(waiting)} point(s) waiting in the queue, squeue's reason: {now}")
         if pending:
             time.sleep(poll_s)
     return outcomes
@@ -196,6 +204,11 @@ def queue_state(job_id: str) -> str | None:
     out = _run(["squeue", "-h", "-j", str(job_id), "-o", "%T"])
     states = (out or "").split()
     return states[0] if states else None
+
+
+def pending_reason(job_id: str) -> str:
+    """Why a pending job waits, as `squeue` says (Priority, Resources, PartitionConfig, ...)."""
+    return (_run(["squeue", "-h", "-j", str(job_id), "-o", "%r"]) or "").strip() or "unknown"
 
 
 def final_state(job_id: str) -> str:
