@@ -56,16 +56,15 @@ class Attention(nn.Module):
 
 class PlainNet(nn.Module):
     """Conv2d(3 -> d, 2, stride 2) + time embedding -> SiLU -> [attention, residual] ->
-    ConvTranspose2d(d -> 3, 2, stride 2) with a per-position output bias."""
+    ConvTranspose2d(d -> 3, 2, stride 2)."""
 
-    def __init__(self, arch: str, d: int = 32, channels: int = 3, patch: int = 2, size: int = 4):
+    def __init__(self, arch: str, d: int = 32, channels: int = 3, patch: int = 2):
         super().__init__()
-        self.d, self.patch, self.size = d, patch, size
+        self.d = d
         self.conv = nn.Conv2d(channels, d, patch, stride=patch)
         self.time = nn.Linear(d, d)
         self.attn = Attention(d, arch) if arch != "cnn" else None
-        self.tconv = nn.ConvTranspose2d(d, channels, patch, stride=patch, bias=False)
-        self.out_bias = nn.Parameter(torch.zeros(channels, patch, patch))
+        self.tconv = nn.ConvTranspose2d(d, channels, patch, stride=patch)
 
     def forward(self, x, t):
         h = self.conv(x) + self.time(timestep_features(t, self.d))[:, :, None, None]
@@ -75,16 +74,14 @@ class PlainNet(nn.Module):
             tokens = h.flatten(2).transpose(1, 2)  # (B, N, d)
             tokens = tokens + self.attn(tokens)
             h = tokens.transpose(1, 2).reshape(b, d, hh, ww)
-        reps = self.size // self.patch
-        return self.tconv(h) + self.out_bias.repeat(1, reps, reps)
+        return self.tconv(h)
 
 
 def from_patchnet(model, i: int = 0) -> PlainNet:
     """A PlainNet holding member `i` of a mosaicdiff `PatchNet` (sinusoidal time, SiLU)."""
     cfg = model.cfg
-    c, size, _ = model.image_shape
-    p, d = cfg.patch, cfg.hidden
-    net = PlainNet(cfg.arch, d, c, p, size)
+    c, p, d = model.image_shape[0], cfg.patch, cfg.hidden
+    net = PlainNet(cfg.arch, d, c, p)
     with torch.no_grad():
         net.conv.weight.copy_(model.w_in[i].T.reshape(d, c, p, p))
         net.conv.bias.copy_(model.b_in[i])
@@ -94,7 +91,7 @@ def from_patchnet(model, i: int = 0) -> PlainNet:
             for name in ("q", "k", "v"):
                 getattr(net.attn, name).weight.copy_(getattr(model, f"w_{name}")[i].T)
         net.tconv.weight.copy_(model.w_out[i].reshape(d, c, p, p))
-        net.out_bias.copy_(model.b_out[i].reshape(c, p, p))
+        net.tconv.bias.copy_(model.b_out[i])  # one per channel (model.out_bias="channel")
     return net
 
 

@@ -35,11 +35,23 @@ def test_patchify_round_trip_and_conv_equivalence():
         conv.weight.copy_(model.w_in[0].T.reshape(32, 3, 2, 2))
         conv.bias.copy_(model.b_in[0])
         tconv.weight.copy_(model.w_out[0].reshape(32, 3, 2, 2))
-        tconv.bias.copy_(model.b_out[0].reshape(3, 4)[:, 0])
-        model.b_out[0].copy_(tconv.bias.repeat_interleave(4))
+        tconv.bias.copy_(model.b_out[0])  # one per channel, as the paper's (probe 59)
         xx = torch.randn(7, 3, 4, 4)
         ref = tconv(nn.functional.silu(conv(xx)))
         torch.testing.assert_close(model(xx[None], torch.tensor([0]))[0], ref, atol=1e-5, rtol=1e-5)
+    # model.out_bias=position, what runs made before it trained: a bias per channel and place
+    cfg = ModelConfig(arch="cnn", time_embedding="none", out_bias="position")
+    loose = build_model(cfg, (3, 4, 4), 1000, [0])
+    assert loose.b_out.shape == (1, 12) and model.b_out.shape == (1, 3)
+    with torch.no_grad():
+        loose.load_state_dict(model.state_dict() | {"b_out": model.token_bias()})
+        x = torch.randn(1, 7, 3, 4, 4)
+        torch.testing.assert_close(loose(x, torch.tensor([0])), model(x, torch.tensor([0])))
+        loose.b_out[0, 1] += 1.0  # channel 0's second place: no per-channel bias can do that
+        moved = loose(x, torch.tensor([0])) - model(x, torch.tensor([0]))
+        expected = torch.zeros_like(moved)
+        expected[:, :, 0, 0::2, 1::2] = 1.0  # row 0, column 1 of every patch of channel 0
+        torch.testing.assert_close(moved, expected)
 
 
 def _quadrant_change(arch):

@@ -62,6 +62,28 @@ def test_checkpoint_round_trip_rebuilds_the_ema_model(tmp_path, tiny):
     assert loaded.model(x, torch.tensor([10])).shape == x.shape
 
 
+def test_a_run_made_before_out_bias_existed_loads_and_resumes_as_it_trained(tmp_path, tiny):
+    # Such runs trained a bias per channel and place (probe 59); config.json does not say so.
+    import json
+    from dataclasses import replace
+
+    cfg = tiny("cnn", epochs=2, checkpoint_every=1)
+    older = replace(cfg, model=replace(cfg.model, out_bias="position"))
+    train(older, tmp_path, progress=False)
+    run = RunDir(tmp_path)
+    for f in run.checkpoint_dir.glob("epoch-000002*"):  # as if stopped during epoch 2
+        f.unlink()
+    stored = json.loads(run.config_path.read_text())
+    del stored["model"]["out_bias"]
+    run.config_path.write_text(json.dumps(stored))
+    assert run.read_config().model.out_bias == "position"
+    assert load_run(tmp_path).model.b_out.shape == (1, 12)
+    train(older, tmp_path, resume=True, progress=False)  # resumes with the settings it began
+    assert run.latest_epoch() == 2
+    with pytest.raises(UserError, match='model.out_bias: "position" -> "channel"'):
+        train(cfg, tmp_path, resume=True, progress=False)
+
+
 def test_refuses_to_overwrite_a_run(tmp_path, tiny):
     train(tiny(), tmp_path, progress=False)
     with pytest.raises(UserError, match="already holds a run"):

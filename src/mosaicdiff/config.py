@@ -97,6 +97,7 @@ ARCH_FIELDS = {
     "patch": ("cnn", "attn", "identity", "top1", "dit"),
     "nonlinearity": ("cnn", "attn", "identity", "top1"),
     "gumbel_tau": ("top1",),
+    "out_bias": ("cnn", "attn", "identity", "top1"),
 }
 
 
@@ -121,6 +122,10 @@ class ModelConfig:
     time_embedding: Literal["sinusoidal", "none"] = "sinusoidal"  # ours: paper silent
     nonlinearity: Literal["silu", "relu", "gelu"] = "silu"  # ours: paper silent
     gumbel_tau: float = 1.0  # top1 only: Gumbel-softmax temperature (ours: paper silent)
+    # The transpose conv's bias: one per output channel, as ConvTranspose2d has (the paper's);
+    # "position": one per channel and place in the p x p patch, what runs made before this
+    # field existed trained (`stored_run`)
+    out_bias: Literal["channel", "position"] = "channel"
 
     def __post_init__(self):
         _check_literals(self)
@@ -378,6 +383,16 @@ def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             out.append(f"{prefix}{key}: {json.dumps(a)} -> {json.dumps(b)}")
     return out
+
+
+def stored_run(stored: dict) -> dict:
+    """A stored `RunConfig` dict (a run's config.json, a sweep point's record), read as what
+    it trained: the paper's networks made before `model.out_bias` existed had a bias per
+    channel and place in the patch, not today's default of one per channel."""
+    model = stored.get("model")
+    if not isinstance(model, dict) or model.get("arch", "cnn") not in ARCH_FIELDS["out_bias"]:
+        return stored
+    return {**stored, "model": {"out_bias": "position", **model}}
 
 
 def stored_sample(stored: dict) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from mosaicdiff import locks
-from mosaicdiff.config import RunConfig, differences, from_dict, to_dict
+from mosaicdiff.config import RunConfig, differences, from_dict, stored_run, to_dict
 from mosaicdiff.data import ImageDataset, load_dataset
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError, check
@@ -87,7 +87,7 @@ class RunDir:
         sections = [k for k, v in vars(RunConfig()).items() if is_dataclass(v)]
         missing = [k for k in sections if k not in stored]
         check(not missing, f"{self.config_path} is damaged (no section {', '.join(missing)})")
-        return from_dict(RunConfig, stored)
+        return from_dict(RunConfig, stored_run(stored))
 
     def check_continues(self, cfg: RunConfig) -> None:
         """A UserError naming every differing field unless this run, if any, was started with

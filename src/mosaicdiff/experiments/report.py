@@ -43,6 +43,7 @@ PAPER_SETTINGS = {  # what the paper states (Sec. 3, App. B)
     "sample.sampler": "ddpm",
     "sample.steps": 1000,
     "diffusion.T": "1000 (standard DDPM)",
+    "model.out_bias": "channel (a ConvTranspose2d's bias, one per channel)",
 }
 SILENT = {  # choices the paper does not state
     "model.time_embedding": "how (or whether) the timestep reaches the network",

@@ -43,6 +43,7 @@ from mosaicdiff.config import (
     new_run_config,
     read_mapping,
     split_assignment,
+    stored_run,
     to_dict,
 )
 from mosaicdiff.errors import UserError, check, check_out
@@ -189,7 +190,7 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
         cfg_path = p.run_path / "config.json"
         if not cfg_path.is_file():
             continue
-        stored = read_json(cfg_path)
+        stored = stored_run(read_json(cfg_path))
         try:  # fields added since it was written read as their defaults
             stored = to_dict(from_dict(RunConfig, stored))
         except UserError:
@@ -268,7 +269,7 @@ def _done_as_now(record: dict, cfg: RunConfig) -> bool:
 
     results = record.get("results")
     return (
-        matches(record.get("config") or {}, cfg)
+        matches(stored_run(record.get("config") or {}), cfg)
         and isinstance(results, dict)
         and measured_as_now(results)
     )

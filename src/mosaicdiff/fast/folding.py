@@ -81,7 +81,7 @@ class FoldedNet:
                 bias = bias.expand(-1, model.t_features.shape[0], -1)
             self.bias_t = bias.transpose(0, 1).contiguous()  # (T, S, d)
             w_out = model.w_out.detach()  # (S, d, P)
-            self.b_out = model.b_out.detach().clone()  # (S, P)
+            self.b_out = model.token_bias().detach().clone()  # (S, P)
             self.scale = 1 / math.sqrt(d)
             if cfg.arch in ("cnn", "identity"):  # identity: A = I / sqrt(d) is a scalar
                 self.a = None

@@ -98,7 +98,7 @@ class BroadcastAttentionNet(nn.Module):
         else:
             a = logits.softmax(-1)  # (S, B, N, N)
         h = h + (a[..., None] * v[..., None, :, :]).sum(-2)
-        y = _tokens_matmul(h, net.w_out) + net.b_out[:, None, None]  # (S, B, N, C p p)
+        y = _tokens_matmul(h, net.w_out) + net.token_bias()[:, None, None]  # (S, B, N, C p p)
         return unpatchify(y, net.cfg.patch, net.image_shape)
 
 

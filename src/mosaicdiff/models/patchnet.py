@@ -77,11 +77,13 @@ class PatchNet(GroupedModel):
         self.act = ACTIVATIONS[cfg.nonlinearity]
 
     def _init_one(self, P: int, d: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+        p2 = self.cfg.patch**2
         w = {
             "w_in": init_uniform((P, d), P, g),  # Conv2d(C, d, p, p): fan_in = C p p
             "b_in": init_uniform((d,), P, g),
             "w_out": init_uniform((d, P), P, g),  # ConvTranspose2d: PyTorch's fan_in = C p p
-            "b_out": init_uniform((P,), P, g),
+            # ConvTranspose2d's bias, one per channel; "position": one per value of a token
+            "b_out": init_uniform((P if self.cfg.out_bias == "position" else P // p2,), P, g),
         }
         if self.cfg.time_embedding == "sinusoidal":
             w["w_t"] = init_uniform((d, d), d, g)
@@ -103,6 +105,14 @@ class PatchNet(GroupedModel):
             temb = self.t_features[t] @ self.w_t + self.b_t[:, None]  # (S, B or 1, d)
             h = h + temb[:, :, None]  # broadcast over tokens
         return self.act(h)
+
+    def token_bias(self) -> torch.Tensor:
+        """The output bias of each value of a token, (S, C p p): each channel's bias at every
+        place of its p x p patch, as ConvTranspose2d adds it (model.out_bias="position": a bias
+        of each value's own)."""
+        if self.cfg.out_bias == "position":
+            return self.b_out
+        return self.b_out.repeat_interleave(self.cfg.patch**2, dim=-1)  # tokens are (C, p, p)
 
     @property
     def gumbel_shape(self) -> tuple[int, int] | None:
@@ -161,7 +171,7 @@ class PatchNet(GroupedModel):
                 # Same maths as `attention` for softmax attention, through the fused kernel.
                 out = F.scaled_dot_product_attention(*self.qkv(h))
             h = h + out
-        y = _tokens_matmul(h, self.w_out) + self.b_out[:, None, None]  # (S, B, N, C p p)
+        y = _tokens_matmul(h, self.w_out) + self.token_bias()[:, None, None]  # (S, B, N, C p p)
         eps = unpatchify(y, self.cfg.patch, self.image_shape)
         return (eps, a) if return_attention else eps
 
