@@ -10,7 +10,7 @@ baseline that the patch mosaics of ELS and the copies of the ideal score sit bet
 its file and class wherever a machine goes:
 
     mosaicdiff theory sample --machine examples/own_machine.py:Gaussian --data digits \\
-        --n 200 --sampler ddim --out theory/gauss
+        --n 200 --out theory/gauss
     mosaicdiff theory compare runs/unet --machine examples/own_machine.py:Gaussian --out cmp
 
 or from Python: `Gaussian(images, schedule)` is a `Denoiser` for `mosaicdiff.sampling`.

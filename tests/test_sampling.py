@@ -60,6 +60,17 @@ def test_ddpm_sampler_runs_the_same_updates():
     torch.testing.assert_close(out, x, atol=1e-9, rtol=1e-9)
 
 
+def test_ddim_with_eta_1_on_every_step_is_ddpm():
+    # What the README says "respaced DDPM" is: on all T steps it is DDPM itself.
+    den = _denoiser()
+    x_T = torch.randn((8, 3, 4, 4), generator=torch.Generator().manual_seed(0)).double()
+    runs = [
+        fn(den, x_T, torch.Generator().manual_seed(2), S, noise="torch", **kw)
+        for fn, kw in ((ddpm_sample, {}), (ddim_sample, {"steps": S.T, "eta": 1.0}))
+    ]
+    torch.testing.assert_close(*runs, atol=1e-9, rtol=1e-9)
+
+
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_ddim_matches_diffusers(eta):
     from diffusers import DDIMScheduler

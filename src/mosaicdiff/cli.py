@@ -59,7 +59,12 @@ def add_config_options(p: argparse.ArgumentParser, training: bool = True, model:
             "dit, or a network of your own as FILE.py:Class (examples/own_network.py)",
         )
     if training:
-        p.add_argument("--epochs", type=int, help="training epochs (paper: 5000; top1 10000)")
+        p.add_argument(
+            "--epochs",
+            type=int,
+            help="training epochs (default 5000 for every network, the paper's; "
+            "it trained top1 10000, as reproduce does)",
+        )
         p.add_argument("--seeds", help="training seeds: a count (3 -> 0,1,2) or a list (0,4,7)")
     p.add_argument("--runs", type=int, help="sampling runs (paper: 100)")
     p.add_argument("--per-run", type=int, help="samples per run and seed (paper: 10000)")

@@ -193,7 +193,7 @@ class TrainConfig:
 class SampleConfig:
     sampler: Literal["ddpm", "ddim"] = "ddpm"
     steps: int = 1000  # ddpm always uses every step; ddim may use fewer
-    eta: float = 0.0  # ddim only
+    eta: float = 0.0  # ddim only; 1 is ancestral DDPM respaced to `steps` (posterior variance)
     n_runs: int = 100
     n_per_run: int = 10_000
     seed: int = 0
@@ -251,7 +251,8 @@ class RunConfig:
             check(
                 self.sample.steps == self.diffusion.T,
                 f"sample.steps={self.sample.steps}: ddpm samples every one of the "
-                f"{self.diffusion.T} steps; use sample.sampler=ddim for fewer",
+                f"{self.diffusion.T} steps; use sample.sampler=ddim for fewer (with "
+                "sample.eta=1 it is DDPM's ancestral sampler on the fewer steps, respaced)",
             )
             check(
                 self.sample.eta == 0,

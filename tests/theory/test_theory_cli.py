@@ -75,6 +75,34 @@ def test_a_machine_on_a_subset_knows_only_those_images(tmp_path, capsys):
     assert "subset: 4 -> 0)" in capsys.readouterr().err
 
 
+def test_a_machine_on_other_data_samples_as_a_network_run_does(tmp_path, capsys):
+    # Probe 58: DDPM unclipped by default, where a network's run draws by DDIM with x0 clipped;
+    # an x0 outside the data's range (a Gaussian's) then changed the mosaic rate tenfold.
+    from pathlib import Path
+
+    gaussian = Path(__file__).resolve().parents[2] / "examples" / "own_machine.py:Gaussian"
+    common = ["theory", "sample", "--data", "digits", "--subset", "20", "--n", "8"]
+    args = [*common, "--machine", str(gaussian), "--steps", "10", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "clipped")]) == 0
+    meta = json.loads((tmp_path / "clipped" / "sample.json").read_text())["theory"]
+    assert (meta["sampler"], meta["steps"], meta["clip_x0"]) == ("ddim", 10, True)
+    clipped = np.load(tmp_path / "clipped" / "samples.npz")["samples"]
+    assert main([*args, "--no-clip-x0", "--out", str(tmp_path / "free")]) == 0
+    free = np.load(tmp_path / "free" / "samples.npz")["samples"]
+    assert np.abs(clipped).max() <= 1 < np.abs(free).max()
+    # A folder drawn before --clip-x0 (DDPM, unclipped by default) resumes as it was drawn.
+    old = tmp_path / "old"
+    before = ["--sampler", "ddpm", "--no-clip-x0", "--out", str(old)]
+    assert main([*common, "--machine", "ideal", "--no-progress", *before]) == 0
+    record = json.loads((old / "sample.json").read_text())
+    del record["theory"]["clip_x0"]
+    (old / "sample.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main([*common, "--machine", "ideal", "--no-progress", "--out", str(old)]) == 0
+    assert main([*common, "--machine", "ideal", "--clip-x0", "--out", str(old)]) == 2
+    assert "clip_x0: false -> true" in capsys.readouterr().err
+
+
 def test_sample_on_user_arrays_scores_creativity_like_evaluate(tmp_path, monkeypatch):
     import torch
 

@@ -122,10 +122,20 @@ def _sample_options(s, knob: bool = False) -> None:
         help="samples per sampler call, each batch a chunk with its own seed: another --batch "
         "draws other samples, so a rerun keeps it",
     )
-    s.add_argument("--sampler", default="ddpm", help="ddpm (all T steps) or ddim")
+    s.add_argument(
+        "--sampler",
+        help="ddpm (all T steps) or ddim (default: ddpm on the pairings, ddim on other data, "
+        "as a network's run samples them)",
+    )
     s.add_argument("--steps", type=int, help="ddim: number of steps (default 50)")
     s.add_argument("--eta", type=float, default=0.0, help="ddim: noise in [0, 1] (0 deterministic)")
     s.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise")
+    s.add_argument(
+        "--clip-x0",
+        action=argparse.BooleanOptionalAction,
+        help="clamp the x0 estimate to [-1, 1] at every step (default: on for data other than "
+        "the pairings, as a network's run samples them)",
+    )
     s.add_argument(
         "--limit",
         type=int,

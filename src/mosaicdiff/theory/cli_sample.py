@@ -84,6 +84,13 @@ def prepare_sample(args) -> Callable[[], int]:
         f"--limit={args.limit} applies to the creativity metrics of data other than pairings",
     )
     args.limit = CREATIVITY_LIMIT if args.limit is None else args.limit
+    # Left out, the sampler and clipping are those of a network's new run on this data
+    # (config.NATURAL_SAMPLE), but a folder drawn before they were is resumed as it was drawn.
+    natural = kind != "pairings" and not _drawn_before_clip_x0(folder)
+    if args.sampler is None:
+        args.sampler = "ddim" if natural else "ddpm"
+    if args.clip_x0 is None:
+        args.clip_x0 = natural
     choice(args.sampler, "--sampler", ("ddpm", "ddim"))
     for option in ("n", "batch", "limit"):
         positive(getattr(args, option), f"--{option}")
@@ -153,7 +160,15 @@ def _sample(args, folder: Path, dataset, machine, schedule, settings: dict) -> i
         g = torch.Generator().manual_seed(seed)
         x_T = torch.randn(m, *dataset.shape, generator=g)
         x0 = sample(
-            machine, x_T, g, schedule, args.sampler, args.steps, args.eta, progress=progress
+            machine,
+            x_T,
+            g,
+            schedule,
+            args.sampler,
+            args.steps,
+            args.eta,
+            clip=args.clip_x0,
+            progress=progress,
         )
         return x0[None]  # (1, m, C, H, W): one "seed", as a run's samples folder holds
 
@@ -195,6 +210,15 @@ def _sample(args, folder: Path, dataset, machine, schedule, settings: dict) -> i
 NOT_SETTINGS = ("handler", "command", "theory_command", "out", "no_progress", "limit")
 
 
+def _drawn_before_clip_x0(folder: Path) -> bool:
+    """Whether `folder` holds samples drawn before `--clip-x0` existed (and the defaults of
+    the sampler and clipping followed the data): all of them by DDPM, unclipped, unless given."""
+    from mosaicdiff.io import read_json
+
+    meta = folder / "sample.json"
+    return meta.is_file() and "clip_x0" not in (read_json(meta).get("theory") or {})
+
+
 def _check_same_settings(folder: Path, settings: dict) -> None:
     from mosaicdiff.generate import refuse_other_settings
     from mosaicdiff.io import read_json
@@ -203,7 +227,8 @@ def _check_same_settings(folder: Path, settings: dict) -> None:
     meta = folder / "sample.json"
     if meta.is_file():
         stored = read_json(meta).get("theory") or {}
-        stored = {"subset": 0, **stored}  # sampled before --subset existed: all the images
+        # sampled before --subset existed: all the images; before --clip-x0: unclipped
+        stored = {"subset": 0, "clip_x0": False, **stored}
         if "data_sha256" not in stored:  # sampled before the images counted: resumes as it was
             settings = {k: v for k, v in settings.items() if k != "data_sha256"}
         kind = settings["data"]  # --patch and --stride compared as the machine reads them
