@@ -42,7 +42,7 @@ PRESETS: dict[str, dict] = {
         "sample": {"n_runs": 5, "n_per_run": 400},
     },
     # The paper's own setup: one training seed per model, as it trained (issue 4 times it so);
-    # `--seeds 3` adds the interval over seeds that the quick preset shows, at 3x the training.
+    # `--seeds 3` adds the interval over seeds the quick preset shows, at 3x the work.
     "paper": {},
 }
 TOP1_EPOCH_FACTOR = 2  # App. B: top1 trained 10,000 epochs against 5,000
