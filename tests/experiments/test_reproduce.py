@@ -89,6 +89,15 @@ def test_reproduce_end_to_end_then_reuses_everything(tmp_path, monkeypatch, caps
     assert built[1] == []  # nothing left to sample, nothing to build
     timings = json.loads((report / "timings.json").read_text())["timings"]
     assert list(timings["cnn"]) == ["train"]  # reused samples are neither drawn nor evaluated
+    # The agreement is of the very networks: one trained anew (another checkpoint) redoes it.
+    cache = tmp_path / "theory/theory.json"
+    stored = json.loads(cache.read_text())
+    networks = dict(stored["key"]["networks"])
+    assert set(networks) == set(rp.PAPER_MODELS) and all(networks.values())
+    stored["key"]["networks"]["attn"] = "0" * 64
+    cache.write_text(json.dumps(stored))
+    rp.reproduce(base, tmp_path, progress=False)
+    assert json.loads(cache.read_text())["key"]["networks"] == networks
 
 
 def test_models_side_by_side_equal_one_after_another(tmp_path):

@@ -87,15 +87,19 @@ def theory_stage(base: RunConfig, out: Path, archs, n: int, n_agree: int) -> dic
     Cached in OUT/theory/theory.json (recomputed when the plan changes)."""
     from mosaicdiff.io import load_npz
     from mosaicdiff.metrics.consistency import random_baseline_exact
-    from mosaicdiff.runs import load_run
+    from mosaicdiff.runs import RunDir, load_run
     from mosaicdiff.theory.agreement import r_squared, spread
 
+    runs = {arch: RunDir(out / "runs" / arch) for arch in archs}
     key = {
         "data": to_dict(base.data),
         "sample": to_dict(base.sample),
         "archs": list(archs),
         "n": n,
         "n_agree": n_agree,
+        # the very networks compared (probe 61: a run deleted and trained anew, with other
+        # settings, kept the old one's agreement)
+        "networks": {a: r.checkpoint_sha256(r.latest_epoch()) for a, r in runs.items()},
     }
     cache = out / "theory" / "theory.json"
     if cache.is_file() and read_json(cache).get("key") == key:
