@@ -90,17 +90,18 @@ def test_a_machine_on_other_data_samples_as_a_network_run_does(tmp_path, capsys)
     assert main([*args, "--no-clip-x0", "--out", str(tmp_path / "free")]) == 0
     free = np.load(tmp_path / "free" / "samples.npz")["samples"]
     assert np.abs(clipped).max() <= 1 < np.abs(free).max()
-    # A folder drawn before --clip-x0 (DDPM, unclipped by default) resumes as it was drawn.
-    old = tmp_path / "old"
-    before = ["--sampler", "ddpm", "--no-clip-x0", "--out", str(old)]
-    assert main([*common, "--machine", "ideal", "--no-progress", *before]) == 0
-    record = json.loads((old / "sample.json").read_text())
-    del record["theory"]["clip_x0"]
-    (old / "sample.json").write_text(json.dumps(record))
-    capsys.readouterr()
-    assert main([*common, "--machine", "ideal", "--no-progress", "--out", str(old)]) == 0
-    assert main([*common, "--machine", "ideal", "--clip-x0", "--out", str(old)]) == 2
-    assert "clip_x0: false -> true" in capsys.readouterr().err
+    # A folder drawn before --clip-x0 (unclipped, by the sampler it names) resumes as drawn.
+    for sampler in ("ddpm", "ddim"):
+        old = tmp_path / f"old-{sampler}"
+        before = ["--sampler", sampler, "--no-clip-x0", "--out", str(old)]
+        assert main([*common, "--machine", "ideal", "--no-progress", *before]) == 0
+        record = json.loads((old / "sample.json").read_text())
+        del record["theory"]["clip_x0"]
+        (old / "sample.json").write_text(json.dumps(record))
+        capsys.readouterr()
+        assert main([*common, "--machine", "ideal", "--no-progress", "--out", str(old)]) == 0
+        assert main([*common, "--machine", "ideal", "--clip-x0", "--out", str(old)]) == 2
+        assert "clip_x0: false -> true" in capsys.readouterr().err
 
 
 def test_sample_on_user_arrays_scores_creativity_like_evaluate(tmp_path, monkeypatch):

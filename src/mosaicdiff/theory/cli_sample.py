@@ -85,10 +85,12 @@ def prepare_sample(args) -> Callable[[], int]:
     )
     args.limit = CREATIVITY_LIMIT if args.limit is None else args.limit
     # Left out, the sampler and clipping are those of a network's new run on this data
-    # (config.NATURAL_SAMPLE), but a folder drawn before they were is resumed as it was drawn.
-    natural = kind != "pairings" and not _drawn_before_clip_x0(folder)
+    # (config.NATURAL_SAMPLE), but a folder drawn before they were is resumed as it was drawn
+    # (unclipped, by the sampler it names: probe 61).
+    before = _drawn_before_clip_x0(folder)
+    natural = kind != "pairings" and before is None
     if args.sampler is None:
-        args.sampler = "ddim" if natural else "ddpm"
+        args.sampler = before.get("sampler", "ddpm") if before else ("ddim" if natural else "ddpm")
     if args.clip_x0 is None:
         args.clip_x0 = natural
     choice(args.sampler, "--sampler", ("ddpm", "ddim"))
@@ -210,13 +212,15 @@ def _sample(args, folder: Path, dataset, machine, schedule, settings: dict) -> i
 NOT_SETTINGS = ("handler", "command", "theory_command", "out", "no_progress", "limit")
 
 
-def _drawn_before_clip_x0(folder: Path) -> bool:
-    """Whether `folder` holds samples drawn before `--clip-x0` existed (and the defaults of
-    the sampler and clipping followed the data): all of them by DDPM, unclipped, unless given."""
+def _drawn_before_clip_x0(folder: Path) -> dict | None:
+    """The settings of the samples in `folder` where they were drawn before `--clip-x0` existed
+    (and the defaults of the sampler and clipping followed the data: unclipped, by DDPM unless
+    --sampler said otherwise); None for a new folder or a newer one."""
     from mosaicdiff.io import read_json
 
     meta = folder / "sample.json"
-    return meta.is_file() and "clip_x0" not in (read_json(meta).get("theory") or {})
+    stored = (read_json(meta).get("theory") or {}) if meta.is_file() else {}
+    return stored if stored and "clip_x0" not in stored else None
 
 
 def _check_same_settings(folder: Path, settings: dict) -> None:
