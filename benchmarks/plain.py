@@ -78,8 +78,11 @@ class PlainNet(nn.Module):
 
 
 def from_patchnet(model, i: int = 0) -> PlainNet:
-    """A PlainNet holding member `i` of a mosaicdiff `PatchNet` (sinusoidal time, SiLU)."""
+    """A PlainNet holding member `i` of a mosaicdiff `PatchNet` (sinusoidal time, SiLU, and a
+    ConvTranspose2d's bias: model.out_bias="channel")."""
     cfg = model.cfg
+    if cfg.out_bias != "channel":
+        raise ValueError(f"model.out_bias={cfg.out_bias!r}: a ConvTranspose2d has a channel's")
     c, p, d = model.image_shape[0], cfg.patch, cfg.hidden
     net = PlainNet(cfg.arch, d, c, p)
     with torch.no_grad():

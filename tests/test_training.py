@@ -80,7 +80,8 @@ def test_a_run_made_before_out_bias_existed_loads_and_resumes_as_it_trained(tmp_
     assert load_run(tmp_path).model.b_out.shape == (1, 12)
     train(older, tmp_path, resume=True, progress=False)  # resumes with the settings it began
     assert run.latest_epoch() == 2
-    with pytest.raises(UserError, match='model.out_bias: "position" -> "channel"'):
+    continues = r'"channel"\) \(made before model.out_bias existed: model.out_bias=position cont'
+    with pytest.raises(UserError, match=continues):
         train(cfg, tmp_path, resume=True, progress=False)
 
 

@@ -62,8 +62,8 @@ def add_config_options(p: argparse.ArgumentParser, training: bool = True, model:
         p.add_argument(
             "--epochs",
             type=int,
-            help="training epochs (default 5000 for every network, the paper's; "
-            "it trained top1 10000, as reproduce does)",
+            help="training epochs (default: the paper's 5000, or reproduce's preset's; "
+            "reproduce trains top1 twice as many, as the paper did)",
         )
         p.add_argument("--seeds", help="training seeds: a count (3 -> 0,1,2) or a list (0,4,7)")
     p.add_argument("--runs", type=int, help="sampling runs (paper: 100)")

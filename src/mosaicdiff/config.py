@@ -193,7 +193,7 @@ class TrainConfig:
 class SampleConfig:
     sampler: Literal["ddpm", "ddim"] = "ddpm"
     steps: int = 1000  # ddpm always uses every step; ddim may use fewer
-    eta: float = 0.0  # ddim only; 1 is ancestral DDPM respaced to `steps` (posterior variance)
+    eta: float = 0.0  # ddim only; 1, unclipped, is ancestral DDPM respaced to `steps`
     n_runs: int = 100
     n_per_run: int = 10_000
     seed: int = 0
@@ -252,7 +252,7 @@ class RunConfig:
                 self.sample.steps == self.diffusion.T,
                 f"sample.steps={self.sample.steps}: ddpm samples every one of the "
                 f"{self.diffusion.T} steps; use sample.sampler=ddim for fewer (with "
-                "sample.eta=1 it is DDPM's ancestral sampler on the fewer steps, respaced)",
+                "sample.eta=1 and x0 unclipped it is DDPM's ancestral sampler, respaced)",
             )
             check(
                 self.sample.eta == 0,
@@ -394,6 +394,14 @@ def stored_run(stored: dict) -> dict:
     if not isinstance(model, dict) or model.get("arch", "cnn") not in ARCH_FIELDS["out_bias"]:
         return stored
     return {**stored, "model": {"out_bias": "position", **model}}
+
+
+def older_bias(changed: list[str]) -> str:
+    """What to add to a refusal whose `differences` hold a run made before `model.out_bias`
+    existed (read as "position", `stored_run`): the setting that continues it."""
+    if not any(d.startswith('model.out_bias: "position" -> ') for d in changed):
+        return ""
+    return " (made before model.out_bias existed: model.out_bias=position continues it)"
 
 
 def stored_sample(stored: dict) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from mosaicdiff import locks
-from mosaicdiff.config import RunConfig, differences, from_dict, stored_run, to_dict
+from mosaicdiff.config import RunConfig, differences, from_dict, older_bias, stored_run, to_dict
 from mosaicdiff.data import ImageDataset, load_dataset
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError, check
@@ -96,8 +96,8 @@ class RunDir:
             diffs = differences(to_dict(self.read_config()), to_dict(cfg))
             check(
                 not diffs,
-                f"{self.path} holds a run with other settings ({'; '.join(diffs)}); "
-                "use a new --out",
+                f"{self.path} holds a run with other settings ({'; '.join(diffs)})"
+                f"{older_bias(diffs)}; use a new --out",
             )
 
     # --- metrics --------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from mosaicdiff.config import (
     from_dict,
     matches,
     new_run_config,
+    older_bias,
     read_mapping,
     split_assignment,
     stored_run,
@@ -195,11 +196,11 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
             stored = to_dict(from_dict(RunConfig, stored))
         except UserError:
             pass
-        changed = "; ".join(differences(stored, to_dict(p.cfg))[:3])
+        diffs = differences(stored, to_dict(p.cfg))
         check(
-            not changed,
-            f"{p.run_path} holds a run with another config ({changed}); "
-            "use a new out folder or delete that point",
+            not diffs,
+            f"{p.run_path} holds a run with another config ({'; '.join(diffs[:3])})"
+            f"{older_bias(diffs)}; use a new out folder or delete that point",
         )
     datasets = {}  # each distinct data config read once, for both checks
     _check_points_build(points, f"sweep base{' or --set' if sets else ''}", datasets)
