@@ -87,7 +87,8 @@ def prepare_sample(args) -> Callable[[], int]:
     # Left out, the sampler and clipping are those of a network's new run on this data
     # (config.NATURAL_SAMPLE), but a folder drawn before they were is resumed as it was drawn
     # (unclipped, by the sampler it names: probe 61).
-    before = _drawn_before_clip_x0(folder)
+    stored = _stored_settings(folder)
+    before = stored if stored and "clip_x0" not in stored else None
     natural = kind != "pairings" and before is None
     if args.sampler is None:
         args.sampler = before.get("sampler", "ddpm") if before else ("ddim" if natural else "ddpm")
@@ -144,7 +145,7 @@ def prepare_sample(args) -> Callable[[], int]:
     if code := file_sha256(args.machine):  # a machine of your own: its code counts too
         settings["machine_sha256"] = code
     settings["data_sha256"] = fingerprints(dataset)["data_sha256"]  # --data-path's images too
-    _check_same_settings(folder, settings)
+    _check_same_settings(folder, stored, settings)
     # float32 chunks, then samples.npz: the same again
     check_room(folder, 2 * args.n * math.prod(dataset.shape) * 4, "--n")
     return partial(_sample, args, folder, dataset, machine, schedule, settings)
@@ -212,25 +213,21 @@ def _sample(args, folder: Path, dataset, machine, schedule, settings: dict) -> i
 NOT_SETTINGS = ("handler", "command", "theory_command", "out", "no_progress", "limit")
 
 
-def _drawn_before_clip_x0(folder: Path) -> dict | None:
-    """The settings of the samples in `folder` where they were drawn before `--clip-x0` existed
-    (and the defaults of the sampler and clipping followed the data: unclipped, by DDPM unless
-    --sampler said otherwise); None for a new folder or a newer one."""
+def _stored_settings(folder: Path) -> dict | None:
+    """The settings the samples in `folder` were drawn with (None where none were): read once,
+    for the defaults of a folder drawn before --clip-x0 and for `_check_same_settings`."""
     from mosaicdiff.io import read_json
 
     meta = folder / "sample.json"
-    stored = (read_json(meta).get("theory") or {}) if meta.is_file() else {}
-    return stored if stored and "clip_x0" not in stored else None
+    return (read_json(meta).get("theory") or {}) if meta.is_file() else None
 
 
-def _check_same_settings(folder: Path, settings: dict) -> None:
+def _check_same_settings(folder: Path, stored: dict | None, settings: dict) -> None:
+    """Refuse `settings` where `folder` holds samples drawn with others (`stored`)."""
     from mosaicdiff.generate import refuse_other_settings
-    from mosaicdiff.io import read_json
     from mosaicdiff.theory.cli_checks import same_machine
 
-    meta = folder / "sample.json"
-    if meta.is_file():
-        stored = read_json(meta).get("theory") or {}
+    if stored is not None:
         # sampled before --subset existed: all the images; before --clip-x0: unclipped
         stored = {"subset": 0, "clip_x0": False, **stored}
         if "data_sha256" not in stored:  # sampled before the images counted: resumes as it was
