@@ -185,7 +185,7 @@ def test_a_relative_data_path_is_stored_absolute(tmp_path, capsys, monkeypatch):
     np.savez(tmp_path / "imgs.npz", images=np.zeros((4, 8, 8), dtype=np.uint8))  # dry runs read it
     assert main(["train", "--out", "r", *npz, "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["data"]["path"] == str(tmp_path / "imgs.npz")
-    from mosaicdiff.experiments.sweep import plan_sweep
+    from mosaicdiff.experiments.sweep_plan import plan_sweep
 
     point = plan_sweep(json.loads(spec.read_text()), sets=npz[1::2]).points[0]
     assert point.cfg.data.path == str(tmp_path / "imgs.npz")

@@ -19,8 +19,9 @@ import pytest
 import torch
 
 from mosaicdiff.errors import UserError
-from mosaicdiff.experiments.sweep import load_spec, plan_sweep, register, sweep
+from mosaicdiff.experiments.sweep import register, sweep
 from mosaicdiff.experiments.sweep_executors import SlurmOptions
+from mosaicdiff.experiments.sweep_plan import load_spec, plan_sweep
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 slurm = pytest.mark.skipif(

@@ -45,7 +45,7 @@ def models_to_ablate(rows: list[dict]) -> list[str]:
 
 def ablation_plan(configs: dict[str, RunConfig], models: list[str], out: Path):
     """A sweep `Plan` of one point per (model, change) under OUT/ablation."""
-    from mosaicdiff.experiments.sweep import Plan, Point
+    from mosaicdiff.experiments.sweep_plan import Plan, Point
 
     folder = Path(out) / "ablation"
     points = []
