@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from mosaicdiff.cli import main
-from mosaicdiff.config import defaults_for, override, to_dict
+from mosaicdiff.config import defaults_for
+from mosaicdiff.config_io import override, to_dict
 from mosaicdiff.evaluate import measured_as_now
 
 

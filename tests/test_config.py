@@ -1,6 +1,7 @@
 import pytest
 
-from mosaicdiff.config import RunConfig, assign, matches, override, read_mapping, to_dict
+from mosaicdiff.config import RunConfig
+from mosaicdiff.config_io import assign, matches, override, read_mapping, to_dict
 from mosaicdiff.errors import UserError
 
 
@@ -82,7 +83,7 @@ def test_a_yaml_merge_key_may_still_override_what_it_merges(tmp_path):
 
 def test_a_yaml_exponent_without_a_dot_is_a_number_where_a_float_goes(tmp_path):
     # Probe 55: YAML 1.1 reads 3e-4 as text, and train.lr refused it "must be a finite number".
-    from mosaicdiff.config import from_dict
+    from mosaicdiff.config_io import from_dict
 
     (tmp_path / "c.yaml").write_text("train: {lr: 3e-4, weight_decay: 1E-5}\n")
     given = read_mapping(tmp_path / "c.yaml", "--config")["train"]

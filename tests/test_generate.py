@@ -46,7 +46,7 @@ def test_chunked_sampling_is_reproducible_and_resumes(tmp_path, tiny):
 
 
 def test_ddpm_chunks_use_the_fast_path_and_equal_the_reference_sampler(tmp_path, tiny):
-    from mosaicdiff.config import override
+    from mosaicdiff.config_io import override
     from mosaicdiff.generate import chunk_seed
     from mosaicdiff.sampling import ddpm_sample
 
@@ -64,7 +64,8 @@ def test_ddpm_chunks_use_the_fast_path_and_equal_the_reference_sampler(tmp_path,
 def test_the_native_loops_shape_is_known_before_training():
     """`native_shape`: what `reproduce` builds in the background while the networks train; the
     loop's shape where sampling a run of the config uses it, None where it samples another way."""
-    from mosaicdiff.config import RunConfig, override
+    from mosaicdiff.config import RunConfig
+    from mosaicdiff.config_io import override
     from mosaicdiff.fast import native
     from mosaicdiff.generate import native_shape
 

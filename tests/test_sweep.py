@@ -215,7 +215,7 @@ def test_point_names_follow_the_overrides(tmp_path):
 
 
 def test_a_point_trained_with_another_base_is_refused_naming_the_field(tmp_path):
-    from mosaicdiff.config import override, to_dict
+    from mosaicdiff.config_io import override, to_dict
 
     point = plan_sweep(tiny_spec(tmp_path / "out")).points[0]
     point.run_path.mkdir(parents=True)

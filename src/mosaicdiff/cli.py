@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mosaicdiff import __version__
 from mosaicdiff.allocator import hold_freed_memory
-from mosaicdiff.config import differences, to_dict
+from mosaicdiff.config_io import differences, to_dict
 from mosaicdiff.errors import UserError, check, check_out
 from mosaicdiff.own_code import short
 from mosaicdiff.resolve import resolve_config
@@ -195,7 +195,7 @@ def sampling_config(args, stored, base=None):
     `base` (default `stored`), refused when they change more than sample.* and the device."""
     from argparse import Namespace
 
-    from mosaicdiff.config import split_assignment
+    from mosaicdiff.config_io import split_assignment
 
     free = ("sample", "device")  # all that sampling may change; the rest is the trained run
     sets = {item: split_assignment(item)[0] for item in args.set or []}

@@ -17,14 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from mosaicdiff import locks
-from mosaicdiff.config import (
-    RunConfig,
-    SampleConfig,
-    differences,
-    from_dict,
-    stored_sample,
-    to_dict,
-)
+from mosaicdiff.config import RunConfig, SampleConfig, stored_sample
+from mosaicdiff.config_io import differences, from_dict, to_dict
 from mosaicdiff.errors import UserError
 from mosaicdiff.io import atomic_write_json, load_npz, read_json, save_npz
 from mosaicdiff.own_code import short

@@ -15,11 +15,13 @@ from mosaicdiff.config import (
     DDIM_STEPS,
     PAIRINGS_FIELDS,
     RunConfig,
+    custom_arch,
+    new_run_config,
+)
+from mosaicdiff.config_io import (
     assign,
     check_once,
-    custom_arch,
     from_dict,
-    new_run_config,
     read_mapping,
     split_assignment,
     to_dict,

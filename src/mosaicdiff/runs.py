@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from mosaicdiff import locks
-from mosaicdiff.config import RunConfig, differences, from_dict, older_bias, stored_run, to_dict
+from mosaicdiff.config import RunConfig, older_bias, stored_run
+from mosaicdiff.config_io import differences, from_dict, to_dict
 from mosaicdiff.data import ImageDataset, load_dataset
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError, check

@@ -29,7 +29,8 @@ from torch.optim.lr_scheduler import OneCycleLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from mosaicdiff.config import RunConfig, TrainConfig, custom_arch, to_dict
+from mosaicdiff.config import RunConfig, TrainConfig, custom_arch
+from mosaicdiff.config_io import to_dict
 from mosaicdiff.data import load_dataset
 from mosaicdiff.diffusion import Schedule
 from mosaicdiff.errors import UserError, check

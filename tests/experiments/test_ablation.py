@@ -1,4 +1,4 @@
-from mosaicdiff.config import to_dict
+from mosaicdiff.config_io import to_dict
 from mosaicdiff.experiments import ablation as ab
 from mosaicdiff.experiments.reproduce import model_configs, preset_config
 
@@ -39,7 +39,7 @@ def test_each_point_changes_exactly_one_field_of_its_models_run(tmp_path):
 
 
 def test_a_change_to_the_reference_value_is_skipped(tmp_path):
-    from mosaicdiff.config import override
+    from mosaicdiff.config_io import override
 
     configs = {"cnn": override(preset_config("quick"), ["model.nonlinearity=relu"])}
     names = [p.name for p in ab.ablation_plan(configs, ["cnn"], tmp_path).points]

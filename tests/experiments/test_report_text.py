@@ -1,6 +1,6 @@
 """The reproduce report's sentences follow the numbers they are about."""
 
-from mosaicdiff.config import override
+from mosaicdiff.config_io import override
 from mosaicdiff.experiments import reproduce as rp
 from mosaicdiff.experiments.report import PAPER
 from mosaicdiff.experiments.report_text import (

@@ -4,7 +4,7 @@ from contextlib import contextmanager
 import pytest
 
 from mosaicdiff import generate
-from mosaicdiff.config import override
+from mosaicdiff.config_io import override
 from mosaicdiff.experiments import reproduce as rp
 from mosaicdiff.experiments import theory_section as ts
 from mosaicdiff.experiments.theory_section import machines_stage

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mosaicdiff.config import override
+from mosaicdiff.config_io import override
 from mosaicdiff.errors import UserError
 from mosaicdiff.experiments import study as st
 from mosaicdiff.experiments.study_report import COLUMNS

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mosaicdiff.config import RunConfig, override
+from mosaicdiff.config import RunConfig
+from mosaicdiff.config_io import override
 
 GAP = 5.0  # points of consistency from the paper's number that call for an ablation
 EPOCH_FACTOR = 4

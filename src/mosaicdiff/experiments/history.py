@@ -105,7 +105,7 @@ def cmd_history(args) -> int:
     """Handler of `mosaicdiff history`."""
     import json
 
-    from mosaicdiff.config import to_dict
+    from mosaicdiff.config_io import to_dict
 
     several = len(args.run) > 1
     check(

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from mosaicdiff import plots
-from mosaicdiff.config import RunConfig, to_dict
+from mosaicdiff.config import RunConfig
+from mosaicdiff.config_io import to_dict
 from mosaicdiff.experiments.timing import time_section
 from mosaicdiff.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from mosaicdiff.metrics.consistency import REASONS

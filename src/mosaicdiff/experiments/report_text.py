@@ -39,7 +39,8 @@ def alternative_baselines(spec: PairingsSpec) -> dict[str, float]:
 
 
 def baseline_note(baseline: dict) -> str:
-    from mosaicdiff.config import DataConfig, from_dict
+    from mosaicdiff.config import DataConfig
+    from mosaicdiff.config_io import from_dict
     from mosaicdiff.metrics.consistency import enumerates
 
     spec = PairingsSpec.from_config(from_dict(DataConfig, baseline["key"]["data"]))

@@ -19,16 +19,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from mosaicdiff.config import (
-    RunConfig,
-    SampleConfig,
-    TrainConfig,
-    matches,
-    override,
-    split_assignment,
-    stored_sample,
-    to_dict,
-)
+from mosaicdiff.config import RunConfig, SampleConfig, TrainConfig, stored_sample
+from mosaicdiff.config_io import matches, override, split_assignment, to_dict
 from mosaicdiff.errors import check, check_out
 from mosaicdiff.experiments.timing import Laps, done_line
 from mosaicdiff.io import atomic_write_json, read_json

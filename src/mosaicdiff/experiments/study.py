@@ -27,18 +27,8 @@ from pathlib import Path
 
 import torch
 
-from mosaicdiff.config import (
-    ARCH_FIELDS,
-    NATURAL_SAMPLE,
-    RunConfig,
-    SampleConfig,
-    assign,
-    check_once,
-    from_dict,
-    override,
-    split_assignment,
-    to_dict,
-)
+from mosaicdiff.config import ARCH_FIELDS, NATURAL_SAMPLE, RunConfig, SampleConfig
+from mosaicdiff.config_io import assign, check_once, from_dict, override, split_assignment, to_dict
 from mosaicdiff.errors import UserError, check, check_out
 from mosaicdiff.io import atomic_write_json, read_json
 

@@ -26,7 +26,8 @@ import socket
 import time
 from pathlib import Path
 
-from mosaicdiff.config import RunConfig, from_dict, to_dict
+from mosaicdiff.config import RunConfig
+from mosaicdiff.config_io import from_dict, to_dict
 from mosaicdiff.errors import UserError, check
 from mosaicdiff.experiments.sweep_plan import Plan, Point, done_as_now, load_spec, plan_sweep
 from mosaicdiff.io import atomic_write_json, read_json

@@ -18,19 +18,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mosaicdiff.config import (
-    RunConfig,
+from mosaicdiff.config import RunConfig, custom_arch, new_run_config, older_bias, stored_run
+from mosaicdiff.config_io import (
     assign,
     check_once,
-    custom_arch,
     differences,
     from_dict,
     matches,
-    new_run_config,
-    older_bias,
     read_mapping,
     split_assignment,
-    stored_run,
     to_dict,
 )
 from mosaicdiff.errors import UserError, check, check_out

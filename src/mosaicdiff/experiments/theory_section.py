@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from mosaicdiff import plots
-from mosaicdiff.config import RunConfig, to_dict
+from mosaicdiff.config import RunConfig
+from mosaicdiff.config_io import to_dict
 from mosaicdiff.io import atomic_write_json, read_json, save_npz
 
 REPORT_MACHINES = {  # name -> build_machine keyword arguments

@@ -128,7 +128,7 @@ def _machine_samples(args, folder: Path, settings: dict, machine, schedule, x_T)
     A rerun with the same settings reads them; one with other settings is refused."""
     import torch
 
-    from mosaicdiff.config import differences
+    from mosaicdiff.config_io import differences
     from mosaicdiff.io import atomic_write_json, load_npz, read_json, save_npz
     from mosaicdiff.own_code import short
     from mosaicdiff.sampling import ddpm_sample
