@@ -83,12 +83,30 @@ def test_intervals_of_rates_stay_within_0_and_1():
     from mosaicdiff.metrics.consistency import summarize_rates
     from mosaicdiff.metrics.stats import mean_ci
 
-    near_zero = summarize_rates([0.0, 0.0, 0.0, 0.3])  # the t interval reaches below 0
+    near_zero = summarize_rates([0.0, 0.0, 0.0, 0.3], [10] * 4)  # the t interval reaches below 0
     assert near_zero["ci95"][0] == 0.0 and 0.075 < near_zero["ci95"][1] < 1
     seeds = mean_ci([0.99, 1.0, 0.9])  # the t interval over 3 seeds reaches above 1
     assert seeds["ci95"][1] == 1.0 and seeds["ci95"][0] < seeds["mean"]
-    one = summarize_rates([0.3])  # no spread: no interval (it was [0.3, 0.3])
+    one = mean_ci([0.3])  # no spread and no counts: no interval (it was [0.3, 0.3])
     assert one["ci95"] is None and one["std"] is None and one["mean"] == 0.3
+
+
+def test_runs_without_spread_still_get_the_interval_their_samples_allow():
+    # Probe 63: 2 runs of 200 samples, none consistent, had the 95 % interval [0, 0]
+    from mosaicdiff.metrics.consistency import summarize_rates
+    from mosaicdiff.metrics.stats import mean_ci, wilson_interval
+
+    none = summarize_rates([0.0, 0.0], [200, 200])
+    assert none["ci95"] == pytest.approx(list(wilson_interval(0, 400)))
+    assert none["ci95"][1] > 0.009  # 3.7/400 is about the 'rule of three' bound
+    one = summarize_rates([0.3], [1000])  # one run: the binomial interval of its samples
+    assert one["ci95"] == pytest.approx(list(wilson_interval(300, 1000))) and one["std"] is None
+    # a t interval wider than the pooled Wilson one is kept as it is
+    spread = [0.1, 0.5, 0.3]
+    assert summarize_rates(spread, [1000] * 3)["ci95"] == mean_ci(spread)["ci95"]
+    # and one narrower (runs that agree by chance) is widened to it
+    agree = summarize_rates([0.3, 0.3001, 0.2999], [100] * 3)
+    assert agree["ci95"] == pytest.approx(list(wilson_interval(90, 300)))
 
 
 def test_the_interval_over_five_runs_covers_the_true_rate_95_percent_of_the_time():

@@ -238,10 +238,9 @@ def cmd_evaluate(args) -> int:
         return _evaluate_creativity(args, cfg, dataset, samples)
     res = evaluate_consistency(samples, dataset.info["spec"], list(cfg.train.seeds))
     for p in res["per_seed"]:
-        ci = "one run: no interval; sample with --runs 2 or more for one"
-        if p["ci95"]:  # one run has no spread to make an interval of
-            lo, hi = p["ci95"]
-            ci = f"95% CI over {p['n']} runs {100 * lo:.2f}-{100 * hi:.2f}"
+        lo, hi = p["ci95"]  # over the runs, and at least the binomial one of their samples
+        runs = f"{p['n']} run{'s' * (p['n'] != 1)}"
+        ci = f"95% CI {100 * lo:.2f}-{100 * hi:.2f} over {runs}"
         print(f"seed {p['seed']}: consistency {100 * p['mean']:.2f}% ({ci})")
         total = sum(p["reasons"].values()) or 1
         shown = {k: v for k, v in p["reasons"].items() if v or k == "consistent"}

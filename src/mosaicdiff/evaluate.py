@@ -43,7 +43,7 @@ def evaluate_consistency(samples_dir: Path, spec, seeds: list[int]) -> dict:
         per_seed.append(
             {
                 "seed": seed,
-                **summarize_rates(rates),
+                **summarize_rates(rates, counts[i].tolist()),
                 "reasons": dict(zip(REASONS, reasons[i].tolist(), strict=True)),
             }
         )

@@ -137,16 +137,19 @@ def test_rerun_with_other_settings_is_refused_before_writing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no plan.json, no baseline
 
 
-def test_the_random_baseline_of_one_run_has_no_interval_and_older_ones_are_redone(tmp_path):
-    # Probe 52: --runs 1 died writing report.md (the baseline's interval is None for one run),
+def test_the_random_baseline_of_one_run_has_its_samples_interval_and_older_ones_are_redone(
+    tmp_path,
+):
+    # Probe 52: --runs 1 died writing report.md (the baseline's interval was None for one run),
     # and a baseline.json stored with the older normal interval was reused beside t intervals.
     from mosaicdiff.experiments.report_text import baseline_note
+    from mosaicdiff.metrics.stats import wilson_interval
 
     one = override(rp.preset_config("quick"), ["sample.n_runs=1", "sample.n_per_run=100"])
     baseline = rp.baseline_stage(one, tmp_path)
-    assert baseline["monte_carlo"]["ci95"] is None
+    mc = baseline["monte_carlo"]
+    assert mc["ci95"] == pytest.approx(list(wilson_interval(round(100 * mc["mean"]), 100)))
     assert "(1 run of 100 images) gives" in baseline_note(baseline)
-    assert "(one run: no interval)" in baseline_note(baseline)
     two = override(one, ["sample.n_runs=2"])
     stored = rp.baseline_stage(two, tmp_path)
     assert "95% CI" in baseline_note(stored)

@@ -45,9 +45,7 @@ def baseline_note(baseline: dict) -> str:
 
     spec = PairingsSpec.from_config(from_dict(DataConfig, baseline["key"]["data"]))
     mc = baseline["monte_carlo"]
-    ci = "one run: no interval"  # --runs 1
-    if mc["ci95"]:
-        ci = "95% CI {:.2f}-{:.2f}".format(*(100 * v for v in mc["ci95"]))
+    ci = "95% CI {:.2f}-{:.2f}".format(*(100 * v for v in mc["ci95"]))
     how = "enumeration through the metric" if enumerates(spec) else "inclusion-exclusion"
     paper = PAPER["random"]
     text = (

@@ -133,10 +133,10 @@ def random_baseline_monte_carlo(
     for _ in range(n_runs):
         rows = torch.randint(len(spec.pairings), (n_per_run, spec.n_quadrants), generator=g)
         rates.append(consistency(spec.render(rows), spec).rate)
-    return summarize_rates(rates)
+    return summarize_rates(rates, [n_per_run] * n_runs)
 
 
-def summarize_rates(rates: list[float]) -> dict:
-    """Mean, standard deviation, standard error and a 95 % Student-t interval of per-run rates
-    (`stats.mean_ci`), and the rates themselves."""
-    return {**mean_ci(rates), "rates": [float(x) for x in rates]}
+def summarize_rates(rates: list[float], counts: list[int]) -> dict:
+    """Mean, standard deviation, standard error and a 95 % interval of per-run rates, each of
+    `counts` samples (`stats.mean_ci`), and the rates themselves."""
+    return {**mean_ci(rates, counts), "rates": [float(x) for x in rates]}

@@ -1,8 +1,10 @@
 """Intervals of rates. `mean_ci`: the mean of a handful of rates (one per sampling run, or per
 training seed) with a 95 % Student-t interval; with 5 runs a normal interval (1.96 standard
 errors) covers the true rate only about 88 % of the time, and with 2 runs about 70 %, where the
-t interval covers it 95 %. `wilson_interval`: one proportion of many samples (a machine's
-consistent samples).
+t interval covers it 95 %. Given the samples behind each rate, the interval also covers the
+Wilson interval of the pooled rate: runs that happen to agree (0 of 200 consistent in each)
+have no spread, yet their 400 samples leave the rate uncertain. `wilson_interval`: one
+proportion of many samples (a machine's consistent samples).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import math
 
 import numpy as np
 
-# Stored results carry this, so results with the older normal interval are measured again.
-CI_METHOD = "student-t"
+# Stored results carry this, so results with an older interval (normal; t alone, which is
+# [0, 0] for runs that all had rate 0) are measured again.
+CI_METHOD = "student-t+wilson"
 
 # Two-sided 95 % Student-t quantiles for 1..30 degrees of freedom.
 T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -35,18 +38,29 @@ def t95(df: int) -> float:
     )
 
 
-def mean_ci(values) -> dict:
+def mean_ci(values, counts=None) -> dict:
     """Mean, standard deviation, standard error and 95 % t interval of `values`, each in
     [0, 1]; the interval is clipped to [0, 1] (over few values it can overshoot what a rate
-    can be). One value has no spread: its std, se and interval are None."""
+    can be). One value has no spread: its std and se are None, and so is its interval unless
+    `counts` are given.
+
+    Args:
+        values: rates, one per sampling run or training seed.
+        counts: with rates of samples, how many samples each rate is of: the interval is
+            widened to cover the Wilson interval of the pooled rate (alone, for one value).
+    """
     v = np.asarray(values, dtype=np.float64)
     mean, n = float(v.mean()), len(v)
-    if n < 2:
-        return {"mean": mean, "std": None, "se": None, "ci95": None, "n": n, "ci_method": CI_METHOD}
-    std = float(v.std(ddof=1))
-    se = std / math.sqrt(n)
-    half = t95(n - 1) * se
-    ci95 = [max(mean - half, 0.0), min(mean + half, 1.0)]
+    std = se = ci95 = None
+    if n >= 2:
+        std = float(v.std(ddof=1))
+        se = std / math.sqrt(n)
+        half = t95(n - 1) * se
+        ci95 = [max(mean - half, 0.0), min(mean + half, 1.0)]
+    if counts is not None:
+        c = np.asarray(counts, dtype=np.float64)
+        low, high = wilson_interval(round(float((v * c).sum())), round(float(c.sum())))
+        ci95 = [low, high] if ci95 is None else [min(ci95[0], low), max(ci95[1], high)]
     return {"mean": mean, "std": std, "se": se, "ci95": ci95, "n": n, "ci_method": CI_METHOD}
 
 
