@@ -300,8 +300,25 @@ def test_calibrate_and_compare_on_a_trained_run(tmp_path, tiny, monkeypatch, cap
         main(["theory", "calibrate", str(run), *common, "--candidates", "2,4", "--out", str(cal)])
         == 0
     )
-    table = json.loads(cal.read_text())["patch_size"]
-    assert len(table) == 100 and set(table) <= {2, 4}
+    made = json.loads(cal.read_text())
+    assert len(made["patch_size"]) == 100 and set(made["patch_size"]) <= {2, 4}
+    # what it was made on (probe 63: a file applied elsewhere, or at stride 1, said nothing)
+    assert made["stride"] == 2 and made["data"] == {"kind": "pairings", "shape": [3, 4, 4]}
+    assert made["epoch"] == 1 and len(made["checkpoint_sha256"]) == 64
+    at_2 = tmp_path / "at2.json"  # at --stride 2 the default candidates are 2, 4, not 1, 3
+    assert main(["theory", "calibrate", str(run), *common, "--out", str(at_2)]) == 0
+    assert json.loads(at_2.read_text())["candidates"] == [2, 4]
+    at_T = tmp_path / "T1000.json"  # as made for theory sample's T=1000
+    at_T.write_text(json.dumps({**made, "patch_size": [2] * 1000}))
+    drawn = tmp_path / "drawn"  # at the file's own stride when --stride is left out (at the
+    assert main([*SAMPLE, "--patch", str(at_T), "--out", str(drawn)]) == 0  # patch's 1: refused)
+    capsys.readouterr()
+    at_1 = [*SAMPLE, "--patch", str(at_T), "--stride", "1", "--out", str(tmp_path / "s1")]
+    refused(at_1, capsys, "--stride 1", "calibrated at stride 2")
+    digits = [*SAMPLE, "--data", "digits", "--subset", "20", "--patch", str(at_T)]
+    assert main([*digits, "--out", str(tmp_path / "dig")]) == 0
+    said = capsys.readouterr().out
+    assert "calibrated on pairings images of 3x4x4, not these digits images of 1x8x8" in said
     default = tmp_path / "default.json"  # 1,3,5,7 up to the 4x4 image's side
     assert (
         main(["theory", "calibrate", str(run), "--n", "2", "--every", "50", "--out", str(default)])

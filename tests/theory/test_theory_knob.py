@@ -49,6 +49,8 @@ def test_knob_writes_one_row_per_lam_from_its_sample_folders(tmp_path, capsys):
         (["--lams", "0.123456789,0.1234567891"], "would share a folder"),
         (["--machine", "els"], "lam weighs only the attn machine"),
         (["--data", "digits"], "consistency needs --data pairings"),
+        # probe 63: one cell, nothing to attend to: lam 0 and 1 drew the same samples
+        (["--patch", "4", "--stride", "4"], "one cell covers the whole 4x4 image"),
         (["--lam", "0.3"], "takes its weights from --lams"),
     ],
 )

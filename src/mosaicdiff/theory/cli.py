@@ -59,7 +59,7 @@ def register(subparsers) -> None:
         ("calibrate", "per-step patch sizes for a run", "output JSON file"),
         ("compare", "agreement of a run's networks with a machine", "output folder"),
     ):
-        c = sub.add_parser(name, help=text, **shows_defaults)
+        c = sub.add_parser(name, help=text, description=DESCRIPTIONS[name], **shows_defaults)
         c.add_argument("run", help="trained run directory (see `mosaicdiff train`)")
         _machine_options(c, patch=name != "calibrate")
         c.add_argument("--n", type=int, default=16, help="trajectories (samples) per seed")
@@ -70,7 +70,8 @@ def register(subparsers) -> None:
         c.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub.choices["calibrate"].add_argument(
         "--candidates",
-        help="comma-separated patch sizes to try (default: 1,3,5,7 up to the image side)",
+        help="comma-separated patch sizes to try (default: 1,3,5,7 up to the image side; "
+        "at --stride s: s, s+2, s+4, s+6)",
     )
     sub.choices["calibrate"].add_argument(
         "--epoch",
@@ -86,6 +87,24 @@ def register(subparsers) -> None:
     sub.choices["calibrate"].set_defaults(handler=cmd_calibrate)
     sub.choices["compare"].set_defaults(handler=cmd_compare)
     sub.metavar = "{" + ",".join(sub.choices) + "}"  # a missing command names them all
+
+
+# Both run each network by 1,000-step DDPM, x0 unclipped, from --n noises of --seed: the
+# trajectories the machine is scored on, whatever sampler the run's own samples used.
+DESCRIPTIONS = {
+    "calibrate": "At every --every-th step t of each network's own DDPM trajectories, pick the "
+    "patch size of --candidates whose machine eps has the highest mean cosine with the "
+    "network's (Kamb & Ganguli Sec. 5); other steps take the nearest evaluated step's choice. "
+    "Writes OUT (JSON: patch_size per t, the cosine table, and the stride, data, run and "
+    "checkpoint it was made on), for `theory sample|compare --patch OUT`. One stride serves "
+    "every candidate: on the pairings, the default machine (2 at stride 2, one patch per "
+    "quadrant) is --candidates 2 --stride 2.",
+    "compare": "Run each network and the machine from the same --n noises by 1,000-step DDPM "
+    "(x0 unclipped). Writes OUT/agreement.json: per step, the mean cosine of the two eps on the "
+    "network's own trajectory; per sample, r^2 (the squared Pearson correlation of the two "
+    "final images' pixels), with its median and quartiles; and OUT/samples.png, "
+    "OUT/eps_cosine.png.",
+}
 
 
 def _sample_options(s, knob: bool = False) -> None:
@@ -170,7 +189,12 @@ def _machine_options(p, knob: bool = False, patch: bool = True) -> None:
         else hidden,
     )
     p.add_argument(
-        "--stride", type=int, help="grid stride (default: 1; 2 with the pairings' default patch)"
+        "--stride",
+        type=int,
+        help="grid stride (default: 1; 2 with the pairings' default patch; a calibration "
+        "file's own)"
+        if patch
+        else "grid stride of every candidate (default: 1)",
     )
     p.add_argument(
         "--boundary",

@@ -68,9 +68,9 @@ def cmd_calibrate(args) -> int:
         )
     run, members, x_T = _load(args)
     kind = run.cfg.data.kind
-    if args.candidates is None:  # 4x4 pairings: 1,3
-        side = min(run.dataset.shape[-2:])
-        args.candidates = ",".join(str(k) for k in (1, 3, 5, 7) if k <= side)
+    if args.candidates is None:  # 4x4 pairings: 1,3 (at --stride 2: 2,4)
+        side, s = min(run.dataset.shape[-2:]), max(args.stride or 1, 1)
+        args.candidates = ",".join(str(k) for k in range(s, s + 7, 2) if k <= side)
     try:
         candidates = [int(k) for k in args.candidates.split(",") if k.strip()]
     except ValueError:
@@ -94,7 +94,17 @@ def cmd_calibrate(args) -> int:
                 progress=not args.no_progress,
             )
         )
-    calibration = {**results[0], "machine": args.machine, "members": members}
+    calibration = {
+        **results[0],
+        "machine": args.machine,
+        "stride": args.stride or 1,  # one for every candidate; --patch FILE samples at it
+        "boundary": args.boundary,
+        "members": members,
+        "run": str(Path(args.run).resolve()),
+        "epoch": run.epoch,
+        "checkpoint_sha256": run.checkpoint_sha256,
+        "data": {"kind": kind, "shape": list(run.dataset.shape)},
+    }
     if len(results) > 1:
         calibration["per_member"] = results
     save_calibration(calibration, args.out)
@@ -115,6 +125,7 @@ def cmd_compare(args) -> int:
         f"{folder} holds comparisons over training (--epoch all); choose another --out",
     )
     run, members, x_T = _load(args)
+    args.epoch = run.epoch  # agreement.json names the checkpoint's epoch, the newest too
     machine = machine_from_args(args, run.dataset.images, run.schedule, run.cfg.data.kind)
     per_member, pairs = agree(args, run, members, x_T, machine)
     write_agreement(folder, args, per_member, pairs, run.checkpoint_sha256)

@@ -69,15 +69,63 @@ def patch_file(patch: str | None) -> str | None:
 def spelled_out(kind: str, patch: str | None, stride: int | None) -> tuple[str, int]:
     """--patch and --stride on data of `kind` as the machine reads them: left out, 2 with stride
     2 on the pairings (one patch per quadrant) and 3 with stride 1 otherwise; a patch size given
-    alone has stride 1."""
+    alone has stride 1, a calibration file the stride it was calibrated at."""
     default = patch is None
     if default:
         patch = "2" if kind == "pairings" else "3"
     elif patch_file(patch) is None:
         patch = str(int(patch))
     if stride is None:
-        stride = 2 if kind == "pairings" and default else 1
+        stride = 2 if kind == "pairings" and default else calibrated(patch).get("stride", 1)
     return patch, stride
+
+
+def calibrated(patch: str | None) -> dict:
+    """What a calibration file named by --patch says of how it was made (`theory calibrate`
+    stores its stride, data and members; one from before that, nothing), else {}."""
+    from mosaicdiff.io import read_json
+
+    file = patch_file(patch)
+    if file is None or not Path(file).is_file():
+        return {}
+    try:
+        data = read_json(Path(file))
+    except UserError:
+        return {}  # refused, naming the file, where the schedule is loaded
+    made = {k: data[k] for k in ("stride", "data", "members") if k in (data or {})}
+    stride = made.get("stride")
+    if not isinstance(stride, int) or isinstance(stride, bool):
+        made.pop("stride", None)
+    return made
+
+
+def _check_calibrated(file: str, stride: int, kind: str, shape: tuple) -> None:
+    """Refuse --patch FILE at a stride other than its own (its sizes were chosen at that one);
+    note once where FILE was calibrated on other data, or for several members."""
+    made = calibrated(file)
+    own = made.get("stride")
+    check(
+        own is None or own == stride,
+        f"--stride {stride}: {file} was calibrated at stride {own}; leave --stride out or give "
+        f"{own}",
+    )
+    data, members = made.get("data") or {}, made.get("members") or []
+    notes = []
+    if data and (data.get("kind"), list(data.get("shape") or ())) != (kind, list(shape)):
+        shape_text = "x".join(map(str, data.get("shape") or ())) or "?"
+        notes.append(
+            f"it was calibrated on {data.get('kind')} images of {shape_text}, "
+            f"not these {kind} images of {'x'.join(map(str, shape))}"
+        )
+    if len(members) > 1:
+        notes.append(f"it holds members {members}; its patch_size is member {members[0]}'s")
+    for note in notes:
+        if (file, note) not in _NOTED:
+            _NOTED.add((file, note))
+            print(f"note: --patch {file}: {note}")
+
+
+_NOTED: set = set()  # the notes already printed: a command builds its machine more than once
 
 
 def with_defaults(options: dict) -> dict:
@@ -167,6 +215,14 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
                 "from `theory calibrate`)",
             )
             patch = PatchSchedule.load(args.patch, schedule.T)
+            _check_calibrated(args.patch, stride, kind, tuple(images.shape[1:]))
+    if name == "attn":
+        h, w = images.shape[-2:]
+        check(
+            stride < 1 or h % stride or w % stride or (h // stride) * (w // stride) >= 2,
+            f"--stride {stride}: one cell covers the whole {h}x{w} image, so --machine attn "
+            "has no other patch to attend to and is ELS whatever --lam; use a smaller --stride",
+        )
     if name != "ideal" and (not own or "patch_size" in taken):  # they see k x k windows
         side = min(images.shape[-2:])
         sizes = set(patch.sizes()) if isinstance(patch, PatchSchedule) else {patch}
