@@ -248,13 +248,22 @@ def refuse_inside_run(out: Path, option: str = "--out", run_itself: bool = False
         )
 
 
-def only_last_two(path, kept: list[int]) -> str:
-    """The note for a run trained without train.keep_every, whose history is its last (at most
-    two) checkpoints."""
+def only_last_two(path, kept: list[int], keep_every: int) -> str | None:
+    """The note for a run that kept no checkpoint by train.keep_every (trained without it, or
+    not yet for that many epochs), whose history is its last (at most two) checkpoints; None
+    for one that did."""
+    if any(keep_every and e % keep_every == 0 for e in kept):
+        return None
+    how = (
+        f"has kept no checkpoint by train.keep_every={keep_every} (it has not trained "
+        f"{keep_every} epochs yet)"
+        if keep_every
+        else "was trained without train.keep_every"
+    )
     return (
-        f"note: {path} was trained without train.keep_every, so it keeps only its latest "
-        f"checkpoints ({', '.join(map(str, kept))}); train with --set train.keep_every=N to "
-        "keep one every N epochs"
+        f"note: {path} {how}, so it keeps only its latest checkpoints "
+        f"({', '.join(map(str, kept))}); train with --set train.keep_every=N to keep one every "
+        "N epochs"
     )
 
 

@@ -161,6 +161,11 @@ def _train(run: RunDir, cfg: RunConfig, out, resume: bool, progress: bool, compi
     n, shape = len(dataset), dataset.shape
     if note := ema_note(tc, n):
         tqdm.write(f"{out}: note: {note}")
+    if tc.keep_every > tc.epochs:  # probe 63: history then found the last two, unexplained
+        tqdm.write(
+            f"{out}: note: train.keep_every={tc.keep_every} is beyond the run's {tc.epochs} "
+            "epochs, so no checkpoint is kept for `history` beyond the last two"
+        )
     schedule = Schedule.from_config(cfg.diffusion).to(device)
     model = build_model(cfg.model, shape, cfg.diffusion.T, tc.seeds).to(device)
     gumbel = getattr(model, "gumbel_shape", None)  # top1's noise, drawn per seed as eps is

@@ -26,6 +26,19 @@ def test_keep_every_spares_its_multiples_beside_the_last_two(tmp_path, tiny):
     assert RunDir(tmp_path / "off").checkpoint_epochs() == [3, 5]
 
 
+def test_a_keep_every_beyond_the_epochs_is_said_by_train_and_history(tmp_path, capsys):
+    # Probe 63: keep_every=50 on a 20-epoch run kept the last two without a word
+    from mosaicdiff.runs import only_last_two
+
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), "--epochs", "2", "--set", "data.n_images=64"]
+    assert main([*args, "--set", "train.keep_every=5", "--no-progress"]) == 0
+    assert "train.keep_every=5 is beyond the run's 2 epochs" in capsys.readouterr().out
+    note = only_last_two(run, RunDir(run).checkpoint_epochs(), 5)
+    assert "has kept no checkpoint by train.keep_every=5" in note and "checkpoints (2)" in note
+    assert only_last_two(run, [4, 5, 6], 5) is None and only_last_two(run, [5, 6], 0)
+
+
 def test_load_run_takes_a_kept_epoch_and_refuses_one_not_kept(tmp_path, tiny):
     train(tiny(epochs=4, keep_every=2), tmp_path, progress=False)
     early, late = load_run(tmp_path, epoch=2), load_run(tmp_path)

@@ -219,8 +219,8 @@ def run_history(args, plan: Plan) -> dict:
     from mosaicdiff.runs import CheckpointGone, RunDir, load_run, only_last_two
 
     run = RunDir(plan.path)
-    if plan.cfg.train.keep_every == 0:
-        print(only_last_two(plan.path, plan.epochs))
+    if note := only_last_two(plan.path, plan.epochs, plan.cfg.train.keep_every):
+        print(note)
     log = [r for r in run.read_metrics() if "epoch" in r and "loss" in r]
     losses = {r["epoch"]: r["loss"] for r in log}  # per seed, as logged
     rows, shown = [], {}

@@ -91,8 +91,9 @@ def _epochs(run: str, wanted: list[int]) -> list[int]:
     kept = folder.checkpoint_epochs()
     if not kept:
         load_run(run)  # says why there is none: not trained yet, or damaged
-    if not wanted and folder.read_config().train.keep_every == 0:
-        print(only_last_two(run, kept))
+    note = only_last_two(run, kept, folder.read_config().train.keep_every)
+    if not wanted and note:
+        print(note)
     missing = [e for e in wanted if e not in kept]
     check(
         not missing,
