@@ -183,6 +183,7 @@ def test_history_leaves_out_a_checkpoint_a_training_run_rotated_out(
 
     run = tmp_path / "run"
     shutil.copytree(kept_run, run)
+    shutil.rmtree(run / "samples", ignore_errors=True)  # not drawn yet: nothing to measure
     measure = history.measure_epoch
 
     def training_meanwhile(args, cfg, epoch, *rest):
@@ -195,6 +196,31 @@ def test_history_leaves_out_a_checkpoint_a_training_run_rotated_out(
     assert "epoch 4: left out (" in capsys.readouterr().out
     with (run / "history" / "history.csv").open() as f:
         assert {int(r["epoch"]) for r in csv.DictReader(f)} == {2}
+
+
+def test_an_epoch_measured_before_its_checkpoint_rotated_out_stays_in_history(
+    kept_run, tmp_path, capsys
+):
+    # Probe 63: its samples and results were there, but history.csv lost the epoch
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(kept_run, run)
+    assert main(["history", str(run), *SAMPLING]) == 0
+    before = (run / "history" / "history.csv").read_text()
+    for path in RunDir(run).checkpoint_dir.glob("epoch-000002.*"):
+        path.unlink()  # as a run still training deletes an old checkpoint
+    capsys.readouterr()
+    assert main(["history", str(run), *SAMPLING]) == 0
+    assert "epoch 2: its checkpoint is gone; measured from its samples" in capsys.readouterr().out
+    assert (run / "history" / "history.csv").read_text() == before
+    # drawn with other settings, it is not this history's: left out, not refused
+    assert main(["history", str(run), "--runs", "1", "--per-run", "4", "--no-progress"]) == 2
+    capsys.readouterr()  # epoch 4's folder holds the other settings: refused, as before
+    shutil.rmtree(run / "samples" / "epoch-000004")
+    assert main(["history", str(run), "--runs", "1", "--per-run", "4", "--no-progress"]) == 0
+    with (run / "history" / "history.csv").open() as f:
+        assert {int(r["epoch"]) for r in csv.DictReader(f)} == {4}
 
 
 def test_theory_compare_takes_a_kept_checkpoint(kept_run, tmp_path, capsys):
@@ -339,6 +365,7 @@ def test_a_damaged_checkpoint_is_left_out_and_the_rest_still_written(kept_run, t
     path = RunDir(run).checkpoint_path(4)
     path.write_bytes(path.read_bytes()[:-1])
     shutil.rmtree(run / "history")
+    shutil.rmtree(run / "samples")  # else epoch 4 is measured from the samples drawn of it
     assert main(["history", str(run), *SAMPLING]) == 2
     assert "none of the checkpoints of" in capsys.readouterr().err
     assert not (run / "history").exists()

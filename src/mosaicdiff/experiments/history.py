@@ -18,7 +18,9 @@ to `epoch` (`raw` for the raw weights), OUT to RUN/history (RUN/history-NAME for
 so histories of the two kinds of weights, or of two sample sizes, keep apart; a metric other
 than the data's own (`--metric creativity` on the colour pairings) adds its name to the
 folder (RUN/history-creativity). A checkpoint
-that can't be read (damaged, or deleted by a run still training) is left out with a note.
+that can't be read (damaged, or deleted by a run still training) is left out with a note,
+unless its samples were all drawn by an earlier history with these settings: a run still
+training rotates out checkpoints a history already measured, and those epochs stay in.
 
 Given several runs (measured by the same metric) and `--out`, each gets its own history as
 above, and OUT/history.csv and OUT/history.png set them side by side: a line per run, the mean
@@ -97,7 +99,7 @@ class Plan:
     metric: str  # "consistency" or "creativity"
     options: tuple[int, int] | None  # creativity's --patch and --limit
     baseline: float | None  # the random baseline (%) beside consistency
-    epochs: list[int]  # the kept checkpoints
+    epochs: list[int]  # the kept checkpoints, and the epochs whose samples were all drawn
     out: Path  # history.csv and the figures
 
 
@@ -171,8 +173,8 @@ def _plan_history(args, path: str, out: str | None) -> Plan:
     run = RunDir(path)
     stored = run.read_config()
     run.samples_dir(args.name)  # a bad --name fails before anything runs
-    epochs = run.checkpoint_epochs()
-    if not epochs:
+    kept = run.checkpoint_epochs()
+    if not kept:
         load_run(path)  # says why there is none: not trained yet, or damaged
     base = replace(stored, sample=history_sample(stored.sample))
     cfg = sampling_config(args, stored, base)
@@ -190,10 +192,32 @@ def _plan_history(args, path: str, out: str | None) -> Plan:
         default += f"-{metric}"
     out = check_out(out or run.path / default)
     refuse_run_directory(out)
-    for epoch in epochs:  # folders drawn with other settings are refused now, not halfway
+    for epoch in kept:  # folders drawn with other settings are refused now, not halfway
         folder = run.samples_dir(f"{args.name}-{epoch:06d}")
         refuse_mixing(folder, cfg.sample, epoch, args.weights)
-    return Plan(path, cfg, metric, options, baseline, epochs, out)
+    drawn = [e for e in _drawn_epochs(run, args.name, cfg, args.weights) if e not in kept]
+    return Plan(path, cfg, metric, options, baseline, sorted([*kept, *drawn]), out)
+
+
+def _drawn_epochs(run, name: str, cfg: RunConfig, weights: str) -> list[int]:
+    """The epochs whose folder RUN/samples/NAME-E holds all its samples, drawn with `cfg`'s
+    sampling from epoch E's `weights`: measurable after the checkpoint itself is gone."""
+    from mosaicdiff.errors import UserError
+    from mosaicdiff.generate import chunk_paths, read_meta, refuse_mixing
+
+    found = []
+    for folder in sorted(run.path.glob(f"samples/{name}-*")):
+        epoch = folder.name.removeprefix(f"{name}-")
+        if not (epoch.isdigit() and len(epoch) == 6 and (folder / "sample.json").is_file()):
+            continue
+        try:
+            refuse_mixing(folder, cfg.sample, int(epoch), weights)
+            complete = len(chunk_paths(folder)) == read_meta(folder)["n_chunks"]
+        except UserError:  # other settings, or damaged: not this history's
+            continue
+        if complete:
+            found.append(int(epoch))
+    return found
 
 
 def refuse_run_directory(out: Path) -> None:
@@ -216,6 +240,8 @@ def refuse_run_directory(out: Path) -> None:
 def run_history(args, plan: Plan) -> dict:
     """Sample and measure every kept checkpoint of `plan`'s run and write its history; return
     its rows and its training log."""
+    from mosaicdiff.data import load_dataset
+    from mosaicdiff.generate import draw_samples
     from mosaicdiff.runs import CheckpointGone, RunDir, load_run, only_last_two
 
     run = RunDir(plan.path)
@@ -224,14 +250,25 @@ def run_history(args, plan: Plan) -> dict:
     log = [r for r in run.read_metrics() if "epoch" in r and "loss" in r]
     losses = {r["epoch"]: r["loss"] for r in log}  # per seed, as logged
     rows, shown = [], {}
+    drawn = _drawn_epochs(run, args.name, plan.cfg, args.weights)
+    dataset = None
     for epoch in plan.epochs:
+        folder = run.samples_dir(f"{args.name}-{epoch:06d}")
         try:
             loaded = load_run(plan.path, plan.cfg.device, args.weights, epoch)
         except CheckpointGone as e:  # damaged, or rotated out by a run still training
-            print(f"epoch {epoch}: left out ({e})")
-            continue
+            if epoch not in drawn:
+                print(f"epoch {epoch}: left out ({e})")
+                continue
+            print(f"epoch {epoch}: its checkpoint is gone; measured from its samples")
+        else:
+            print(f"epoch {epoch}:")
+            draw_samples(loaded, plan.cfg.sample, folder.name, not args.no_progress)
+            dataset = loaded.dataset
+        if dataset is None:
+            dataset = load_dataset(plan.cfg.data)
         loss = losses.get(epoch, [float("nan")] * len(plan.cfg.train.seeds))
-        found, first = measure_epoch(args, plan, loaded, loss)
+        found, first = measure_epoch(args, plan, epoch, folder, dataset, loss)
         rows += found
         shown[epoch] = first
     check(bool(rows), f"none of the checkpoints of {plan.path} could be read; it has no history")
@@ -239,37 +276,33 @@ def run_history(args, plan: Plan) -> dict:
     return {"rows": rows, "log": log}
 
 
-def measure_epoch(args, plan: Plan, loaded, loss) -> tuple[list[dict], object]:
-    """Sample `loaded`, `plan`'s run at one of its kept checkpoints (resuming its folder), and
-    measure it: its rows of history.csv (with `loss`, that epoch's per seed), and the first
-    samples of its first seed."""
-    cfg, metric, options = plan.cfg, plan.metric, plan.options
+def measure_epoch(args, plan: Plan, epoch: int, folder, dataset, loss) -> tuple[list, object]:
+    """Measure the samples of `plan`'s run at `epoch` in `folder`: its rows of history.csv
+    (with `loss`, that epoch's per seed), and the first samples of its first seed."""
+    metric, options, weights = plan.metric, plan.options, args.weights
     from mosaicdiff.evaluate import evaluate_consistency, evaluate_creativity_samples
-    from mosaicdiff.generate import draw_samples, load_samples, save_preview
+    from mosaicdiff.generate import load_samples, save_preview
 
-    epoch = loaded.epoch
-    seeds = list(loaded.cfg.train.seeds)
-    print(f"epoch {epoch}:")
-    folder = draw_samples(loaded, cfg.sample, f"{args.name}-{epoch:06d}", not args.no_progress)
+    seeds = list(plan.cfg.train.seeds)
     save_preview(folder, seeds)
     rows = []
     if metric == "consistency":
-        res = evaluate_consistency(folder, loaded.dataset.info["spec"], seeds)
+        res = evaluate_consistency(folder, dataset.info["spec"], seeds)
         for i, p in enumerate(res["per_seed"]):
             low, high = p["ci95"]  # over the sampling runs (stats.mean_ci)
             rows.append(
-                {"epoch": epoch, "seed": p["seed"], "weights": loaded.weights, "loss": loss[i]}
+                {"epoch": epoch, "seed": p["seed"], "weights": weights, "loss": loss[i]}
                 | {"consistency": p["mean"], "ci95_low": low, "ci95_high": high}
             )
         print("  consistency " + ", ".join(f"{100 * r['consistency']:.2f}%" for r in rows))
     else:
         patch, limit = options  # checked before any sampling
         res = evaluate_creativity_samples(
-            folder, loaded.dataset.images, seeds, patch, limit, not args.no_progress
+            folder, dataset.images, seeds, patch, limit, not args.no_progress
         )
         for i, p in enumerate(res["per_seed"]):
             rows.append(
-                {"epoch": epoch, "seed": p["seed"], "weights": loaded.weights, "loss": loss[i]}
+                {"epoch": epoch, "seed": p["seed"], "weights": weights, "loss": loss[i]}
                 | {k: p[k] for k in COLUMNS["creativity"]}
             )
         print(
