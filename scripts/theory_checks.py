@@ -36,7 +36,10 @@ def draw(machine, n: int, shape, seed: int, sampler: str, steps: int, schedule, 
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn(n, *shape, generator=g)
     parts = [
-        sample(machine, x_T[i : i + batch], g, schedule, sampler, steps) for i in range(0, n, batch)
+        sample(
+            machine, x_T[i : i + batch], g, schedule, sampler, steps if sampler == "ddim" else None
+        )
+        for i in range(0, n, batch)
     ]
     return torch.cat(parts)
 

@@ -116,6 +116,19 @@ def test_sample_dispatches_ddim_with_its_default_steps_and_refuses_zero():
     assert len(seen) == 50  # DDIM_STEPS, as everywhere (it took T = 1,000)
     with pytest.raises(ValueError, match="steps=0"):  # (it ran 50)
         sample(counting, torch.zeros(1, 3, 4, 4), torch.Generator(), S, "ddim", steps=0)
+    # probe 62: a misspelt sampler ran DDIM, and ddpm ignored the steps and eta it was given
+    for bad, needle in [
+        ({"sampler": "DDPM"}, "sampler='DDPM' is not one of"),
+        ({"sampler": "ddmp"}, "sampler='ddmp' is not one of"),
+        ({"sampler": "ddpm", "steps": 50}, "ddpm runs all 1000 steps"),
+        ({"sampler": "ddpm", "eta": 0.7}, "ddpm runs all 1000 steps"),
+    ]:
+        seen.clear()
+        with pytest.raises(ValueError, match=needle):
+            sample(counting, torch.zeros(1, 3, 4, 4), torch.Generator(), S, **bad)
+        assert not seen
+    sample(counting, torch.zeros(1, 3, 4, 4), torch.Generator(), S, "ddpm", steps=S.T)
+    assert len(seen) == S.T
 
 
 def test_sampling_is_reproducible_and_seed_dependent():

@@ -155,8 +155,15 @@ def sample(
     **kwargs,
 ) -> torch.Tensor:
     """Dispatch to the sampler a `SampleConfig` names (`clip` etc. pass through); ddim takes
-    `DDIM_STEPS` steps when `steps` is left out, as everywhere."""
+    `DDIM_STEPS` steps when `steps` is left out, as everywhere. ddpm runs every one of the T
+    steps without noise of its own choosing: a `steps` other than T, or an `eta`, is refused."""
+    check(sampler in ("ddpm", "ddim"), f"sampler={sampler!r} is not one of ['ddpm', 'ddim']")
     if sampler == "ddpm":
+        check(
+            steps in (None, schedule.T) and eta == 0,
+            f"sampler='ddpm' with steps={steps}, eta={eta}: ddpm runs all {schedule.T} steps "
+            "and draws its own noise; use sampler='ddim' for fewer steps or another eta",
+        )
         return ddpm_sample(denoiser, x_T, generator, schedule, **kwargs)
     return ddim_sample(
         denoiser,

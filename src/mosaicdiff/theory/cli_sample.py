@@ -168,7 +168,7 @@ def _sample(args, folder: Path, dataset, machine, schedule, settings: dict) -> i
             g,
             schedule,
             args.sampler,
-            args.steps,
+            args.steps if args.sampler == "ddim" else None,  # stored as 50 for ddpm too
             args.eta,
             clip=args.clip_x0,
             progress=progress,
