@@ -94,3 +94,21 @@ def test_a_yaml_exponent_without_a_dot_is_a_number_where_a_float_goes(tmp_path):
     for text in ("fast", "nan", "1e-3x", ""):  # other text stays refused
         with pytest.raises(UserError, match="must be a finite number"):
             from_dict(RunConfig, {**data, "train": {**data["train"], "lr": text}})
+
+
+def test_a_section_built_in_python_is_checked_as_one_read_from_text():
+    # Probe 62: TrainConfig(seeds=3) and TrainConfig(lr="x") died in a TypeError
+    from mosaicdiff.config import DiffusionConfig, TrainConfig
+    from mosaicdiff.errors import UserError
+
+    for kwargs, needle in [
+        ({"seeds": 3}, "train.seeds=3 is ambiguous"),
+        ({"lr": "fast"}, "train.lr='fast' must be a finite number"),
+        ({"epochs": 2.5}, "train.epochs=2.5 must be a whole number"),
+    ]:
+        with pytest.raises(UserError, match=needle):
+            TrainConfig(**kwargs)
+    with pytest.raises(UserError, match="diffusion.T='1000' must be a whole number"):
+        DiffusionConfig(T="1000")
+    assert TrainConfig(seeds=[0, 1]).seeds == (0, 1)  # a list, as JSON gives, is the tuple
+    assert hash(TrainConfig(seeds=[0, 1])) == hash(TrainConfig(seeds=(0, 1)))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mosaicdiff.config_io import from_dict, to_dict
+from mosaicdiff.config_io import coerce, from_dict, to_dict
 from mosaicdiff.errors import check
 from mosaicdiff.own_code import names_code
 
@@ -51,7 +51,7 @@ class DataConfig:
     subset: int = 0  # digits, npz, folder: only the first N images (0: all); ours
 
     def __post_init__(self):
-        _check_literals(self)
+        _check_fields(self)
         check(self.n_images >= 1, f"data.n_images={self.n_images} must be at least 1")
         check_seed("data.seed", self.seed)
         check(
@@ -125,7 +125,7 @@ class ModelConfig:
     out_bias: Literal["channel", "position"] = "channel"
 
     def __post_init__(self):
-        _check_literals(self)
+        _check_fields(self)
         check(
             self.arch in ARCHS or custom_arch(self.arch),
             f"model.arch={self.arch!r} is not one of {list(ARCHS)}, nor a network of your own "
@@ -145,6 +145,7 @@ class DiffusionConfig:
     beta_end: float = 0.02
 
     def __post_init__(self):
+        _check_fields(self)
         check(self.T >= 2, f"diffusion.T={self.T} must be at least 2")
         check(
             0 < self.beta_start <= self.beta_end < 1,
@@ -165,7 +166,7 @@ class TrainConfig:
     keep_every: int = 0  # epochs: also keep these checkpoints for `history` (0: the last two)
 
     def __post_init__(self):
-        _check_literals(self)
+        _check_fields(self)
         check(self.epochs >= 1, f"train.epochs={self.epochs} must be at least 1")
         check(self.batch_size >= 1, f"train.batch_size={self.batch_size} must be at least 1")
         check(self.lr > 0, f"train.lr={self.lr} must be positive")
@@ -199,7 +200,7 @@ class SampleConfig:
     noise: Noise = "threefry"  # counter-based, or torch.randn's stream
 
     def __post_init__(self):
-        _check_literals(self)
+        _check_fields(self)
         check(self.steps >= 1, f"sample.steps={self.steps} must be at least 1")
         # eta > 1 asks for more noise than the step has: DDIM's sigma would exceed
         # sqrt(1 - alpha_bar_prev), and the direction term's square root would be of a negative
@@ -305,12 +306,13 @@ def stored_sample(stored: dict) -> dict:
     return {"noise": "torch", **stored}
 
 
-def _check_literals(obj: Any) -> None:
+def _check_fields(obj: Any) -> None:
+    """Every field of a config section of its type, as `config_io.from_dict` reads one: a section
+    built directly (`TrainConfig(seeds=3)`, `TrainConfig(lr="1e-3")`) is refused in one line, not
+    by a TypeError in the checks after, and a list where a tuple belongs becomes the tuple."""
     for name, tp in typing.get_type_hints(type(obj)).items():
-        if typing.get_origin(tp) is Literal:
-            value = getattr(obj, name)
-            args = typing.get_args(tp)
-            check(value in args, f"{_section(obj)}.{name}={value!r} is not one of {list(args)}")
+        value = coerce(tp, getattr(obj, name), f"{_section(obj)}.{name}")
+        object.__setattr__(obj, name, value)
 
 
 def _section(obj: Any) -> str:

@@ -96,7 +96,7 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
             check(isinstance(value, dict), f"config section {prefix}{name} must be a mapping")
             kwargs[name] = from_dict(tp, value, f"{prefix}{name}.")
         else:
-            kwargs[name] = _coerce(tp, value, prefix + name)
+            kwargs[name] = coerce(tp, value, prefix + name)
     return cls(**kwargs)
 
 
@@ -177,7 +177,9 @@ def assign(data: dict, assignments: list[str]) -> dict:
     return data
 
 
-def _coerce(tp: Any, value: Any, name: str) -> Any:
+def coerce(tp: Any, value: Any, name: str) -> Any:
+    """`value` as a field of type `tp` takes it (a list for a tuple, a number written as text for
+    a float), or a one-line `UserError` naming the field `name`."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
         check(value in args, f"{name}={value!r} is not one of {list(args)}")
@@ -193,9 +195,9 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
             value = [value] if not isinstance(value, str) else _split(value)
         check(isinstance(value, (list, tuple)), f"{name}={value!r} must be a list")
         if args and args[-1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{name}[{i}]") for i, v in enumerate(value))
+            return tuple(coerce(args[0], v, f"{name}[{i}]") for i, v in enumerate(value))
         check(len(value) == len(args), f"{name}={value!r} must have {len(args)} items")
-        return tuple(_coerce(a, value[i], f"{name}[{i}]") for i, a in enumerate(args))
+        return tuple(coerce(a, value[i], f"{name}[{i}]") for i, a in enumerate(args))
     if tp is bool:
         check(isinstance(value, bool), f"{name}={value!r} must be true or false")
         return value
