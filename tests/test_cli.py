@@ -219,6 +219,7 @@ def test_ddims_eta_is_refused_for_ddpm(tmp_path, capsys):
         (["--sample-seed", "99999999999999999999"], "sample.seed"),
         (["--seeds", "0,3000000000"], "train.seeds"),
         (["--seeds", "100000000000", "--dry-run"], "a count must be 1 to 10000"),
+        (["--seeds", "0", "--dry-run"], "--seeds 1 trains seed 0"),
         (["--seeds", "1,,2"], "--seeds '1,,2'"),
         (["--set", "sample.eta=1.5"], "sample.eta=1.5"),
         (["--set", "data.image_size=-1"], "data.image_size=-1"),

@@ -40,7 +40,11 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         raise UserError(f"--seeds {text!r} must be a count (3) or a list (0,4,7)") from None
     if len(parts) == 1:
         count = parts[0]
-        check(1 <= count <= MAX_SEEDS, f"--seeds {text!r}: a count must be 1 to {MAX_SEEDS}")
+        check(
+            1 <= count <= MAX_SEEDS,
+            f"--seeds {text!r}: a count must be 1 to {MAX_SEEDS} (--seeds 1 trains seed 0; one "
+            "other seed alone is --set 'train.seeds=[5]')",
+        )
         return tuple(range(count))
     return tuple(parts)
 

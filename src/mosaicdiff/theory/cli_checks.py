@@ -162,7 +162,12 @@ def machine_from_args(args, images: torch.Tensor, schedule, kind: str, patch: in
     own = names_code(args.machine)
     if own:
         args.machine = anchored(args.machine)
-    name = args.machine if own else choice(args.machine, "--machine", MACHINES)
+    check(
+        own or args.machine in MACHINES,
+        f"--machine {args.machine!r} is not one of {list(MACHINES)}, nor one of your own as "
+        "FILE.py:Class (examples/own_machine.py)",
+    )
+    name = args.machine
     for flag, valid in (("boundary", ("circular", "zeros")), ("attention", ("soft", "top1"))):
         if getattr(args, flag) is not None:
             choice(getattr(args, flag), f"--{flag}", valid)
