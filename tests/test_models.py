@@ -150,3 +150,18 @@ def test_top1_weights_with_given_noise_is_gumbel_softmax_with_that_noise():
     (our_grad,) = torch.autograd.grad((ours * up).sum(), logits)
     assert torch.equal(ours, ref) and torch.equal(our_grad, ref_grad)
     assert not torch.equal(top1_weights(logits, 0.7, gumbel.flip(0)), ref)  # the noise counts
+
+
+def test_the_group_as_a_denoiser_names_a_batch_it_cannot_read():
+    # Probe 62: a batch not made of S blocks, or of other images, died in a reshape or a bmm
+    from mosaicdiff.config import ModelConfig
+    from mosaicdiff.models import build_model
+
+    den = build_model(ModelConfig(arch="cnn"), (3, 4, 4), 1000, (0, 1)).as_denoiser()
+    x = torch.randn(4, 3, 4, 4)
+    assert torch.equal(den(x, 5), den(x, torch.full((4,), 5)))  # an int step is every sample's
+    for bad in (torch.randn(3, 3, 4, 4), torch.randn(4, 1, 4, 4), torch.randn(4, 48)):
+        with pytest.raises(ValueError, match=r"a group of 2 seed\(s\) takes \(S\*B, 3, 4, 4\)"):
+            den(bad, 5)
+    with pytest.raises(ValueError, match="t holds 3 steps"):
+        den(x, torch.tensor([1, 2, 3]))

@@ -108,8 +108,17 @@ class _GroupView:
     def __init__(self, model: GroupedModel):
         self.model = model
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        s = self.model.n_seeds
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        s, shape = self.model.n_seeds, getattr(self.model, "image_shape", None)
+        want = tuple(shape) if shape is not None else ("C", "H", "W")
+        if x_t.dim() != 4 or x_t.shape[0] % s or (shape and tuple(x_t.shape[1:]) != want):
+            raise ValueError(
+                f"x_t of shape {tuple(x_t.shape)}: a group of {s} seed(s) takes (S*B, "
+                f"{', '.join(map(str, want))}) batches, S={s} blocks of B samples each"
+            )
+        t = torch.as_tensor(t, device=x_t.device).reshape(-1)
+        if t.numel() not in (1, x_t.shape[0]):
+            raise ValueError(f"t holds {t.numel()} steps; give one, or one per sample of x_t")
         x = x_t.reshape(s, -1, *x_t.shape[1:])
         tt = t.reshape(s, -1) if t.numel() > 1 else t
         return self.model(x, tt).reshape(x_t.shape)
