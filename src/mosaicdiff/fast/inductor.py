@@ -12,9 +12,11 @@ import functools
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import warnings
+from pathlib import Path
 
 from mosaicdiff.allocator import hold_freed_memory
 
@@ -85,7 +87,9 @@ def use_own_inductor_cache() -> None:
         default = os.path.abspath(chosen) == os.path.abspath(default_cache_dir())
         if not inherited and not default:
             return  # the user's choice
-    _own_cache = tempfile.mkdtemp(prefix=OWN_CACHE_PREFIX)
+    mine = f"{OWN_CACHE_PREFIX}{socket.gethostname()}-"
+    _remove_left_by_dead(mine)
+    _own_cache = tempfile.mkdtemp(prefix=f"{mine}{os.getpid()}-")
     atexit.register(shutil.rmtree, _own_cache, ignore_errors=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = _own_cache
     # atexit does not run on SIGTERM: the signal a process pool stops its workers with (on
@@ -93,6 +97,22 @@ def use_own_inductor_cache() -> None:
     in_main = threading.current_thread() is threading.main_thread()
     if in_main and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _remove_own_cache_and_die)
+
+
+def _remove_left_by_dead(prefix: str) -> None:
+    """Remove the caches in the temp dir named `prefix`PID-* whose process is gone: one killed
+    by SIGKILL (or the OOM killer) runs no handler, and its ~8 MB stayed for ever (probe 62).
+    The host is in `prefix`: a temp dir shared between machines keeps the others' caches."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        pid = folder.name.removeprefix(prefix).split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # no such process: its cache is nobody's
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # alive, someone else's
+            pass
 
 
 def _remove_own_cache_and_die(signum: int, frame) -> None:
