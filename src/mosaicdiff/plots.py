@@ -234,8 +234,11 @@ def _finish_history(fig, axes, baseline: float | None, ncol: int):
     if baseline is not None:
         axes[0].axhline(baseline, color="gray", ls=":", lw=1, label="random (exact)")
     axes[0].legend(frameon=False, fontsize=7, ncol=ncol, loc="lower left", bbox_to_anchor=(0, 1))
+    for ax in axes[:-1]:  # rates and distances: from 0 (all zero: 0 to 1, not -0.05 to 0.05)
+        top = max((np.nanmax(line.get_ydata()) for line in ax.lines), default=0.0)
+        ax.set_ylim(0, None if top > 0 else 1)
     axes[-1].set_yscale("log")
-    axes[-1].set_ylabel("training loss", fontsize=8)
+    axes[-1].set_ylabel("training loss\n(raw weights)", fontsize=8)
     axes[-1].set_xlabel("epoch")
     fig.tight_layout()
     return fig
