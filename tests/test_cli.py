@@ -265,6 +265,9 @@ def test_train_sample_evaluate_end_to_end(tmp_path):
     r = run_cli("evaluate", str(out))
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("  samples: consistent ") == 2  # each seed's split by reason
+    split = [line.split(", ") for line in r.stdout.splitlines() if "  samples: " in line]
+    names = [[part.rsplit(" ", 1)[0] for part in seed] for seed in split]
+    assert names[0] == names[1]  # the same reasons named for both seeds, a 0.0% too
     res = json.loads((out / "samples" / "default" / "results.json").read_text())
     assert [p["seed"] for p in res["per_seed"]] == [0, 1]
     assert all(p["n"] == 3 and 0 <= p["mean"] <= 1 for p in res["per_seed"])

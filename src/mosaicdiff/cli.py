@@ -237,13 +237,15 @@ def cmd_evaluate(args) -> int:
     if metric == "creativity":
         return _evaluate_creativity(args, cfg, dataset, samples)
     res = evaluate_consistency(samples, dataset.info["spec"], list(cfg.train.seeds))
+    # a failure reason any seed has is shown for every seed, its 0.0% too (probe 62)
+    seen = {k for p in res["per_seed"] for k, v in p["reasons"].items() if v or k == "consistent"}
     for p in res["per_seed"]:
         lo, hi = p["ci95"]  # over the runs, and at least the binomial one of their samples
         runs = f"{p['n']} run{'s' * (p['n'] != 1)}"
         ci = f"95% CI {100 * lo:.2f}-{100 * hi:.2f} over {runs}"
         print(f"seed {p['seed']}: consistency {100 * p['mean']:.2f}% ({ci})")
         total = sum(p["reasons"].values()) or 1
-        shown = {k: v for k, v in p["reasons"].items() if v or k == "consistent"}
+        shown = {k: v for k, v in p["reasons"].items() if k in seen}
         why = ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in shown.items())
         print(f"  samples: {why}")
     print(f"results -> {samples / CONSISTENCY_RESULTS}")

@@ -498,3 +498,26 @@ def test_a_file_given_as_the_run_is_called_a_file(command, tmp_path, capsys):
     args = ["theory", command, str(tmp_path / "afile"), "--out", str(out)]
     refused(args, capsys, "afile", "is a file, not a run directory")
     assert not out.exists()
+
+
+def test_a_folder_drawn_with_a_calibration_is_not_resumed_at_another_stride(tmp_path, capsys):
+    # Probe 64: a file made again at another stride (same table) resumed the folder, mixing
+    # chunks of two strides; one drawn before files held a stride was drawn at stride 1
+    images = np.random.default_rng(0).random((20, 6, 6, 1)).astype("float32")
+    np.savez(tmp_path / "six.npz", images=images)
+    cal = tmp_path / "cal.json"
+    draw = [*SAMPLE, "--data", "npz", "--data-path", str(tmp_path / "six.npz")]
+    draw += ["--n", "4", "--batch", "2", "--patch", str(cal)]
+    for name, made in [("old", {}), ("new", {"stride": 3})]:
+        cal.write_text(json.dumps({"patch_size": [3] * 1000, **made}))
+        out = tmp_path / name
+        assert main([*draw, "--out", str(out)]) == 0
+        (out / "chunk-00001.npz").unlink()  # as if stopped halfway
+        if name == "old":  # as drawn by a version that stored no stride
+            meta = json.loads((out / "sample.json").read_text())
+            meta["theory"].pop("stride")
+            (out / "sample.json").write_text(json.dumps(meta))
+        other = {"stride": 3} if name == "old" else {}
+        cal.write_text(json.dumps({"patch_size": [3] * 1000, **other}))
+        capsys.readouterr()
+        refused([*draw, "--out", str(out)], capsys, "other settings", "stride")

@@ -24,6 +24,7 @@ from mosaicdiff.own_code import file_sha256, short
 from mosaicdiff.theory.cli_checks import (
     DATA_KINDS,
     MACHINE_MAX_SIDE,
+    calibrated,
     choice,
     machine_from_args,
     patch_file,
@@ -142,6 +143,8 @@ def prepare_sample(args) -> Callable[[], int]:
     if patch_file(args.patch):  # a calibration: its table counts, not only its name
         table = json.dumps(read_json(args.patch)["patch_size"])
         settings["patch_sha256"] = sha256(table.encode())
+        if args.stride is None:  # and the stride drawn at, the file's own: a file made
+            settings["stride"] = calibrated(args.patch).get("stride", 1)  # again may differ
     if code := file_sha256(args.machine):  # a machine of your own: its code counts too
         settings["machine_sha256"] = code
     settings["data_sha256"] = fingerprints(dataset)["data_sha256"]  # --data-path's images too
@@ -230,6 +233,8 @@ def _check_same_settings(folder: Path, stored: dict | None, settings: dict) -> N
     if stored is not None:
         # sampled before --subset existed: all the images; before --clip-x0: unclipped
         stored = {"subset": 0, "clip_x0": False, **stored}
+        if patch_file(stored.get("patch")) and stored.get("stride") is None:
+            stored["stride"] = 1  # before calibrations held their stride: drawn at 1
         if "data_sha256" not in stored:  # sampled before the images counted: resumes as it was
             settings = {k: v for k, v in settings.items() if k != "data_sha256"}
         kind = settings["data"]  # --patch and --stride compared as the machine reads them
