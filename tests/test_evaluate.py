@@ -67,3 +67,26 @@ def test_nearest_figure_puts_each_sample_above_its_nearest_image_with_the_distan
     assert tile.shape == (11, 16, 3)
     nearest_of_third = (train[4].permute(1, 2, 0).numpy() + 1) / 2
     assert abs(tile[6:10, 11:15] - nearest_of_third).max() < 1e-6
+
+
+def test_no_consistent_sample_in_any_seed_still_leaves_an_interval_over_seeds(tmp_path):
+    # Probe 64: two seeds that both measured 0 % had the 95 % CI [0, 0] over seeds
+    import torch
+
+    from mosaicdiff.config import DataConfig
+    from mosaicdiff.data.pairings import PairingsSpec
+    from mosaicdiff.evaluate import evaluate_consistency
+    from mosaicdiff.generate import draw_chunks
+    from mosaicdiff.metrics.stats import wilson_interval
+
+    spec = PairingsSpec.from_config(DataConfig())
+    for seeds in ([0, 1], [0]):
+        out = tmp_path / f"seeds{len(seeds)}"
+        s = len(seeds)
+        meta = {"seeds": seeds, "sample": {"n_runs": 2, "n_per_run": 20}}
+        blank = lambda n, seed: torch.zeros(s, n, 3, 4, 4)  # noqa: B023, E731
+        draw_chunks(out, meta, blank, 40, 10, 0, 20, s, progress=False)
+        res = evaluate_consistency(out, spec, seeds)
+        assert all(p["ci95"] == list(wilson_interval(0, 40)) for p in res["per_seed"])
+        over = res["over_seeds"]["ci95"]
+        assert over == (list(wilson_interval(0, 80)) if len(seeds) == 2 else None)

@@ -50,7 +50,11 @@ def evaluate_consistency(samples_dir: Path, spec, seeds: list[int]) -> dict:
     result = {
         "metric": "consistency",
         "per_seed": per_seed,
-        "over_seeds": mean_ci([p["mean"] for p in per_seed]),
+        # over seeds, at least the interval of all their samples (seeds that all measured 0 of
+        # 200 are not certain of 0: probe 64); one seed has no interval over seeds
+        "over_seeds": mean_ci(
+            [p["mean"] for p in per_seed], counts.sum(1).tolist() if len(seeds) > 1 else None
+        ),
         "n_samples_per_seed": int(counts[0].sum()),
     }
     atomic_write_json(samples_dir / CONSISTENCY_RESULTS, result)
@@ -152,7 +156,7 @@ def evaluate_creativity_samples(
 def measured_as_now(result: dict) -> bool:
     """Whether stored results (results*.json, a sweep point's) were measured by today's rules:
     creativity results from before a mosaic's cover distance was bounded are not, nor
-    consistency results with the older normal interval over the sampling runs."""
+    consistency results with an older interval (`stats.CI_METHOD`)."""
     from mosaicdiff.metrics.creativity import MOSAIC_ATOL
 
     per_seed = result.get("per_seed")
