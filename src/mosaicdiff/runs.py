@@ -255,8 +255,8 @@ def only_last_two(path, kept: list[int], keep_every: int) -> str | None:
     if any(keep_every and e % keep_every == 0 for e in kept):
         return None
     how = (
-        f"has kept no checkpoint by train.keep_every={keep_every} (it has not trained "
-        f"{keep_every} epochs yet)"
+        f"has kept no checkpoint by train.keep_every={keep_every} (none of its epochs is a "
+        "multiple of it)"
         if keep_every
         else "was trained without train.keep_every"
     )

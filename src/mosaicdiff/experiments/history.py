@@ -245,7 +245,8 @@ def run_history(args, plan: Plan) -> dict:
     from mosaicdiff.runs import CheckpointGone, RunDir, load_run, only_last_two
 
     run = RunDir(plan.path)
-    if note := only_last_two(plan.path, plan.epochs, plan.cfg.train.keep_every):
+    kept = run.checkpoint_epochs()  # not the epochs measured from their samples alone
+    if note := only_last_two(plan.path, kept, plan.cfg.train.keep_every):
         print(note)
     log = [r for r in run.read_metrics() if "epoch" in r and "loss" in r]
     losses = {r["epoch"]: r["loss"] for r in log}  # per seed, as logged
