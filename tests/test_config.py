@@ -110,5 +110,13 @@ def test_a_section_built_in_python_is_checked_as_one_read_from_text():
             TrainConfig(**kwargs)
     with pytest.raises(UserError, match="diffusion.T='1000' must be a whole number"):
         DiffusionConfig(T="1000")
+    from mosaicdiff.config import RunConfig
+
+    for kwargs, needle in [
+        ({"device": None}, "device=None must be 'cpu' or 'cuda'"),
+        ({"train": {"epochs": 3}}, "train={'epochs': 3} must be a TrainConfig"),
+    ]:
+        with pytest.raises(UserError, match=needle):
+            RunConfig(**kwargs)
     assert TrainConfig(seeds=[0, 1]).seeds == (0, 1)  # a list, as JSON gives, is the tuple
     assert hash(TrainConfig(seeds=[0, 1])) == hash(TrainConfig(seeds=(0, 1)))

@@ -241,8 +241,16 @@ class RunConfig:
     device: str = "cpu"
 
     def __post_init__(self):
+        for name, cls in typing.get_type_hints(RunConfig).items():  # probe 64: a dict passed
+            value = getattr(self, name)
+            check(
+                not dataclasses.is_dataclass(cls) or isinstance(value, cls),
+                f"{name}={value!r} must be a {cls.__name__} (config_io.from_dict builds a "
+                "RunConfig from nested dicts)",
+            )
         check(
-            self.device == "cpu" or self.device.startswith("cuda"),
+            isinstance(self.device, str)
+            and (self.device == "cpu" or self.device.startswith("cuda")),
             f"device={self.device!r} must be 'cpu' or 'cuda' (optionally 'cuda:N')",
         )
         if self.sample.sampler == "ddpm":
