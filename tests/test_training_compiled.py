@@ -203,36 +203,36 @@ def test_sigterm_removes_the_cache_and_keeps_a_handler_set_before(tmp_path, hand
     assert not os.path.exists(cache)
 
 
-def test_a_cache_left_by_a_killed_process_goes_when_the_next_one_starts(tmp_path, monkeypatch):
+def test_a_cache_left_by_a_killed_process_goes_when_the_next_one_starts(tmp_path):
     # Probe 62: SIGKILL runs no handler, and nothing removed the cache later
     script = tmp_path / "script.py"
     script.write_text(_SIGTERM_SCRIPT)
     env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
     env |= {"TMPDIR": str(tmp_path)}
-    caches = []
-    for _ in range(2):
-        child = subprocess.Popen(
-            [sys.executable, str(script), "none"], env=env, stdout=subprocess.PIPE, text=True
-        )
-        try:
-            caches.append(child.stdout.readline().strip())
+    older = tmp_path / "mosaicdiff-inductor-older"  # no owner file: a version before them
+    older.mkdir()
+    children, caches = [], []
+    try:
+        for _ in range(3):
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, str(script), "none"],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+            caches.append(children[-1].stdout.readline().strip())
             assert os.path.isdir(caches[-1])
             if len(caches) == 1:
-                child.kill()
-                child.wait(60)
-                assert os.path.isdir(caches[0])  # left behind
-            else:
-                assert not os.path.exists(caches[0])  # removed by the next one to start
-                alive = tmp_path / f"{os.path.basename(caches[0]).rsplit('-', 2)[0]}-1-x"
-                alive.mkdir()  # pid 1 is alive (and not ours): kept by the third
-        finally:
+                children[0].kill()  # killed: leaves its cache
+                children[0].wait(60)
+                assert os.path.isdir(caches[0])
+        # the second removed the first's; the third kept the second's, whose process lives
+        assert not os.path.exists(caches[0])
+        assert os.path.isdir(caches[1]) and os.path.isdir(caches[2]) and older.is_dir()
+    finally:
+        for child in children:
             child.kill()
             child.wait(60)
             child.stdout.close()
-    import tempfile
-
-    from mosaicdiff.fast.inductor import _remove_left_by_dead
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    _remove_left_by_dead(os.path.basename(caches[0]).rsplit("-", 2)[0] + "-")
-    assert alive.is_dir() and not os.path.exists(caches[1])  # the second was killed too

@@ -12,7 +12,6 @@ import functools
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import warnings
@@ -87,9 +86,9 @@ def use_own_inductor_cache() -> None:
         default = os.path.abspath(chosen) == os.path.abspath(default_cache_dir())
         if not inherited and not default:
             return  # the user's choice
-    mine = f"{OWN_CACHE_PREFIX}{socket.gethostname()}-"
-    _remove_left_by_dead(mine)
-    _own_cache = tempfile.mkdtemp(prefix=f"{mine}{os.getpid()}-")
+    _remove_left_by_dead()
+    _own_cache = tempfile.mkdtemp(prefix=OWN_CACHE_PREFIX)
+    _hold_owner_lock(Path(_own_cache))
     atexit.register(shutil.rmtree, _own_cache, ignore_errors=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = _own_cache
     # atexit does not run on SIGTERM: the signal a process pool stops its workers with (on
@@ -99,20 +98,40 @@ def use_own_inductor_cache() -> None:
         signal.signal(signal.SIGTERM, _remove_own_cache_and_die)
 
 
-def _remove_left_by_dead(prefix: str) -> None:
-    """Remove the caches in the temp dir named `prefix`PID-* whose process is gone: one killed
-    by SIGKILL (or the OOM killer) runs no handler, and its ~8 MB stayed for ever (probe 62).
-    The host is in `prefix`: a temp dir shared between machines keeps the others' caches."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
-        pid = folder.name.removeprefix(prefix).split("-", 1)[0]
-        if not pid.isdigit():
-            continue
+_OWNER = ".owner"  # in each cache, locked (flock) by the process that made it while it lives
+_owner_lock = None  # this process's open, locked owner file: the lock lasts as long as it
+
+
+def _hold_owner_lock(cache: Path) -> None:
+    """Lock CACHE/.owner for this process's life. Locked under a temporary name and then renamed
+    (the lock stays with the open file), so no other process sees it unlocked."""
+    global _owner_lock
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: nothing is locked, nothing removed by others
+        return
+    pending = cache / f"{_OWNER}.{os.getpid()}"
+    _owner_lock = open(pending, "w")  # noqa: SIM115 (held open until the process ends)
+    fcntl.flock(_owner_lock, fcntl.LOCK_EX)
+    pending.rename(cache / _OWNER)
+
+
+def _remove_left_by_dead() -> None:
+    """Remove the caches in the temp dir whose owner lock nobody holds: their process ended
+    without its handlers (SIGKILL, the OOM killer) and its ~8 MB stayed for ever (probe 62).
+    The operating system drops a lock when its process ends, however it ends, in any PID
+    namespace; a cache without an owner file (a version before them) is left alone."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    for owner in Path(tempfile.gettempdir()).glob(f"{OWN_CACHE_PREFIX}*/{_OWNER}"):
         try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:  # no such process: its cache is nobody's
-            shutil.rmtree(folder, ignore_errors=True)
-        except OSError:  # alive, someone else's
-            pass
+            with open(owner, "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken: its owner is gone
+                shutil.rmtree(owner.parent, ignore_errors=True)
+        except OSError:  # held (BlockingIOError), or removed meanwhile: not ours to remove
+            continue
 
 
 def _remove_own_cache_and_die(signum: int, frame) -> None:
