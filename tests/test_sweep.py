@@ -307,6 +307,15 @@ def test_local_sweep_runs_and_skips_finished_points(tmp_path):
     assert "1 finished, 0 to run" in lines[0]
     assert "1 folder(s) in" in lines[1] and lines[1].endswith("of its tables: arch=attn")
     assert len(read_table(out)) == 1
+    # measured by an older rule: measured again, the wall time of its work kept (probe 64)
+    cnn = plan.points[0].done_path
+    record = json.loads(cnn.read_text())
+    for p in record["results"]["per_seed"]:
+        p["ci_method"] = "student-t"
+    cnn.write_text(json.dumps({**record, "wall_s": 1234.5}))
+    sweep(plan_sweep(tiny_spec(out, {"model.arch": ["cnn"]})), "local", log=lines.append)
+    again = json.loads(cnn.read_text())
+    assert again["wall_s"] == 1234.5 and again["results"]["per_seed"][0]["ci_method"] != "student-t"
 
 
 def test_a_sweep_on_digits_measures_creativity(tmp_path, capsys):

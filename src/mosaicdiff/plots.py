@@ -235,7 +235,8 @@ def _finish_history(fig, axes, baseline: float | None, ncol: int):
         axes[0].axhline(baseline, color="gray", ls=":", lw=1, label="random (exact)")
     axes[0].legend(frameon=False, fontsize=7, ncol=ncol, loc="lower left", bbox_to_anchor=(0, 1))
     for ax in axes[:-1]:  # rates and distances: from 0 (all zero: 0 to 1, not -0.05 to 0.05)
-        top = max((np.nanmax(line.get_ydata()) for line in ax.lines), default=0.0)
+        values = np.concatenate([np.asarray(line.get_ydata(), float) for line in ax.lines])
+        top = values[np.isfinite(values)].max(initial=0.0)  # all NaN: no numpy warning
         ax.set_ylim(0, None if top > 0 else 1)
     axes[-1].set_yscale("log")
     axes[-1].set_ylabel("training loss\n(raw weights)", fontsize=8)
