@@ -250,8 +250,8 @@ def refuse_inside_run(out: Path, option: str = "--out", run_itself: bool = False
 
 def only_last_two(path, kept: list[int], keep_every: int) -> str | None:
     """The note for a run that kept no checkpoint by train.keep_every (trained without it, or
-    not yet for that many epochs), whose history is its last (at most two) checkpoints; None
-    for one that did."""
+    for fewer epochs than it), whose history is its last (at most two) checkpoints; None for
+    one that did."""
     if any(keep_every and e % keep_every == 0 for e in kept):
         return None
     how = (

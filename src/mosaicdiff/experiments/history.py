@@ -200,24 +200,28 @@ def _plan_history(args, path: str, out: str | None) -> Plan:
 
 
 def _drawn_epochs(run, name: str, cfg: RunConfig, weights: str) -> list[int]:
-    """The epochs whose folder RUN/samples/NAME-E holds all its samples, drawn with `cfg`'s
-    sampling from epoch E's `weights`: measurable after the checkpoint itself is gone."""
-    from mosaicdiff.errors import UserError
-    from mosaicdiff.generate import chunk_paths, read_meta, refuse_mixing
-
+    """The epochs E whose folder RUN/samples/NAME-E is `_drawn`."""
     found = []
     for folder in sorted(run.path.glob(f"samples/{name}-*")):
         epoch = folder.name.removeprefix(f"{name}-")
-        if not (epoch.isdigit() and len(epoch) == 6 and (folder / "sample.json").is_file()):
-            continue
-        try:
-            refuse_mixing(folder, cfg.sample, int(epoch), weights)
-            complete = len(chunk_paths(folder)) == read_meta(folder)["n_chunks"]
-        except UserError:  # other settings, or damaged: not this history's
-            continue
-        if complete:
+        if epoch.isdigit() and len(epoch) == 6 and _drawn(folder, cfg, int(epoch), weights):
             found.append(int(epoch))
     return found
+
+
+def _drawn(folder: Path, cfg: RunConfig, epoch: int, weights: str) -> bool:
+    """Whether `folder` holds all its samples, drawn with `cfg`'s sampling from `epoch`'s
+    `weights`: measurable after the checkpoint itself is gone."""
+    from mosaicdiff.errors import UserError
+    from mosaicdiff.generate import chunk_paths, read_meta, refuse_mixing
+
+    if not (folder / "sample.json").is_file():
+        return False
+    try:
+        refuse_mixing(folder, cfg.sample, epoch, weights)
+        return len(chunk_paths(folder)) == read_meta(folder)["n_chunks"]
+    except UserError:  # other settings, or damaged: not this history's
+        return False
 
 
 def refuse_run_directory(out: Path) -> None:
@@ -251,14 +255,13 @@ def run_history(args, plan: Plan) -> dict:
     log = [r for r in run.read_metrics() if "epoch" in r and "loss" in r]
     losses = {r["epoch"]: r["loss"] for r in log}  # per seed, as logged
     rows, shown = [], {}
-    drawn = _drawn_epochs(run, args.name, plan.cfg, args.weights)
     dataset = None
     for epoch in plan.epochs:
         folder = run.samples_dir(f"{args.name}-{epoch:06d}")
         try:
             loaded = load_run(plan.path, plan.cfg.device, args.weights, epoch)
         except CheckpointGone as e:  # damaged, or rotated out by a run still training
-            if epoch not in drawn:
+            if not _drawn(folder, plan.cfg, epoch, args.weights):
                 print(f"epoch {epoch}: left out ({e})")
                 continue
             print(f"epoch {epoch}: its checkpoint is gone; measured from its samples")
