@@ -84,7 +84,7 @@ def test_no_consistent_sample_in_any_seed_still_leaves_an_interval_over_seeds(tm
         out = tmp_path / f"seeds{len(seeds)}"
         s = len(seeds)
         meta = {"seeds": seeds, "sample": {"n_runs": 2, "n_per_run": 20}}
-        blank = lambda n, seed: torch.zeros(s, n, 3, 4, 4)  # noqa: B023, E731
+        blank = lambda lo, hi, seed: torch.zeros(s, hi - lo, 3, 4, 4)  # noqa: B023, E731
         draw_chunks(out, meta, blank, 40, 10, 0, 20, s, progress=False)
         res = evaluate_consistency(out, spec, seeds)
         assert all(p["ci95"] == list(wilson_interval(0, 40)) for p in res["per_seed"])

@@ -130,6 +130,21 @@ def test_threefry_noise_does_not_depend_on_the_chunk_size(monkeypatch):
     torch.testing.assert_close(one, many, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["cnn", "attn"])
+def test_fast_ddpm_with_each_samples_counters_equals_the_reference_sampler(arch):
+    from mosaicdiff.noise import Counters, seed_key
+
+    schedule = Schedule.linear(T=30)
+    model = _model(arch, T=30, seeds=(0, 1), scale=1.0)
+    counters = Counters.of_seeds(torch.stack([seed_key(0, 0), seed_key(0, 1)]), 37, 20)
+    x_T = counters.initial(SHAPE, schedule.T)
+    ref = ddpm_sample(model.as_denoiser(), x_T, counters, schedule)
+    fast = FastDDPM(FoldedNet(model), schedule, compile=False)(x_T, counters)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="noise='torch'"):
+        FastDDPM(FoldedNet(model), schedule, compile=False, noise="torch")(x_T, counters)
+
+
 def test_chunks_are_one_size_where_they_can_be():
     from mosaicdiff.fast.sampling import chunk_count
 

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -48,17 +50,51 @@ def test_chunked_sampling_is_reproducible_and_resumes(tmp_path, tiny):
 def test_ddpm_chunks_use_the_fast_path_and_equal_the_reference_sampler(tmp_path, tiny):
     from mosaicdiff.config_io import override
     from mosaicdiff.generate import chunk_seed
+    from mosaicdiff.noise import Counters, seed_key
     from mosaicdiff.sampling import ddpm_sample
 
     cfg = override(tiny("attn", epochs=1, seeds=(0, 1)), ["diffusion.T=50", "sample.steps=50"])
     train(cfg, tmp_path / "run", progress=False)
     loaded = load_run(tmp_path / "run")
-    scfg = SampleConfig(n_runs=1, n_per_run=12, steps=50, chunk_size=100)
-    got = load_samples(draw_samples(loaded, scfg, progress=False))
+    denoiser = loaded.model.as_denoiser()
+    # Indexed noise (the default): each seed's key, samples counted across the chunks.
+    scfg = SampleConfig(n_runs=2, n_per_run=6, steps=50, chunk_size=10)
+    got = load_samples(draw_samples(loaded, scfg, progress=False))  # chunks of 5 per seed
+    counters = Counters.of_seeds(torch.stack([seed_key(0, 0), seed_key(0, 1)]), 0, 12)
+    x_T = counters.initial((3, 4, 4), 50)
+    ref = ddpm_sample(denoiser, x_T, counters, loaded.schedule).reshape(2, 12, 3, 4, 4)
+    torch.testing.assert_close(torch.as_tensor(got), ref, atol=1e-4, rtol=1e-4)
+    # Earlier versions' noise: each chunk's generator draws x_T, then its Threefry key.
+    scfg = SampleConfig(n_runs=1, n_per_run=12, steps=50, chunk_size=100, noise="threefry")
+    got = load_samples(draw_samples(loaded, scfg, "chunked", progress=False))
     g = torch.Generator().manual_seed(chunk_seed(scfg.seed, 0))
     x_T = torch.randn((24, 3, 4, 4), generator=g)
-    ref = ddpm_sample(loaded.model.as_denoiser(), x_T, g, loaded.schedule).reshape(2, 12, 3, 4, 4)
+    ref = ddpm_sample(denoiser, x_T, g, loaded.schedule).reshape(2, 12, 3, 4, 4)
     torch.testing.assert_close(torch.as_tensor(got), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_a_sample_depends_on_its_seeds_and_index_not_on_its_chunk_or_group(tmp_path, tiny, sampler):
+    """Probe 62's finding: seed 1 trained beside seed 0, sampled 3 x 10 in chunks of 8 per
+    seed, drew other samples than seed 1 trained alone and sampled 1 x 13 at once, though
+    their weights are the same. With indexed noise they are the same samples."""
+    from mosaicdiff.config_io import override
+
+    steps = 50 if sampler == "ddpm" else 10
+    sets = ["diffusion.T=50", f"sample.sampler={sampler}", f"sample.steps={steps}"]
+    group = override(tiny("cnn", epochs=1, seeds=(0, 1)), sets)
+    alone = override(tiny("cnn", epochs=1, seeds=(1,)), sets)
+    train(group, tmp_path / "group", progress=False)
+    train(alone, tmp_path / "alone", progress=False)
+    g, a = load_run(tmp_path / "group"), load_run(tmp_path / "alone")
+    assert torch.equal(g.model.member(1).state_dict()["w_in"], a.model.state_dict()["w_in"])
+    scfg = group.sample
+    in_group = load_samples(draw_samples(g, replace(scfg, n_runs=3, n_per_run=10, chunk_size=16)))
+    by_itself = load_samples(draw_samples(a, replace(scfg, n_runs=1, n_per_run=13)))
+    np.testing.assert_allclose(in_group[1, :13], by_itself[0], atol=1e-5, rtol=1e-5)
+    assert not np.allclose(in_group[0, :13], by_itself[0], atol=1e-2)  # seed 0's own
+    other = load_samples(draw_samples(a, replace(scfg, n_runs=1, n_per_run=13, seed=1), "other"))
+    assert not np.allclose(other[0], by_itself[0], atol=1e-2)  # another sample seed
 
 
 def test_the_native_loops_shape_is_known_before_training():

@@ -51,6 +51,23 @@ def test_native_sampler_equals_the_reference_sampler(arch, time_embedding):
 
 
 @needs_native
+@pytest.mark.parametrize("arch", ["cnn", "attn"])
+def test_native_sampler_with_a_key_and_first_index_per_seed_equals_the_reference(arch):
+    """Indexed noise (`noise.Counters.of_seeds`): each seed's own key, samples counted from an
+    offset, as a chunk of a samples folder draws them."""
+    from mosaicdiff.noise import Counters, seed_key
+
+    schedule = Schedule.linear(T=40)
+    model = _model(arch, 40)
+    counters = Counters.of_seeds(torch.stack([seed_key(4, 0), seed_key(4, 1)]), 1000, 21)
+    x_T = counters.initial(SHAPE, schedule.T)
+    ref = ddpm_sample(model.as_denoiser(), x_T, counters, schedule)
+    fast = FastDDPM(FoldedNet(model), schedule, compile=True)
+    assert fast.native
+    torch.testing.assert_close(fast(x_T, counters), ref, rtol=1e-4, atol=1e-4)
+
+
+@needs_native
 @pytest.mark.parametrize("arch", native.ARCHS)
 def test_native_sampler_at_another_shape_equals_the_reference_sampler(arch):
     """16 tokens (8x8 images) of width 16, as a sweep over the pairings' grid and width has:

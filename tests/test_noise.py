@@ -4,7 +4,15 @@ import pytest
 import torch
 from scipy import stats
 
-from mosaicdiff.noise import check_counter_range, counter_normal, draw_key, step_noise, threefry2x32
+from mosaicdiff.noise import (
+    Counters,
+    check_counter_range,
+    counter_normal,
+    draw_key,
+    seed_key,
+    step_noise,
+    threefry2x32,
+)
 
 
 def _i32(v: int) -> torch.Tensor:
@@ -67,3 +75,40 @@ def test_counter_range_and_bad_kind_are_rejected():
         check_counter_range(10, 48, 10**8)
     with pytest.raises(ValueError, match="not one of"):
         step_noise("philox", torch.Generator(), torch.zeros(2, 4), 10)
+
+
+def test_seed_keys_are_fixed_by_their_seeds_and_differ_between_them():
+    assert torch.equal(seed_key(0, 1), seed_key(0, 1)) and seed_key(0, 1).dtype == torch.int32
+    keys = {tuple(seed_key(*s).tolist()) for s in [(0,), (0, 0), (0, 1), (1, 0), (1,), (10, 1)]}
+    assert len(keys) == 6  # (0, 1) and (1, 0) too: the order counts
+
+
+def test_counters_give_each_sample_its_own_noise_whatever_the_batch():
+    keys = torch.stack([seed_key(3, 0), seed_key(3, 5)])
+    whole = Counters.of_seeds(keys, 0, 10)  # samples 0-9 of seeds 0 and 5, seed by seed
+    part = Counters.of_seeds(keys, 4, 3)  # samples 4-6 of each
+    assert whole.key.shape == (20, 2) and whole.index.tolist() == [*range(10)] * 2
+    z, z_part = whole.normal(7, 12).view(2, 10, 12), part.normal(7, 12).view(2, 3, 12)
+    assert torch.equal(z[:, 4:7], z_part)
+    alone = Counters.of_seeds(keys[1:], 4, 3).normal(7, 12)  # seed 5 without seed 0 beside it
+    assert torch.equal(alone, z_part[1]) and not torch.equal(z[0], z[1])
+    x_T = whole.initial((3, 2, 2), T=50)  # the counter of t = T: no step's
+    assert torch.equal(x_T.view(20, 12), whole.normal(50, 12))
+    assert not any(torch.equal(whole.normal(t, 12), x_T.view(20, 12)) for t in range(50))
+    keys_back, first = part.per_seed(2)
+    assert torch.equal(keys_back, keys) and first.tolist() == [4, 4]
+    drawn = Counters.drawn(torch.Generator().manual_seed(0), 6)  # a generator's: one key, 0..5
+    assert drawn.per_seed(2)[1].tolist() == [0, 3]
+    with pytest.raises(ValueError, match="not a key and a run of indices per seed"):
+        Counters(whole.key, whole.index.flip(0)).per_seed(2)
+
+
+def test_step_noise_reads_counters_and_refuses_them_for_torch_or_another_batch():
+    counters = Counters.of_seeds(seed_key(1, 2)[None], 5, 4)
+    x = torch.zeros(4, 3, 2, 2)
+    assert torch.equal(
+        step_noise("threefry", counters, x, 10)(3), counters.normal(3, 12).view(x.shape)
+    )
+    for kind, rows in (("torch", 4), ("threefry", 3)):
+        with pytest.raises(ValueError, match="counters are Threefry's, one per sample"):
+            step_noise(kind, counters, torch.zeros(rows, 3, 2, 2), 10)

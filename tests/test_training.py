@@ -69,6 +69,7 @@ def test_a_run_made_before_out_bias_existed_loads_and_resumes_as_it_trained(tmp_
 
     cfg = tiny("cnn", epochs=2, checkpoint_every=1)
     older = replace(cfg, model=replace(cfg.model, out_bias="position"))
+    older = replace(older, sample=replace(cfg.sample, noise="threefry"))  # earlier default too
     train(older, tmp_path, progress=False)
     run = RunDir(tmp_path)
     for f in run.checkpoint_dir.glob("epoch-000002*"):  # as if stopped during epoch 2
@@ -80,7 +81,10 @@ def test_a_run_made_before_out_bias_existed_loads_and_resumes_as_it_trained(tmp_
     assert load_run(tmp_path).model.b_out.shape == (1, 12)
     train(older, tmp_path, resume=True, progress=False)  # resumes with the settings it began
     assert run.latest_epoch() == 2
-    continues = r'"channel"\) \(made before model.out_bias existed: model.out_bias=position cont'
+    continues = (
+        r'"indexed"\) \(made before its default changed: model.out_bias=position '
+        r"sample.noise=threefry continues it\)"
+    )
     with pytest.raises(UserError, match=continues):
         train(cfg, tmp_path, resume=True, progress=False)
 

@@ -34,6 +34,10 @@ PAIRINGS_FIELDS = ("n_images", "quadrants_per_side", "colours", "pattern_types",
 
 
 Noise = Literal["threefry", "torch"]  # the samplers' noise sources (`noise.step_noise`)
+# A samples folder's noise: "indexed", Threefry keyed by (sample seed, training seed) and counted
+# by the sample's index, so a sample does not depend on its chunk; "threefry", the key drawn by
+# each chunk's generator (earlier versions' default); "torch", torch.randn's stream (`noise.py`).
+SampleNoise = Literal["indexed", "threefry", "torch"]
 Layout = Literal["columns", "rows"]  # where a quadrant shows its key colour: left column, top row
 
 
@@ -197,7 +201,7 @@ class SampleConfig:
     seed: int = 0
     chunk_size: int = 100_000  # samples held in memory at once, over all seeds of a run
     clip_x0: bool = False  # clamp the predicted x0 to [-1, 1] each step (diffusers' clip_sample)
-    noise: Noise = "threefry"  # counter-based, or torch.randn's stream
+    noise: SampleNoise = "indexed"  # per sample and seed; per chunk; or torch's stream
 
     def __post_init__(self):
         _check_fields(self)
@@ -300,12 +304,23 @@ def stored_run(stored: dict) -> dict:
     return {**stored, "model": {"out_bias": "position", **model}}
 
 
-def older_bias(changed: list[str]) -> str:
-    """What to add to a refusal whose `differences` hold a run made before `model.out_bias`
-    existed (read as "position", `stored_run`): the setting that continues it."""
-    if not any(d.startswith('model.out_bias: "position" -> ') for d in changed):
-        return ""
-    return " (made before model.out_bias existed: model.out_bias=position continues it)"
+# Fields whose default has changed: a run made before holds the old value (model.out_bias by
+# `stored_run`; sample.noise explicitly, "threefry" or, before it existed, "torch").
+CHANGED_DEFAULTS = ("model.out_bias", "sample.noise")
+
+
+def older_defaults(changed: list[str]) -> str:
+    """What to add to a refusal whose `differences` hold a run made before a default of
+    `CHANGED_DEFAULTS` changed (a field that differs only in being today's default): the
+    setting that continues it."""
+    olds = []
+    for name in CHANGED_DEFAULTS:
+        section, field_name = name.split(".")
+        default = getattr(getattr(RunConfig(), section), field_name)
+        for d in changed:
+            if d.startswith(f"{name}: ") and d.endswith(f' -> "{default}"'):
+                olds.append(f"{name}={d[len(name) + 2 :].split(' -> ')[0].strip(chr(34))}")
+    return f" (made before its default changed: {' '.join(olds)} continues it)" if olds else ""
 
 
 def stored_sample(stored: dict) -> dict:

@@ -1,10 +1,15 @@
 """Drawing samples from a trained run: N samples in R runs per seed, streamed to disk in chunks.
 
 All samples of all runs form one index range [0, R * N); chunk j holds indices
-[j m, (j + 1) m) for every seed of the group at once (m = chunk_size // S), and draws its initial
-noise and sampler noise from its own generator seeded by (sample.seed, j). A sample's run is
+[j m, (j + 1) m) for every seed of the group at once (m = chunk_size // S). A sample's run is
 index // N. Finished chunks are skipped, so an interrupted sampling resumes where it stopped,
 and memory stays bounded by the chunk size whatever the number of samples.
+
+The noise (`chunk_start`): by default (`sample.noise="indexed"`) sample i of training seed s
+draws its initial and sampler noise from Threefry keyed by (sample.seed, s) and counted by i
+(`noise.Counters`), so it is the same sample whatever the chunking, the number of samples, or
+the seeds trained beside s. With "threefry" or "torch" each chunk draws both from a generator of
+its own, seeded by (sample.seed, j): a sample then depends on its chunk's size too.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ import torch
 from tqdm.auto import tqdm
 
 from mosaicdiff import locks
-from mosaicdiff.config import RunConfig, SampleConfig, stored_sample
+from mosaicdiff.config import RunConfig, SampleConfig, SampleNoise, stored_sample
 from mosaicdiff.config_io import differences, from_dict, to_dict
 from mosaicdiff.errors import UserError
 from mosaicdiff.io import atomic_write_json, load_npz, read_json, save_npz
+from mosaicdiff.noise import Counters, sampler_kind, seed_key
 from mosaicdiff.own_code import short
 from mosaicdiff.runs import LoadedRun
 from mosaicdiff.sampling import sample
@@ -28,6 +34,21 @@ from mosaicdiff.sampling import sample
 
 def chunk_seed(seed: int, chunk: int) -> int:
     return 2_654_435_761 * seed + chunk
+
+
+def chunk_start(
+    noise: SampleNoise, keys: torch.Tensor, lo: int, hi: int, seed: int, shape, T: int
+) -> tuple[torch.Tensor, torch.Generator | Counters]:
+    """x_T (S*n, *shape) of samples [lo, hi) of each of the S seeds whose Threefry keys are the
+    rows of `keys` (S, 2) (`noise.seed_key`), seed by seed, and what the sampler draws the rest of
+    their noise from: their `Counters` (indexed noise), or the chunk's generator seeded by
+    `seed` (chunk_seed), which draws x_T first."""
+    n = hi - lo
+    if noise == "indexed":
+        counters = Counters.of_seeds(keys, lo, n)
+        return counters.initial(tuple(shape), T), counters
+    g = torch.Generator(keys.device).manual_seed(seed)
+    return torch.randn((len(keys) * n, *shape), generator=g, device=keys.device), g
 
 
 def chunk_paths(out: Path) -> list[Path]:
@@ -82,7 +103,7 @@ def make_sampler(loaded: LoadedRun, scfg: SampleConfig):
         from mosaicdiff.fast.sampling import FastDDPM
 
         compiled = worth_compiling(scfg, model.n_seeds)
-        fast = FastDDPM(FoldedNet(model), schedule, compiled, noise=scfg.noise)
+        fast = FastDDPM(FoldedNet(model), schedule, compiled, noise=sampler_kind(scfg.noise))
         return lambda x_T, g, progress=False: fast(x_T, g)
     denoiser = model.as_denoiser()
     return lambda x_T, g, progress=False: sample(
@@ -94,7 +115,7 @@ def make_sampler(loaded: LoadedRun, scfg: SampleConfig):
         scfg.steps,
         scfg.eta,
         clip=scfg.clip_x0,
-        noise=scfg.noise,
+        noise=sampler_kind(scfg.noise),
         progress=progress,
     )
 
@@ -118,7 +139,7 @@ def samples_folded(model, scfg: SampleConfig) -> bool:
 
     if not (isinstance(model, PatchNet) and scfg.sampler == "ddpm" and not scfg.clip_x0):
         return False
-    if scfg.noise == "threefry":
+    if scfg.noise != "torch":
         return True
     # torch's stream: on the CPU, and split into the fast sampler's Box-Muller blocks only when
     # an image holds a multiple of 16 values (3x6x6 pairings hold 108: the reference samples)
@@ -143,7 +164,8 @@ def native_shape(cfg: RunConfig) -> tuple[int, int, int] | None:
     if not samples_folded(model, cfg.sample):
         return None
     net = FoldedNet(model.eval().requires_grad_(False))
-    return native.shape_of(net) if native.supports(net, cfg.sample.noise) else None
+    supported = native.supports(net, sampler_kind(cfg.sample.noise))
+    return native.shape_of(net) if supported else None
 
 
 def draw_samples(
@@ -158,11 +180,12 @@ def draw_samples(
     check_room(out, total * s * math.prod(shape) * 4)  # float32 chunks
     sampler = make_sampler(loaded, scfg)
     device = next(loaded.model.parameters()).device
+    keys = torch.stack([seed_key(scfg.seed, seed) for seed in loaded.cfg.train.seeds])
+    T = loaded.schedule.T
 
-    def draw(n: int, seed: int) -> torch.Tensor:
-        g = torch.Generator(device).manual_seed(seed)
-        x_T = torch.randn((s * n, *shape), generator=g, device=device)
-        return sampler(x_T, g, progress=progress).reshape(s, n, *shape)
+    def draw(lo: int, hi: int, seed: int) -> torch.Tensor:
+        x_T, source = chunk_start(scfg.noise, keys.to(device), lo, hi, seed, shape, T)
+        return sampler(x_T, source, progress=progress).reshape(s, hi - lo, *shape)
 
     meta = {"sample": to_dict(scfg), "seeds": list(loaded.cfg.train.seeds), "epoch": loaded.epoch}
     meta["weights"] = loaded.weights
@@ -235,10 +258,10 @@ def draw_chunks(
     progress: bool = True,
 ) -> None:
     """Write OUT/sample.json (`meta` and the chunking), then OUT/chunk-J.npz for every chunk
-    not written yet: the samples of indices [J m, (J + 1) m) of `total` (m = `per_chunk`), drawn
-    by `draw(n, chunk_seed(seed, J)) -> (n_seeds, n, C, H, W)`, which seeds a generator of the
-    chunk's own: a chunk does not depend on which chunks ran before it. Another process drawing
-    into `out` at the same time is refused (OUT/.sample.lock)."""
+    not written yet: the samples of indices [lo, hi) = [J m, (J + 1) m) of `total` (m =
+    `per_chunk`), drawn by `draw(lo, hi, chunk_seed(seed, J)) -> (n_seeds, hi - lo, C, H, W)`
+    (`chunk_start`): a chunk does not depend on which chunks ran before it. Another process
+    drawing into `out` at the same time is refused (OUT/.sample.lock)."""
     with locks.held(out / SAMPLE_LOCK, "sampled"):
         n_chunks = math.ceil(total / per_chunk)
         atomic_write_json(
@@ -252,7 +275,7 @@ def draw_chunks(
             if path.name not in done:
                 save_npz(
                     path,
-                    samples=draw(hi - lo, chunk_seed(seed, j)).cpu().numpy(),
+                    samples=draw(lo, hi, chunk_seed(seed, j)).cpu().numpy(),
                     index=np.arange(lo, hi),
                     run=np.arange(lo, hi) // n_per_run,
                     seed=np.array(chunk_seed(seed, j)),

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from mosaicdiff import locks
-from mosaicdiff.config import RunConfig, older_bias, stored_run
+from mosaicdiff.config import RunConfig, older_defaults, stored_run
 from mosaicdiff.config_io import differences, from_dict, to_dict
 from mosaicdiff.data import ImageDataset, load_dataset
 from mosaicdiff.diffusion import Schedule
@@ -98,7 +98,7 @@ class RunDir:
             check(
                 not diffs,
                 f"{self.path} holds a run with other settings ({'; '.join(diffs)})"
-                f"{older_bias(diffs)}; use a new --out",
+                f"{older_defaults(diffs)}; use a new --out",
             )
 
     # --- metrics --------------------------------------------------------------------------

@@ -11,7 +11,8 @@ Both can clamp the predicted x0 to the data range [-1, 1] at every step (`clip`,
 `clip_sample=True`, tested against it too): off for the paper's table, on where a briefly trained
 network's x0 estimate would otherwise run away (the digits study).
 
-The noise is counter-based Threefry by default, or torch's generator stream (`noise.py`).
+The noise is counter-based Threefry by default, or torch's generator stream (`noise.py`); given
+`noise.Counters` instead of a generator, each sample's Threefry noise is its own.
 Coefficient tables are computed once in float64; the loop does no host work per step.
 """
 
@@ -26,7 +27,7 @@ from mosaicdiff.config import DDIM_STEPS
 from mosaicdiff.denoiser import Denoiser
 from mosaicdiff.diffusion import Schedule, x0_from_eps
 from mosaicdiff.errors import check
-from mosaicdiff.noise import Noise, step_noise
+from mosaicdiff.noise import Counters, Noise, step_noise
 
 # callback(i, t, x_t, eps): called after the denoiser at every step, before the update.
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
@@ -63,7 +64,7 @@ def ddpm_tables(schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor, torch.T
 def ddpm_sample(
     denoiser: Denoiser,
     x_T: torch.Tensor,
-    generator: torch.Generator,
+    generator: torch.Generator | Counters,
     schedule: Schedule,
     *,
     clip: bool = False,
@@ -73,7 +74,8 @@ def ddpm_sample(
 ) -> torch.Tensor:
     """Ancestral DDPM from x_T (B, C, H, W) through all T steps; returns x_0. With `clip`, the
     predicted x0 is clamped to the data range [-1, 1] at every step (diffusers' clip_sample).
-    `noise` names the source of z (`noise.step_noise`), seeded by `generator`."""
+    `noise` names the source of z (`noise.step_noise`), seeded by `generator` (or the samples'
+    own Threefry `Counters`)."""
     c_x, c_eps, sigma = (v.tolist() for v in ddpm_tables(schedule))
     c0, ct, _ = (v.tolist() for v in ddpm_posterior(schedule))
     ab = schedule.alpha_bar.tolist()
@@ -106,7 +108,7 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
 def ddim_sample(
     denoiser: Denoiser,
     x_T: torch.Tensor,
-    generator: torch.Generator,
+    generator: torch.Generator | Counters,
     schedule: Schedule,
     *,
     steps: int = DDIM_STEPS,
@@ -118,7 +120,8 @@ def ddim_sample(
 ) -> torch.Tensor:
     """DDIM from x_T (B, C, H, W) over `steps` timesteps; returns x_0. With `clip`, the
     predicted x0 is clamped to [-1, 1] before the update (diffusers' clip_sample). `noise`
-    names the source of z when eta > 0 (`noise.step_noise`), seeded by `generator`."""
+    names the source of z when eta > 0 (`noise.step_noise`), seeded by `generator` (or the
+    samples' own Threefry `Counters`)."""
     check(1 <= steps <= schedule.T, f"ddim steps={steps} must be between 1 and T={schedule.T}")
     check(0 <= eta <= 1, f"ddim eta={eta} must be between 0 and 1")  # sigma^2 <= 1 - a_prev
     ab = schedule.alpha_bar.tolist()
@@ -147,7 +150,7 @@ def ddim_sample(
 def sample(
     denoiser: Denoiser,
     x_T: torch.Tensor,
-    generator: torch.Generator,
+    generator: torch.Generator | Counters,
     schedule: Schedule,
     sampler: str = "ddpm",
     steps: int | None = None,

@@ -143,6 +143,32 @@ def test_a_bad_patch_schedule_file_is_one_line(entry, tmp_path, capsys):
     assert "\n" not in err and not (tmp_path / "x").exists()
 
 
+def test_sample_noise_is_each_samples_own_and_older_folders_keep_theirs(tmp_path, capsys):
+    base = ["theory", "sample", "--n", "6", "--sampler", "ddpm", "--no-progress"]
+
+    def drawn(name: str, *more: str) -> np.ndarray:
+        assert main([*base, *more, "--out", str(tmp_path / name)]) == 0
+        return np.load(tmp_path / name / "samples.npz")["samples"]
+
+    whole = drawn("a", "--batch", "6")
+    assert np.allclose(drawn("b", "--batch", "4"), whole, atol=1e-5)  # indexed: any batches
+    assert not np.allclose(drawn("c", "--batch", "4", "--seed", "1"), whole, atol=1e-2)
+    by_batch = drawn("d", "--batch", "6", "--noise", "threefry")
+    assert not np.allclose(by_batch, whole, atol=1e-2)
+    assert not np.allclose(drawn("e", "--batch", "4", "--noise", "threefry"), by_batch, atol=1e-2)
+    # A folder drawn before --noise existed (no "noise" stored) resumes as it drew: by batch.
+    meta = json.loads((tmp_path / "d" / "sample.json").read_text())
+    del meta["theory"]["noise"]
+    (tmp_path / "d" / "sample.json").write_text(json.dumps(meta))
+    (tmp_path / "d" / "chunk-00000.npz").unlink()
+    assert np.array_equal(drawn("d", "--batch", "6"), by_batch)
+    capsys.readouterr()
+    assert main([*base, "--batch", "6", "--noise", "indexed", "--out", str(tmp_path / "d")]) == 2
+    assert 'noise: "threefry" -> "indexed"' in capsys.readouterr().err
+    assert main([*base, "--noise", "torch", "--out", str(tmp_path / "f")]) == 2
+    assert "--noise" in capsys.readouterr().err and not (tmp_path / "f").exists()
+
+
 def test_sample_resumes_its_batches_and_refuses_other_settings(tmp_path, capsys):
     out = tmp_path / "els"
     args = ["theory", "sample", "--n", "6", "--batch", "2", "--sampler", "ddim", "--steps", "3"]

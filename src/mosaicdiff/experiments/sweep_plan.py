@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mosaicdiff.config import RunConfig, custom_arch, new_run_config, older_bias, stored_run
+from mosaicdiff.config import RunConfig, custom_arch, new_run_config, older_defaults, stored_run
 from mosaicdiff.config_io import (
     assign,
     check_once,
@@ -182,7 +182,7 @@ def plan_sweep(spec: dict, out: str | Path | None = None, sets: list[str] = ()) 
         check(
             not diffs,
             f"{p.run_path} holds a run with another config ({'; '.join(diffs[:3])})"
-            f"{older_bias(diffs)}; use a new out folder or delete that point",
+            f"{older_defaults(diffs)}; use a new out folder or delete that point",
         )
     datasets = {}  # each distinct data config read once, for both checks
     _check_points_build(points, f"sweep base{' or --set' if sets else ''}", datasets)

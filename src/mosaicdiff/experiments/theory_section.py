@@ -38,12 +38,14 @@ def _setup(base: RunConfig, n: int):
 
     from mosaicdiff.data import load_dataset
     from mosaicdiff.diffusion import Schedule
+    from mosaicdiff.noise import sampler_kind
     from mosaicdiff.sampling import sample
 
     dataset = load_dataset(base.data)
     schedule = Schedule.from_config(base.diffusion)
     sc = base.sample  # the same sampler as the networks' table
-    sampler = partial(sample, sampler=sc.sampler, steps=sc.steps, eta=sc.eta, noise=sc.noise)
+    noise = sampler_kind(sc.noise)  # its generators as before: the machines see one batch
+    sampler = partial(sample, sampler=sc.sampler, steps=sc.steps, eta=sc.eta, noise=noise)
     x_T = torch.randn((n, *dataset.shape), generator=torch.Generator().manual_seed(0))
     return dataset, schedule, sampler, x_T
 

@@ -8,8 +8,9 @@
 //
 // Layout: x is (S, blocks, D, LANES): seed, block of LANES samples, the D = C H W values of a
 // sample in image order, lane. Token n's value q is the image value tok[n P + q] (patchify's order).
-// Noise: Threefry-2x32-20 of counters (sample index, t D/2 + j) under the key, then
+// Noise: Threefry-2x32-20 of counters (sample index, t D/2 + j) under the seed's key, then
 // Box-Muller (noise.counter_normal): the cosine normal is value j, the sine normal D/2 + j.
+// Sample i of seed s has key keys[s] and index first[s] + i (noise.Counters.per_seed).
 // Network (FoldedNet.eps_tokens): h = silu(x_tok W_in + bias[t]) per token, y = h W2 with
 // W2 = W_out (cnn, identity) or [W_out | W_v W_out] (attn, top1). The cnn's eps is y + b_out;
 // the others add the attention mixture of the values (the last P columns of y; identity: y
@@ -97,10 +98,9 @@ enum Arch { CNN = 0, ATTN = 1, IDENTITY = 2, TOP1 = 3 };  // native.ARCHS, in or
 struct Args {
   float* x;
   const float *w_in, *bias, *w2, *a, *b_out, *coef;
-  const int32_t* tok;
-  int64_t seeds, blocks, per_seed, t_first, n_steps;
+  const int32_t *tok, *keys, *first;  // keys (S, 2), first (S,)
+  int64_t seeds, blocks, t_first, n_steps;
   float scale;
-  uint32_t key[3];
 };
 
 // z (D values) of step t for the lanes' sample indices.
@@ -198,13 +198,16 @@ void sample_block(const Args& a, int64_t seed, int64_t block) {
   Vec xs[D], z[D];
   float* xb = a.x + (seed * a.blocks + block) * D * LANES;
   for (int v = 0; v < D; ++v) xs[v] = Vec::loadu(xb + v * LANES);
-  const Bits index = add(splat(static_cast<uint32_t>(seed * a.per_seed + block * LANES)),
+  const uint32_t k0 = static_cast<uint32_t>(a.keys[2 * seed]);
+  const uint32_t k1 = static_cast<uint32_t>(a.keys[2 * seed + 1]);
+  const uint32_t key[3] = {k0, k1, k0 ^ k1 ^ 0x1BD11BDAu};  // Threefry's key schedule
+  const Bits index = add(splat(static_cast<uint32_t>(a.first[seed] + block * LANES)),
                          lane_index());
   for (int64_t k = 0; k < a.n_steps; ++k) {
     const int64_t t = a.t_first - k;
     const float* bias = a.bias + (t * a.seeds + seed) * H;
     const Vec cx(a.coef[3 * t]), ce(a.coef[3 * t + 1]), sg(a.coef[3 * t + 2]);
-    noise<D>(a.key, index, t, z);
+    noise<D>(key, index, t, z);
     Vec xt[N][P], eps[N][P];
     for (int n = 0; n < N; ++n)
       for (int q = 0; q < P; ++q) xt[n][q] = xs[a.tok[n * P + q]];
@@ -240,20 +243,22 @@ void run(const Args& a) {
 // Built for one shape, MD_TOKENS tokens x MD_VALUES values x MD_HIDDEN hidden.
 void ddpm_loop(torch::Tensor x, int64_t arch, torch::Tensor w_in, torch::Tensor bias,
                torch::Tensor w2, torch::Tensor a, double scale, torch::Tensor b_out,
-               torch::Tensor coef, torch::Tensor tok, int64_t key0, int64_t key1, int64_t t_first,
-               int64_t n_steps, int64_t per_seed) {
+               torch::Tensor coef, torch::Tensor tok, torch::Tensor keys, torch::Tensor first,
+               int64_t t_first, int64_t n_steps) {
   const int64_t N = tok.size(0) / w_in.size(1), P = w_in.size(1), H = w_in.size(2);
   TORCH_CHECK(N == MD_TOKENS && P == MD_VALUES && H == MD_HIDDEN, "this ddpm_loop is built for ",
               MD_TOKENS, " tokens x ", MD_VALUES, " values x ", MD_HIDDEN, " hidden, not ", N,
               " x ", P, " x ", H);
   TORCH_CHECK(x.is_contiguous() && x.size(2) == N * P && x.size(3) == LANES, "bad x layout");
   TORCH_CHECK(arch >= CNN && arch <= TOP1, "bad arch code ", arch);
-  const uint32_t k0 = static_cast<uint32_t>(key0), k1 = static_cast<uint32_t>(key1);
+  TORCH_CHECK(keys.is_contiguous() && keys.numel() == 2 * x.size(0) &&
+                  first.is_contiguous() && first.numel() == x.size(0),
+              "keys must be (S, 2) and first (S,)");
   const Args args{x.data_ptr<float>(), w_in.data_ptr<float>(), bias.data_ptr<float>(),
                   w2.data_ptr<float>(), a.data_ptr<float>(), b_out.data_ptr<float>(),
-                  coef.data_ptr<float>(), tok.data_ptr<int32_t>(), x.size(0), x.size(1),
-                  per_seed, t_first, n_steps, static_cast<float>(scale),
-                  {k0, k1, k0 ^ k1 ^ 0x1BD11BDAu}};
+                  coef.data_ptr<float>(), tok.data_ptr<int32_t>(), keys.data_ptr<int32_t>(),
+                  first.data_ptr<int32_t>(), x.size(0), x.size(1), t_first, n_steps,
+                  static_cast<float>(scale)};
   pybind11::gil_scoped_release no_gil;
   switch (arch) {
     case CNN: return run<CNN>(args);

@@ -303,11 +303,17 @@ def supports(net, noise: str) -> bool:
 
 
 def ddpm(
-    net, coef: torch.Tensor, x_T: torch.Tensor, key: torch.Tensor, t_first: int, n_steps: int
+    net,
+    coef: torch.Tensor,
+    x_T: torch.Tensor,
+    keys: torch.Tensor,
+    first: torch.Tensor,
+    t_first: int,
+    n_steps: int,
 ) -> torch.Tensor:
     """DDPM from step `t_first` for `n_steps` steps: x_T (S*B, C, H, W) -> x. `coef` (T, 3) is
-    (c_x, c_eps, sigma), `key` the Threefry key. Sample i of seed s has noise index s*B + i, as
-    in `FastDDPM._counter_loop`."""
+    (c_x, c_eps, sigma); sample i of seed s has Threefry key keys[s] and index first[s] + i
+    (`noise.Counters.per_seed`)."""
     s, lane = net.n_seeds, lanes()
     b = x_T.shape[0] // s
     d = x_T[0].numel()
@@ -317,14 +323,14 @@ def ddpm(
     x = x.view(s, blocks, lane, d).transpose(2, 3).contiguous()  # (S, blocks, D, lanes)
     # Token n's value q is image value tok[n P + q].
     tok = patchify(torch.arange(d).view(1, *net.image_shape), net.patch).reshape(-1).int()
-    k0, k1 = (int(k) & 0xFFFFFFFF for k in key.tolist())
+    keys, first = keys.to(torch.int32).contiguous(), first.to(torch.int32).contiguous()
     w_in, bias, w2, b_out, coef = (
         w.float().contiguous() for w in (net.w_in, net.bias_t, net.w2, net.b_out, coef)
     )
     a = torch.empty(0) if net.a is None else net.a.float().contiguous()  # cnn, identity: none
     code = ARCHS.index(net.arch)
     _module(shape_of(net)).ddpm_loop(
-        x, code, w_in, bias, w2, a, net.scale, b_out, coef, tok, k0, k1, t_first, n_steps, b
+        x, code, w_in, bias, w2, a, net.scale, b_out, coef, tok, keys, first, t_first, n_steps
     )
     x = x.transpose(2, 3).reshape(s, blocks * lane, d)[:, :b]
     return x.reshape(x_T.shape).to(x_T.dtype)

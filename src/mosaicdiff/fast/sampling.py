@@ -6,13 +6,13 @@ Exact rewrites, each tested against the reference:
    output projection; the timestep embedding plus the first bias a (T, d) table per seed.
 2. Token space throughout: x_t is kept as (S, B, N, P) patches; only x_T and x_0 are converted.
 3. The noise. By default it is counter-based (`noise.counter_normal`, Threefry): each chunk's
-   step makes its own noise inside the compiled kernel from the sample indices and t, so the
-   kernel never waits on a serial generator. With noise="torch": `torch.randn` on a CPU fills
-   a tensor with uniforms u = (mt19937() & (2^24-1)) / 2^24 and turns each block of 16 into
-   normals by Box-Muller (z_j = r cos(2 pi u_{j+8}), z_{j+8} = r sin(2 pi u_{j+8}),
-   r = sqrt(-2 log(1 - u_j))). We draw the same uniforms with `torch.rand` from the same
-   generator (same stream, same generator state afterwards) and do Box-Muller inside the fused
-   per-step kernel: same numbers up to float rounding of log/cos/sin.
+   step makes its own noise inside the compiled kernel from the samples' keys and indices and t
+   (`noise.Counters`), so the kernel never waits on a serial generator. With noise="torch":
+   `torch.randn` on a CPU fills a tensor with uniforms u = (mt19937() & (2^24-1)) / 2^24 and
+   turns each block of 16 into normals by Box-Muller (z_j = r cos(2 pi u_{j+8}),
+   z_{j+8} = r sin(2 pi u_{j+8}), r = sqrt(-2 log(1 - u_j))). We draw the same uniforms with
+   `torch.rand` from the same generator (same stream, same generator state afterwards) and do
+   Box-Muller inside the fused per-step kernel: same numbers up to float rounding of log/cos/sin.
    Either way the samples equal `sampling.ddpm_sample`'s with the same `noise` to float rounding.
 4. For the paper's networks with Threefry noise on an x86 CPU with AVX2, compiling means the
    native loop of `fast.native` instead: all steps for 8 samples per vector (16 with
@@ -35,7 +35,7 @@ from mosaicdiff.fast import native
 from mosaicdiff.fast.folding import FoldedNet
 from mosaicdiff.fast.inductor import can_compile, configure_inductor
 from mosaicdiff.models.patchnet import patchify, unpatchify
-from mosaicdiff.noise import Noise, check_counter_range, check_kind, counter_normal, draw_key
+from mosaicdiff.noise import Counters, Noise, check_counter_range, check_kind, counter_normal
 from mosaicdiff.sampling import ddpm_tables
 
 # Samples in one compiled call, over all seeds of the group. With the noise made in the kernel,
@@ -87,8 +87,8 @@ def _ddpm_step(net: FoldedNet, x, u, bias, coef):
 
 
 def _ddpm_step_counter(net: FoldedNet, x, key, t, index, bias, coef):
-    """`_ddpm_step` with Threefry noise made in the kernel: key (2,), t (1,) int32; index
-    (S, b) int32: the chunk's sample indices in the whole (S*B) batch."""
+    """`_ddpm_step` with Threefry noise made in the kernel: t (1,) int32; key (S, b, 2) and
+    index (S, b) int32: the chunk's samples' `noise.Counters`."""
     eps = net.eps_tokens(x, bias)
     s, b = index.shape
     z = counter_normal(key, t, index, math.prod(net.image_shape)).view(s, b, *net.image_shape)
@@ -126,12 +126,12 @@ class FastDDPM:
     def __call__(
         self,
         x_T: torch.Tensor,
-        generator: torch.Generator,
+        generator: torch.Generator | Counters,
         n_steps: int | None = None,
         overlap_noise: bool = True,
     ) -> torch.Tensor:
         """Same as `ddpm_sample(net, x_T, generator, schedule, noise=...)`: x_T (S*B, C, H, W)
-        -> x_0.
+        -> x_0. `generator` may be the samples' Threefry `Counters` instead.
 
         With `n_steps`, stop after that many steps (for timing). With noise="torch" and
         `overlap_noise`, one helper thread draws the next step's uniforms (in order, from
@@ -141,37 +141,46 @@ class FastDDPM:
         T = self.schedule.T
         if n_steps is not None and not 0 <= n_steps <= T:  # past t = 0 the tables run out
             raise ValueError(f"n_steps={n_steps} must be in [0, {T}]")
+        counters = self._counters(x_T, generator)
         if self.native:
             steps = T if n_steps is None else n_steps
-            return native.ddpm(net, self.coef, x_T, self._counter_key(x_T, generator), T - 1, steps)
+            keys, first = counters.per_seed(s)
+            return native.ddpm(net, self.coef, x_T, keys, first, T - 1, steps)
         b_all = x_T.shape[0] // s
         x = patchify(x_T.reshape(s, b_all, *x_T.shape[1:]), net.patch).contiguous()
         # A GPU takes the whole batch at once; a CPU works through cache-sized chunks.
         n_chunks = 1 if x.is_cuda else chunk_count(b_all, s)
         x_chunks = x.tensor_split(n_chunks, 1)
         ts = list(range(T - 1, -1 if n_steps is None else T - 1 - n_steps, -1))
-        if self.noise == "threefry":
-            self._counter_loop(x_T, x_chunks, generator, ts)
+        if counters is not None:
+            self._counter_loop(counters, x_chunks, ts)
         else:
             self._torch_loop(x_T, x_chunks, generator, ts, overlap_noise)
         return unpatchify(x, net.patch, net.image_shape).reshape(x_T.shape)
 
-    def _counter_key(self, x_T, generator) -> torch.Tensor:
-        """The Threefry key of this batch, once its counters are known to fit."""
-        check_counter_range(x_T.shape[0], x_T[0].numel(), self.schedule.T)
-        return draw_key(generator)
+    def _counters(self, x_T, generator) -> Counters | None:
+        """The Threefry counters of this batch (None for torch's stream), known to fit."""
+        if self.noise != "threefry":
+            if isinstance(generator, Counters):
+                raise ValueError("Threefry counters given to a sampler of noise='torch'")
+            return None
+        b = x_T.shape[0]
+        counters = generator if isinstance(generator, Counters) else Counters.drawn(generator, b)
+        if len(counters.index) != b:
+            raise ValueError(f"counters of {len(counters.index)} samples for a batch of {b}")
+        check_counter_range(counters.end, x_T[0].numel(), self.schedule.T)
+        return counters.to(x_T.device)
 
-    def _counter_loop(self, x_T, x_chunks, generator, ts) -> None:
-        net = self.net
-        key = self._counter_key(x_T, generator)
-        device = x_T.device
-        index = torch.arange(x_T.shape[0], dtype=torch.int32, device=device)
-        i_chunks = index.view(net.n_seeds, -1).tensor_split(len(x_chunks), 1)  # of (S, B)
+    def _counter_loop(self, counters: Counters, x_chunks, ts) -> None:
+        net, n = self.net, len(x_chunks)
+        device = counters.index.device
+        k_chunks = counters.key.view(net.n_seeds, -1, 2).tensor_split(n, 1)  # of (S, B, 2)
+        i_chunks = counters.index.view(net.n_seeds, -1).tensor_split(n, 1)  # of (S, B)
         t_table = torch.arange(self.schedule.T, dtype=torch.int32, device=device)
         for t in ts:
             bias, coef, t_1 = net.bias_t[t][:, None], self.coef[t], t_table[t : t + 1]
-            for x_c, i_c in zip(x_chunks, i_chunks, strict=True):
-                self.step(x_c, key, t_1, i_c, bias, coef)  # in place; sigma[0] = 0
+            for x_c, k_c, i_c in zip(x_chunks, k_chunks, i_chunks, strict=True):
+                self.step(x_c, k_c, t_1, i_c, bias, coef)  # in place; sigma[0] = 0
 
     def _torch_loop(self, x_T, x_chunks, generator, ts, overlap_noise: bool) -> None:
         net, s = self.net, self.net.n_seeds
@@ -210,7 +219,7 @@ class FastDDPM:
 def fast_ddpm_sample(
     denoiser: FoldedNet,
     x_T: torch.Tensor,
-    generator: torch.Generator,
+    generator: torch.Generator | Counters,
     schedule: Schedule,
     compile: bool = True,
     noise: Noise = "threefry",

@@ -138,8 +138,8 @@ def _sample_options(s, knob: bool = False) -> None:
         "--batch",
         type=int,
         default=1000,
-        help="samples per sampler call, each batch a chunk with its own seed: another --batch "
-        "draws other samples, so a rerun keeps it",
+        help="samples per sampler call, each batch a chunk on disk (a rerun keeps it; with "
+        "--noise threefry each has its own seed, so another --batch draws other samples)",
     )
     s.add_argument(
         "--sampler",
@@ -149,6 +149,12 @@ def _sample_options(s, knob: bool = False) -> None:
     s.add_argument("--steps", type=int, help="ddim: number of steps (default 50)")
     s.add_argument("--eta", type=float, default=0.0, help="ddim: noise in [0, 1] (0 deterministic)")
     s.add_argument("--seed", type=int, default=0, help="seed of x_T and the sampler noise")
+    s.add_argument(
+        "--noise",
+        help="indexed (each sample's own noise, from --seed and its index) or threefry (each "
+        "batch's own seed: earlier versions' default, kept by folders they drew; default: "
+        "indexed)",
+    )
     s.add_argument(
         "--clip-x0",
         action=argparse.BooleanOptionalAction,

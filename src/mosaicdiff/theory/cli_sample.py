@@ -95,6 +95,9 @@ def prepare_sample(args) -> Callable[[], int]:
         args.sampler = before.get("sampler", "ddpm") if before else ("ddim" if natural else "ddpm")
     if args.clip_x0 is None:
         args.clip_x0 = natural
+    if args.noise is None:  # each sample's own (`generate.chunk_start`); as an older folder drew
+        args.noise = stored.get("noise", "threefry") if stored is not None else "indexed"
+    choice(args.noise, "--noise", ("indexed", "threefry"))
     choice(args.sampler, "--sampler", ("ddpm", "ddim"))
     for option in ("n", "batch", "limit"):
         positive(getattr(args, option), f"--{option}")
@@ -155,20 +158,22 @@ def prepare_sample(args) -> Callable[[], int]:
 
 
 def _sample(args, folder: Path, dataset, machine, schedule, settings: dict) -> int:
-    from mosaicdiff.generate import draw_chunks, load_samples, save_preview
+    from mosaicdiff.generate import chunk_start, draw_chunks, load_samples, save_preview
     from mosaicdiff.io import save_npz
+    from mosaicdiff.noise import seed_key
     from mosaicdiff.sampling import sample
 
     folder.mkdir(parents=True, exist_ok=True)
     n, progress = args.n, not args.no_progress
 
-    def draw(m: int, seed: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
-        x_T = torch.randn(m, *dataset.shape, generator=g)
+    keys = seed_key(args.seed)[None]
+
+    def draw(lo: int, hi: int, seed: int) -> torch.Tensor:
+        x_T, source = chunk_start(args.noise, keys, lo, hi, seed, dataset.shape, schedule.T)
         x0 = sample(
             machine,
             x_T,
-            g,
+            source,
             schedule,
             args.sampler,
             args.steps if args.sampler == "ddim" else None,  # stored as 50 for ddpm too
@@ -231,8 +236,9 @@ def _check_same_settings(folder: Path, stored: dict | None, settings: dict) -> N
     from mosaicdiff.theory.cli_checks import same_machine
 
     if stored is not None:
-        # sampled before --subset existed: all the images; before --clip-x0: unclipped
-        stored = {"subset": 0, "clip_x0": False, **stored}
+        # sampled before --subset existed: all the images; before --clip-x0: unclipped;
+        # before --noise: each chunk's own
+        stored = {"subset": 0, "clip_x0": False, "noise": "threefry", **stored}
         if patch_file(stored.get("patch")) and stored.get("stride") is None:
             stored["stride"] = 1  # before calibrations held their stride: drawn at 1
         if "data_sha256" not in stored:  # sampled before the images counted: resumes as it was
