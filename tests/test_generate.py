@@ -118,3 +118,18 @@ def test_the_native_loops_shape_is_known_before_training():
         "model.arch=resnet",
     ]:
         assert native_shape(override(paper, [change])) is None, change
+
+
+def test_images_of_an_odd_number_of_values_sample_with_indexed_noise(tmp_path, tiny):
+    """1x5x5 images hold 25 values: the counters' last pair keeps its cosine normal only."""
+    from mosaicdiff.config_io import override
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "odd.npz", images=rng.integers(0, 256, (32, 5, 5), dtype=np.uint8))
+    sets = ["data.kind=npz", f"data.path={tmp_path / 'odd.npz'}", "model.arch=resnet"]
+    sets += ["model.hidden=8", "train.batch_size=16", "diffusion.T=20"]
+    sets += ["sample.sampler=ddpm", "sample.steps=20", "sample.n_runs=1", "sample.n_per_run=6"]
+    cfg = override(tiny(epochs=1), sets)
+    train(cfg, tmp_path / "run", progress=False)
+    x = load_samples(draw_samples(load_run(tmp_path / "run"), cfg.sample, progress=False))
+    assert x.shape == (1, 6, 1, 5, 5) and np.isfinite(x).all()

@@ -13,8 +13,8 @@ its own noise inside the kernel instead of waiting on a serial generator (on a 2
 - Uniforms u = (bits >> 8) / 2^24 in [0, 1) (the high 24 bits; `torch.rand` keeps the low 24
   of its own generator's word), and Box-Muller:
   z = sqrt(-2 log(1 - u1)) (cos 2 pi u2, sin 2 pi u2).
-- Layout: sample i's D values (D even) are D/2 pairs j; pair j's counter is
-  (i, t D/2 + j); its cosine normal is value j and its sine normal value D/2 + j.
+- Layout: sample i's D values are P = ceil(D/2) pairs j; pair j's counter is (i, t P + j); its
+  cosine normal is value j and its sine normal value P + j (for an odd D, the last is dropped).
 
 `torch`: `torch.randn(shape, generator=g)` at every step, the stream diffusers' schedulers use.
 
@@ -74,13 +74,14 @@ def counter_normal(key: torch.Tensor, t, index: torch.Tensor, values: int) -> to
     `key` is int32 (..., 2): one key (2,), or a key per sample, its leading dimensions
     broadcastable against I; `t` an int or an int32 tensor broadcastable against `index`.
     """
-    pairs = values // 2
+    pairs = -(-values // 2)  # an odd count drops the last pair's sine
     j = torch.arange(pairs, dtype=torch.int32, device=index.device)
     k0, k1 = key[..., 0, None], key[..., 1, None]
     a, b = threefry2x32(k0, k1, index[..., None], t * pairs + j)
     r = torch.sqrt(-2.0 * torch.log(1.0 - _uniform(a)))
     theta = (2 * math.pi) * _uniform(b)
-    return torch.cat([r * torch.cos(theta), r * torch.sin(theta)], -1)
+    z = torch.cat([r * torch.cos(theta), r * torch.sin(theta)], -1)
+    return z if values % 2 == 0 else z[..., :values]
 
 
 def _int32(k: torch.Tensor) -> torch.Tensor:
@@ -167,11 +168,11 @@ def sampler_kind(noise: SampleNoise) -> Noise:
 
 
 def check_counter_range(n_samples: int, values: int, T: int) -> None:
-    """The counters must fit in 31 bits: sample indices, and t D/2 + j."""
-    if values % 2 or n_samples >= 2**31 or T * values // 2 >= 2**31:
+    """The counters must fit in 31 bits: sample indices, and t ceil(D/2) + j."""
+    if n_samples > 2**31 or T * -(-values // 2) > 2**31:
         raise ValueError(
-            f"threefry noise needs an even number of values per sample and counters under 2^31, "
-            f"not {n_samples} samples x {values} values x {T} steps; use noise='torch'"
+            f"threefry noise needs counters under 2^31, not {n_samples} samples x {values} "
+            f"values x {T} steps; use noise='torch'"
         )
 
 
