@@ -314,12 +314,13 @@ def older_defaults(changed: list[str]) -> str:
     `CHANGED_DEFAULTS` changed (a field that differs only in being today's default): the
     setting that continues it."""
     olds = []
-    for name in CHANGED_DEFAULTS:
+    for name in CHANGED_DEFAULTS:  # a difference reads 'section.field: "old" -> "new"'
         section, field_name = name.split(".")
         default = getattr(getattr(RunConfig(), section), field_name)
         for d in changed:
             if d.startswith(f"{name}: ") and d.endswith(f' -> "{default}"'):
-                olds.append(f"{name}={d[len(name) + 2 :].split(' -> ')[0].strip(chr(34))}")
+                old = d.removeprefix(f"{name}: ").split(" -> ")[0].strip('"')
+                olds.append(f"{name}={old}")
     return f" (made before its default changed: {' '.join(olds)} continues it)" if olds else ""
 
 

@@ -181,10 +181,10 @@ def draw_samples(
     sampler = make_sampler(loaded, scfg)
     device = next(loaded.model.parameters()).device
     keys = torch.stack([seed_key(scfg.seed, seed) for seed in loaded.cfg.train.seeds])
-    T = loaded.schedule.T
+    keys, T = keys.to(device), loaded.schedule.T
 
     def draw(lo: int, hi: int, seed: int) -> torch.Tensor:
-        x_T, source = chunk_start(scfg.noise, keys.to(device), lo, hi, seed, shape, T)
+        x_T, source = chunk_start(scfg.noise, keys, lo, hi, seed, shape, T)
         return sampler(x_T, source, progress=progress).reshape(s, hi - lo, *shape)
 
     meta = {"sample": to_dict(scfg), "seeds": list(loaded.cfg.train.seeds), "epoch": loaded.epoch}

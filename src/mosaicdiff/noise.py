@@ -176,23 +176,35 @@ def check_counter_range(n_samples: int, values: int, T: int) -> None:
         )
 
 
+def batch_counters(
+    kind: Noise, generator: torch.Generator | Counters, x: torch.Tensor, T: int
+) -> Counters | None:
+    """The Threefry counters of x's samples (B, ...) on x's device, by `kind`: the `Counters`
+    given, or one key drawn from `generator` (`Counters.drawn`); None for torch's stream.
+    Counters given for torch's stream or for another number of samples are refused, and so are
+    counters past 31 bits."""
+    check_kind(kind)
+    given = isinstance(generator, Counters)
+    if given and (kind != "threefry" or len(generator.index) != x.shape[0]):
+        raise ValueError(
+            f"counters of {len(generator.index)} samples for {x.shape[0]} samples with "
+            f"noise={kind!r}: counters are Threefry's, one per sample"
+        )
+    if kind == "torch":
+        return None
+    counters = generator if given else Counters.drawn(generator, x.shape[0])
+    check_counter_range(counters.end, x[0].numel(), T)
+    return counters.to(x.device)
+
+
 def step_noise(
     kind: Noise, generator: torch.Generator | Counters, x: torch.Tensor, T: int
 ) -> Callable[[int], torch.Tensor]:
     """`noise(t) -> z` shaped like x (B, ...): the sampler's noise for step t, by `kind`, from
-    `generator` or, for Threefry, from the `Counters` of x's samples."""
-    check_kind(kind)
-    if isinstance(generator, Counters):
-        if kind != "threefry" or len(generator.index) != x.shape[0]:
-            raise ValueError(
-                f"counters of {len(generator.index)} samples for {x.shape[0]} samples with "
-                f"noise={kind!r}: counters are Threefry's, one per sample"
-            )
-    elif kind == "torch":
+    `generator` or, for Threefry, from the `Counters` of x's samples (`batch_counters`)."""
+    counters = batch_counters(kind, generator, x, T)
+    if counters is None:
         z = torch.empty_like(x)
         return lambda t: torch.randn(x.shape, generator=generator, out=z)
-    b, values = x.shape[0], x[0].numel()
-    counters = generator if isinstance(generator, Counters) else Counters.drawn(generator, b)
-    counters = counters.to(x.device)
-    check_counter_range(counters.end, values, T)
+    values = x[0].numel()
     return lambda t: counters.normal(t, values).view(x.shape).to(x.dtype)

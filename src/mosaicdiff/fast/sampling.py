@@ -35,7 +35,7 @@ from mosaicdiff.fast import native
 from mosaicdiff.fast.folding import FoldedNet
 from mosaicdiff.fast.inductor import can_compile, configure_inductor
 from mosaicdiff.models.patchnet import patchify, unpatchify
-from mosaicdiff.noise import Counters, Noise, check_counter_range, check_kind, counter_normal
+from mosaicdiff.noise import Counters, Noise, batch_counters, check_kind, counter_normal
 from mosaicdiff.sampling import ddpm_tables
 
 # Samples in one compiled call, over all seeds of the group. With the noise made in the kernel,
@@ -141,7 +141,7 @@ class FastDDPM:
         T = self.schedule.T
         if n_steps is not None and not 0 <= n_steps <= T:  # past t = 0 the tables run out
             raise ValueError(f"n_steps={n_steps} must be in [0, {T}]")
-        counters = self._counters(x_T, generator)
+        counters = batch_counters(self.noise, generator, x_T, T)  # None: torch's stream
         if self.native:
             steps = T if n_steps is None else n_steps
             keys, first = counters.per_seed(s)
@@ -157,19 +157,6 @@ class FastDDPM:
         else:
             self._torch_loop(x_T, x_chunks, generator, ts, overlap_noise)
         return unpatchify(x, net.patch, net.image_shape).reshape(x_T.shape)
-
-    def _counters(self, x_T, generator) -> Counters | None:
-        """The Threefry counters of this batch (None for torch's stream), known to fit."""
-        if self.noise != "threefry":
-            if isinstance(generator, Counters):
-                raise ValueError("Threefry counters given to a sampler of noise='torch'")
-            return None
-        b = x_T.shape[0]
-        counters = generator if isinstance(generator, Counters) else Counters.drawn(generator, b)
-        if len(counters.index) != b:
-            raise ValueError(f"counters of {len(counters.index)} samples for a batch of {b}")
-        check_counter_range(counters.end, x_T[0].numel(), self.schedule.T)
-        return counters.to(x_T.device)
 
     def _counter_loop(self, counters: Counters, x_chunks, ts) -> None:
         net, n = self.net, len(x_chunks)
