@@ -80,9 +80,9 @@ def matmul_ceiling(torch, reps: int, device: str) -> float:
     return max(rates)
 
 
-def train_rate(cfg, compile: bool) -> tuple[float, float]:
+def train_rate(cfg, compile: bool) -> tuple[float, float, list[float]]:
     """(best model-steps/s over epochs after the first, seconds of the first epoch beyond a
-    steady one = the compile time) of `training.train` on `cfg`."""
+    steady one = the compile time, every epoch's model-steps/s) of `training.train` on `cfg`."""
     from mosaicdiff.runs import RunDir
     from mosaicdiff.training import train
 
@@ -96,7 +96,7 @@ def train_rate(cfg, compile: bool) -> tuple[float, float]:
         shutil.rmtree(out, ignore_errors=True)
     rate = max(r["model_steps_per_s"] for r in rows[1:])
     model_steps = sum(len(r["loss"]) for r in rows) * _steps_per_epoch(cfg)  # seeds x steps
-    return rate, max(0.0, wall - model_steps / rate)
+    return rate, max(0.0, wall - model_steps / rate), [r["model_steps_per_s"] for r in rows]
 
 
 def _steps_per_epoch(cfg) -> int:
@@ -119,15 +119,17 @@ def bench_training(arch, quick: bool, group: int, device: str) -> dict:
     n = 64 if quick else 256
     plain_rate = n / best_time(lambda: plain.train_steps(n), 3, device)
     res = {"plain_steps_per_s": plain_rate}
-    res["eager_1"], _ = train_rate(cfg1, False)
+    # Each epoch's rate is kept too: the best hides a run whose every epoch was slow.
+    res["eager_1"], _, res["epoch_rates_eager_1"] = train_rate(cfg1, False)
     if not quick or arch == "cnn":  # --quick: one compile per architecture, cnn aside
-        res["compiled_1"], res["compile_s_1"] = train_rate(cfg1, True)
+        res["compiled_1"], res["compile_s_1"], res["epoch_rates_1"] = train_rate(cfg1, True)
     cfg_g = RunConfig(
         model=ModelConfig(arch=arch),
         train=TrainConfig(**short, seeds=tuple(range(group))),
         device=device,
     )
-    res[f"compiled_{group}"], res[f"compile_s_{group}"] = train_rate(cfg_g, True)
+    rate, res[f"compile_s_{group}"], res[f"epoch_rates_{group}"] = train_rate(cfg_g, True)
+    res[f"compiled_{group}"] = rate
     return res
 
 
