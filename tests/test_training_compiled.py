@@ -112,6 +112,26 @@ def test_a_process_may_compile_many_runs():
     assert limit >= 1024
 
 
+def test_inductors_gpu_advice_is_silenced_and_nothing_else():
+    # As Inductor words them (torch 2.11 on an H200); a warning of any other text still shows.
+    import warnings
+
+    from mosaicdiff.fast.inductor import configure_inductor
+
+    advice = [
+        "TensorFloat32 tensor cores for float32 matrix multiplication available but not "
+        "enabled. Consider setting `torch.set_float32_matmul_precision('high')`",
+        "\nOnline softmax is disabled on the fly since Inductor decides to\nsplit the reduction.",
+    ]
+    other = ["float32 matmul precision", "Online softmax is enabled"]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        configure_inductor()
+        for text in advice + other:
+            warnings.warn(text, UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == other
+
+
 _CACHE_SCRIPT = """
 import multiprocessing, os, torch
 from mosaicdiff.fast.inductor import configure_inductor

@@ -23,8 +23,9 @@ from mosaicdiff.allocator import hold_freed_memory
 def configure_inductor() -> None:
     """Settings every compiled path here needs: ATen's random numbers
     (Inductor's own are slow on CPU and differ from eager's stream), an inductor cache of this
-    process's own (`use_own_inductor_cache`) and an allocator that keeps freed memory
-    (`allocator.hold_freed_memory`)."""
+    process's own (`use_own_inductor_cache`), an allocator that keeps freed memory
+    (`allocator.hold_freed_memory`), and quiet for the two notes of Inductor's that say nothing
+    wrong (`INDUCTOR_ADVICE`)."""
     import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
 
@@ -37,6 +38,15 @@ def configure_inductor() -> None:
         if hasattr(dynamo_config, name):
             setattr(dynamo_config, name, max(getattr(dynamo_config, name), 1024))
     use_own_inductor_cache()
+    # On a GPU Inductor advises TensorFloat32 matmuls, once a process, and says when it splits a
+    # softmax: float32 is kept by choice (the CPU's maths to float tolerance), and the split
+    # changes no number. Seen four and two times over in one `reproduce --device cuda`.
+    for quiet in INDUCTOR_ADVICE:
+        warnings.filterwarnings("ignore", message=quiet, category=UserWarning)
+
+
+# The start of each of Inductor's warnings that `configure_inductor` silences (regexes).
+INDUCTOR_ADVICE = (r"TensorFloat32 tensor cores", r"\s*Online softmax is disabled")
 
 
 def can_compile(device) -> bool:
