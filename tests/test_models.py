@@ -165,3 +165,8 @@ def test_the_group_as_a_denoiser_names_a_batch_it_cannot_read():
             den(bad, 5)
     with pytest.raises(ValueError, match="t holds 3 steps"):
         den(x, torch.tensor([1, 2, 3]))
+    # -1 ran as step 999 without a word; 1000 died in an IndexError
+    for t, steps in ((-1, "-1..-1"), (torch.tensor([0, 1, 999, 1000]), "0..1000")):
+        with pytest.raises(ValueError, match=rf"t holds steps {steps}; this network takes 0..999"):
+            den(x, t)
+    assert torch.equal(den(x, 999), den(x, torch.full((4,), 999)))  # the last step is fine

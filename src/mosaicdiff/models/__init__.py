@@ -25,7 +25,7 @@ def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int], T: int, see
             f"model.patch={cfg.patch} must divide the image size {h}x{w}",
         )
     if cfg.arch in PATCHNET_ARCHS:
-        return PatchNet(cfg, image_shape, T, list(seeds))
+        return _steps(PatchNet(cfg, image_shape, T, list(seeds)), T)
     if custom_arch(cfg.arch):
         from mosaicdiff.models.custom import CustomMember as Net
         from mosaicdiff.models.custom import load_class
@@ -38,7 +38,12 @@ def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int], T: int, see
     else:
         from mosaicdiff.models.dit import DiT as Net
     shape = tuple(image_shape)
-    return Ensemble(lambda: Net(cfg, shape, T), list(seeds), cfg=cfg, image_shape=shape)
+    return _steps(Ensemble(lambda: Net(cfg, shape, T), list(seeds), cfg=cfg, image_shape=shape), T)
+
+
+def _steps(model: GroupedModel, T: int) -> GroupedModel:
+    model.T = T  # the steps 0..T-1 it embeds: `as_denoiser` refuses others
+    return model
 
 
 __all__ = ["Ensemble", "GroupedModel", "PatchNet", "build_model"]

@@ -119,6 +119,11 @@ class _GroupView:
         t = torch.as_tensor(t, device=x_t.device).reshape(-1)
         if t.numel() not in (1, x_t.shape[0]):
             raise ValueError(f"t holds {t.numel()} steps; give one, or one per sample of x_t")
+        T = getattr(self.model, "T", None)  # set by `build_model`; -1 had wrapped round to T-1
+        if T is not None:
+            low, high = torch.stack(torch.aminmax(t)).tolist()
+            if not 0 <= low <= high < T:
+                raise ValueError(f"t holds steps {low}..{high}; this network takes 0..{T - 1}")
         x = x_t.reshape(s, -1, *x_t.shape[1:])
         tt = t.reshape(s, -1) if t.numel() > 1 else t
         return self.model(x, tt).reshape(x_t.shape)
