@@ -42,7 +42,7 @@ def build_model(cfg: ModelConfig, image_shape: tuple[int, int, int], T: int, see
 
 
 def _steps(model: GroupedModel, T: int) -> GroupedModel:
-    model.T = T  # the steps 0..T-1 it embeds: `as_denoiser` refuses others
+    model.T = T  # `GroupedModel.T`: `as_denoiser` refuses other steps
     return model
 
 

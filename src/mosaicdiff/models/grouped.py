@@ -20,6 +20,7 @@ class GroupedModel(nn.Module):
     """Base class: subclasses define `forward(x (S, B, C, H, W), t) -> eps` and `n_seeds`."""
 
     n_seeds: int
+    T: int | None = None  # the steps 0..T-1 it embeds (`build_model` sets it): see `as_denoiser`
 
     def as_denoiser(self):
         """The group as a `Denoiser` on (S*B, C, H, W) batches (S contiguous blocks of B)."""
@@ -119,7 +120,7 @@ class _GroupView:
         t = torch.as_tensor(t, device=x_t.device).reshape(-1)
         if t.numel() not in (1, x_t.shape[0]):
             raise ValueError(f"t holds {t.numel()} steps; give one, or one per sample of x_t")
-        T = getattr(self.model, "T", None)  # set by `build_model`; -1 had wrapped round to T-1
+        T = self.model.T  # a step outside 0..T-1 is refused: -1 had wrapped round to T-1
         if T is not None:
             low, high = torch.stack(torch.aminmax(t)).tolist()
             if not 0 <= low <= high < T:
